@@ -1,0 +1,218 @@
+"""CloudEvents 1.0 in Kafka binary content mode.
+
+Attributes travel as `ce_*` headers, the data as the JSON record value, and the
+record key is the pseudonymous client id so that all events about one client
+stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from .events import EventData, EventSpec, spec_for, spec_of
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+_SOURCE = re.compile(r"^/(lotse/[a-z][a-z0-9-]*|partners/[a-z0-9][a-z0-9-]{1,62})$")
+
+D = TypeVar("D", bound=EventData)
+
+
+class DecodeError(Exception):
+    """A record that is not a valid Lotse CloudEvent. `kind` goes into the DLQ headers."""
+
+    UNDECODABLE = "undecodable"
+    UNKNOWN_TYPE = "unknown-type"
+    SCHEMA_INVALID = "schema-invalid"
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """A record's CloudEvents attributes and its JSON data, not yet checked against a contract."""
+
+    id: str
+    type: str
+    source: str
+    time: str | None
+    subject: str | None
+    dataschema: str | None
+    data: Any
+    extensions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def acting_org(self) -> str | None:
+        return self.extensions.get("actingorg")
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[D]):
+    id: uuid.UUID
+    type: str
+    source: str
+    time: datetime
+    subject: str | None
+    dataschema: str
+    data: D
+    acting_org: str | None = None
+
+    @property
+    def client_id(self) -> str | None:
+        return self.subject
+
+    @property
+    def source_partner(self) -> str | None:
+        return self.source.removeprefix("/partners/") if self.source.startswith("/partners/") else None
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    def headers_dict(self) -> dict[str, str]:
+        return {k: v.decode() for k, v in self.headers}
+
+
+def service_source(service: str) -> str:
+    return f"/lotse/{service}"
+
+
+def partner_source(org_id: str) -> str:
+    return f"/partners/{org_id}"
+
+
+def new_event(
+    data: D,
+    *,
+    source: str,
+    acting_org: str | None = None,
+    spec: EventSpec | None = None,
+    event_id: uuid.UUID | None = None,
+    time: datetime | None = None,
+) -> Envelope[D]:
+    spec = spec or spec_of(type(data))
+    if not _SOURCE.match(source):
+        raise ValueError(f"invalid ce_source {source!r}")
+    client_id = getattr(data, "client_id", None)
+    return Envelope(
+        id=event_id or uuid.uuid4(),
+        type=spec.type,
+        source=source,
+        time=time or datetime.now(UTC),
+        subject=str(client_id) if client_id else None,
+        dataschema=spec.dataschema,
+        data=data,
+        acting_org=acting_org,
+    )
+
+
+def encode(env: Envelope[Any]) -> KafkaRecord:
+    headers = [
+        ("ce_specversion", SPECVERSION),
+        ("ce_id", str(env.id)),
+        ("ce_source", env.source),
+        ("ce_type", env.type),
+        ("ce_time", env.time.astimezone(UTC).isoformat().replace("+00:00", "Z")),
+        ("ce_dataschema", env.dataschema),
+        ("content-type", CONTENT_TYPE),
+    ]
+    if env.subject:
+        headers.append(("ce_subject", env.subject))
+    if env.acting_org:
+        headers.append(("ce_actingorg", env.acting_org))
+    key = env.subject.encode() if env.subject else None
+    value = env.data.model_dump_json().encode()
+    return KafkaRecord(key=key, value=value, headers=[(k, v.encode()) for k, v in headers])
+
+
+def _headers_to_dict(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any]) -> dict[str, str]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for k, v in items:
+        try:
+            out[k.lower()] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
+        except UnicodeDecodeError as exc:
+            raise DecodeError(DecodeError.UNDECODABLE, f"header {k} is not UTF-8") from exc
+    return out
+
+
+def decode_raw(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: bytes | None) -> RawEvent:
+    h = _headers_to_dict(headers)
+    if h.get("ce_specversion") != SPECVERSION:
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_specversion must be {SPECVERSION}, got {h.get('ce_specversion')!r}")
+    for required in ("ce_id", "ce_source", "ce_type"):
+        if not h.get(required):
+            raise DecodeError(DecodeError.UNDECODABLE, f"missing header {required}")
+    ctype = h.get("content-type", CONTENT_TYPE).split(";")[0].strip()
+    if ctype != CONTENT_TYPE:
+        raise DecodeError(DecodeError.UNDECODABLE, f"content-type must be {CONTENT_TYPE}, got {ctype!r}")
+    try:
+        data = json.loads(value) if value else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(DecodeError.UNDECODABLE, f"value is not JSON: {exc}") from exc
+    known = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_dataschema"}
+    return RawEvent(
+        id=h["ce_id"],
+        type=h["ce_type"],
+        source=h["ce_source"],
+        time=h.get("ce_time"),
+        subject=h.get("ce_subject"),
+        dataschema=h.get("ce_dataschema"),
+        data=data,
+        extensions={k[3:]: v for k, v in h.items() if k.startswith("ce_") and k not in known},
+    )
+
+
+def validate(raw: RawEvent) -> Envelope[Any]:
+    spec = spec_for(raw.type, raw.dataschema)
+    if spec is None:
+        raise DecodeError(DecodeError.UNKNOWN_TYPE, f"no contract for type {raw.type!r} with dataschema {raw.dataschema!r}")
+    try:
+        event_id = uuid.UUID(raw.id)
+    except ValueError as exc:
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_id is not a UUID: {raw.id!r}") from exc
+    if not _SOURCE.match(raw.source):
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_source {raw.source!r} is neither /lotse/<service> nor /partners/<org>")
+    try:
+        time = datetime.fromisoformat(raw.time) if raw.time else None
+    except ValueError as exc:
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_time is not RFC 3339: {raw.time!r}") from exc
+    if time is None or time.tzinfo is None:
+        raise DecodeError(DecodeError.UNDECODABLE, "ce_time must be an RFC 3339 timestamp with offset")
+    try:
+        data = spec.model.model_validate(raw.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise DecodeError(DecodeError.SCHEMA_INVALID, f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+    client_id = getattr(data, "client_id", None)
+    if client_id is not None and raw.subject is not None and raw.subject != str(client_id):
+        raise DecodeError(DecodeError.SCHEMA_INVALID, "ce_subject does not match data.client_id")
+    return Envelope(
+        id=event_id,
+        type=raw.type,
+        source=raw.source,
+        time=time,
+        subject=raw.subject or (str(client_id) if client_id else None),
+        dataschema=spec.dataschema,
+        data=data,
+        acting_org=raw.acting_org,
+    )
+
+
+def decode(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: bytes | None) -> Envelope[Any]:
+    return validate(decode_raw(headers, value))

@@ -1,0 +1,387 @@
+"""Integration events: every event that crosses a service boundary.
+
+Each event has an explicit, stable type name (`lotse.consent.granted`), never one
+derived from a class or module path. Within a version, fields are only added;
+a breaking change gets a new version (see docs/contracts.md).
+
+Consumers are tolerant readers: unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from . import topics
+from .vocab import (
+    DataCategory,
+    DeadlineKind,
+    DeclineReason,
+    LegalRegime,
+    Need,
+    NotificationChannel,
+    NotificationFailure,
+    Purpose,
+    RecipientKind,
+    ResidenceTitle,
+)
+
+OrgId = Annotated[str, StringConstraints(pattern=topics.ORG_ID_PATTERN)]
+LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class EventData(BaseModel):
+    # Tolerant reader: a newer producer may add fields this consumer does not know.
+    model_config = ConfigDict(extra="ignore", frozen=True, use_enum_values=False)
+
+
+class ClientEvent(EventData):
+    client_id: UUID = Field(description="Pseudonymous client id; also the record key.")
+
+
+# ---------------------------------------------------------------- clients
+class ClientRegistered(ClientEvent):
+    registering_org: OrgId
+    responsible_org: OrgId
+    preferred_language: LanguageTag
+    languages: list[LanguageTag] = []
+    needs: list[Need] = []
+    residence_title: ResidenceTitle | None = None
+    residence_valid_until: date | None = None
+    legal_regime: LegalRegime | None = None
+    registered_at: datetime
+
+
+class ClientUpdated(ClientEvent):
+    changed: list[str] = Field(description="Names of the fields that changed.")
+    preferred_language: LanguageTag | None = None
+    languages: list[LanguageTag] | None = None
+    needs: list[Need] | None = None
+    residence_title: ResidenceTitle | None = None
+    residence_valid_until: date | None = None
+    updated_by_org: OrgId
+    updated_at: datetime
+
+
+class CaseHandedOver(ClientEvent):
+    """Responsibility moves between organisations (Rechtskreiswechsel)."""
+
+    from_org: OrgId
+    to_org: OrgId
+    from_regime: LegalRegime | None = None
+    to_regime: LegalRegime | None = None
+    reason: ShortText | None = None
+    open_referral_ids: list[UUID] = []
+    open_deadline_ids: list[UUID] = []
+    handed_over_at: datetime
+
+
+class ClientErased(ClientEvent):
+    requested_by_org: OrgId
+    erased_at: datetime
+
+
+# ---------------------------------------------------------------- consents
+class ConsentGranted(ClientEvent):
+    consent_id: UUID
+    collecting_org: OrgId
+    recipients: list[OrgId] = Field(min_length=1)
+    purposes: list[Purpose] = Field(min_length=1)
+    categories: list[DataCategory] = Field(min_length=1)
+    legal_basis: list[str] = Field(min_length=1, examples=[["GDPR Art. 6(1)(a)"]])
+    form: str
+    information_language: LanguageTag
+    interpreter_used: bool = False
+    granted_at: datetime
+    valid_until: datetime | None = None
+
+
+class ConsentWithdrawn(ClientEvent):
+    consent_id: UUID
+    withdrawn_at: datetime
+    recorded_by_org: OrgId | None = None
+    disclosed_to: list[OrgId] = Field(
+        default=[], description="Organisations that already received data under this consent."
+    )
+
+
+class ConsentExpired(ClientEvent):
+    consent_id: UUID
+    expired_at: datetime
+    disclosed_to: list[OrgId] = []
+
+
+# ---------------------------------------------------------------- referrals
+class ReferralSent(ClientEvent):
+    referral_id: UUID
+    from_org: OrgId
+    to_org: OrgId
+    service: str
+    need: Need | None = None
+    requested_categories: list[DataCategory] = []
+    answer_due: date | None = None
+    sent_at: datetime
+
+
+class ReferralAnswer(ClientEvent):
+    """Common shape of a receiver's answer; partners may omit `from_org`."""
+
+    referral_id: UUID
+    to_org: OrgId = Field(description="The receiving organisation, which answers.")
+    from_org: OrgId | None = None
+
+
+class ReferralAccepted(ReferralAnswer):
+    accepted_at: datetime
+    appointment_at: datetime | None = None
+
+
+class ReferralDeclined(ReferralAnswer):
+    reason: DeclineReason
+    reason_text: ShortText | None = Field(default=None, description="Required when reason is 'other'.")
+    declined_at: datetime
+
+
+class ReferralCompleted(ReferralAnswer):
+    completed_at: datetime
+    outcome: ShortText | None = None
+
+
+class ReferralRevoked(ClientEvent):
+    referral_id: UUID
+    from_org: OrgId
+    to_org: OrgId
+    reason: ShortText | None = None
+    revoked_at: datetime
+
+
+# ---------------------------------------------------------------- deadlines
+class DeadlineEvent(ClientEvent):
+    deadline_id: UUID
+    kind: DeadlineKind
+    due_at: datetime
+    responsible_org: OrgId
+    referral_id: UUID | None = None
+    legal_note: str | None = Field(default=None, description="Why the date matters, in English.")
+
+
+class DeadlineRegistered(DeadlineEvent):
+    lead_times_days: list[int] = []
+    registered_at: datetime
+
+
+class DeadlineApproaching(DeadlineEvent):
+    lead_time_days: int
+    days_left: int
+
+
+class DeadlineMissed(DeadlineEvent):
+    missed_at: datetime
+
+
+class DeadlineResolved(DeadlineEvent):
+    resolved_at: datetime
+    resolution: ShortText | None = None
+
+
+# ---------------------------------------------------------------- disclosures
+class Identity(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    given_name: str
+    family_name: str
+    date_of_birth: date | None = None
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    email: EmailStr | None = None
+    phone: str | None = None
+    preferred_language: LanguageTag | None = None
+    languages: list[LanguageTag] = []
+
+
+class ResidenceStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    title: ResidenceTitle | None = None
+    valid_until: date | None = None
+
+
+class PersonalData(BaseModel):
+    """Personal data by category; a field is present only where consent allows it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    identity: Identity | None = None
+    contact: Contact | None = None
+    residence_status: ResidenceStatus | None = None
+    needs: list[Need] | None = None
+    education_qualifications: str | None = None
+    health: str | None = None
+
+    def categories(self) -> list[DataCategory]:
+        return [c for c in DataCategory if getattr(self, c.value) is not None]
+
+    def restricted_to(self, allowed: set[DataCategory]) -> PersonalData:
+        return PersonalData(**{c.value: getattr(self, c.value) for c in DataCategory if c in allowed})
+
+
+class DisclosureRequested(ClientEvent):
+    """Intake asks the consent gate to hand a referral with personal data to a partner."""
+
+    request_id: UUID
+    referral_id: UUID
+    from_org: OrgId
+    to_org: OrgId
+    purpose: Purpose = Purpose.REFERRAL
+    service: str
+    need: Need | None = None
+    categories: list[DataCategory]
+    reason: ShortText | None = None
+    free_text: str | None = Field(default=None, max_length=4000)
+    answer_due: date | None = None
+    personal_data: PersonalData
+    requested_at: datetime
+
+
+class DisclosureMade(ClientEvent):
+    request_id: UUID
+    referral_id: UUID | None = None
+    recipient: OrgId
+    purpose: Purpose
+    categories: list[DataCategory]
+    consent_id: UUID
+    payload_sha256: Sha256Hex
+    disclosed_at: datetime
+
+
+class DisclosureBlocked(ClientEvent):
+    request_id: UUID
+    referral_id: UUID | None = None
+    recipient: OrgId
+    purpose: Purpose
+    categories: list[DataCategory]
+    reason: str
+    missing_categories: list[DataCategory] = []
+    blocked_at: datetime
+
+
+class PartnerReferral(ClientEvent):
+    """What a receiving partner gets on its own inbox: the referral plus exactly the consented personal data."""
+
+    referral_id: UUID
+    from_org: OrgId
+    to_org: OrgId
+    service: str
+    need: Need | None = None
+    reason: ShortText | None = None
+    free_text: str | None = None
+    answer_due: date | None = None
+    consent_id: UUID
+    categories: list[DataCategory]
+    personal_data: PersonalData
+    sent_at: datetime
+
+
+# ---------------------------------------------------------------- notifications
+class NotificationEvent(EventData):
+    notification_id: UUID
+    client_id: UUID | None = None
+    trigger_event_id: UUID
+    trigger_type: str
+    channel: NotificationChannel
+    recipient_kind: RecipientKind
+    recipient_org: OrgId | None = None
+    language: LanguageTag | None = None
+
+
+class NotificationDelivered(NotificationEvent):
+    delivered_at: datetime
+    attempts: int = 1
+
+
+class NotificationFailed(NotificationEvent):
+    status: NotificationFailure
+    reason: str
+    attempts: int
+    failed_at: datetime
+
+
+# ---------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    version: int
+    model: type[EventData]
+    topic: str | None  # None: the topic is chosen per record (partner topics)
+    description: str
+    schema_name: str | None = None  # defaults to "<type>.v<version>"
+
+    @property
+    def dataschema(self) -> str:
+        return f"urn:lotse:schema:{self.schema_id}"
+
+    @property
+    def schema_id(self) -> str:
+        return self.schema_name or f"{self.type}.v{self.version}"
+
+
+_SPECS = [
+    EventSpec("lotse.client.registered", 1, ClientRegistered, topics.CLIENTS, "A client was registered by a member organisation."),
+    EventSpec("lotse.client.updated", 1, ClientUpdated, topics.CLIENTS, "A client's needs, languages or residence title changed."),
+    EventSpec("lotse.case.handed_over", 1, CaseHandedOver, topics.CLIENTS, "Responsibility for a client moved to another organisation."),
+    EventSpec("lotse.client.erased", 1, ClientErased, topics.CLIENTS, "A client's personal data was erased."),
+    EventSpec("lotse.consent.granted", 1, ConsentGranted, topics.CONSENTS, "A client consented to data exchange."),
+    EventSpec("lotse.consent.withdrawn", 1, ConsentWithdrawn, topics.CONSENTS, "A client withdrew a consent (GDPR Art. 7(3))."),
+    EventSpec("lotse.consent.expired", 1, ConsentExpired, topics.CONSENTS, "A consent reached its valid-until time."),
+    EventSpec("lotse.referral.sent", 1, ReferralSent, topics.REFERRALS, "A referral was sent to another organisation."),
+    EventSpec("lotse.referral.accepted", 1, ReferralAccepted, topics.REFERRALS, "The receiving organisation accepted a referral."),
+    EventSpec("lotse.referral.declined", 1, ReferralDeclined, topics.REFERRALS, "The receiving organisation declined a referral."),
+    EventSpec("lotse.referral.completed", 1, ReferralCompleted, topics.REFERRALS, "The receiving organisation completed a referral."),
+    EventSpec("lotse.referral.revoked", 1, ReferralRevoked, topics.REFERRALS, "The sending organisation revoked a referral."),
+    EventSpec("lotse.deadline.registered", 1, DeadlineRegistered, topics.DEADLINES, "A deadline was registered for a client."),
+    EventSpec("lotse.deadline.approaching", 1, DeadlineApproaching, topics.DEADLINES, "A deadline is within one of its lead times."),
+    EventSpec("lotse.deadline.missed", 1, DeadlineMissed, topics.DEADLINES, "A deadline passed unresolved."),
+    EventSpec("lotse.deadline.resolved", 1, DeadlineResolved, topics.DEADLINES, "A deadline was resolved."),
+    EventSpec("lotse.disclosure.requested", 1, DisclosureRequested, topics.DISCLOSURE_REQUESTS, "Intake asks the consent gate to disclose a referral's personal data. Carries personal data."),
+    EventSpec("lotse.disclosure.made", 1, DisclosureMade, topics.DISCLOSURES, "Personal data was disclosed to a partner under a consent."),
+    EventSpec("lotse.disclosure.blocked", 1, DisclosureBlocked, topics.DISCLOSURES, "A disclosure was refused for want of a valid consent."),
+    EventSpec("lotse.notification.delivered", 1, NotificationDelivered, topics.NOTIFICATIONS, "A notification reached its recipient."),
+    EventSpec("lotse.notification.failed", 1, NotificationFailed, topics.NOTIFICATIONS, "A notification could not be delivered."),
+]
+
+EVENTS: dict[str, EventSpec] = {s.type: s for s in _SPECS}
+
+# The referral as a partner receives it on partner.<org>.inbox.v1: same type, own schema.
+PARTNER_REFERRAL = EventSpec(
+    "lotse.referral.sent",
+    1,
+    PartnerReferral,
+    None,
+    "A referral with exactly the consented personal data, on the receiving partner's inbox.",
+    schema_name="lotse.referral.sent.partner.v1",
+)
+
+SCHEMAS: dict[str, EventSpec] = {s.dataschema: s for s in [*_SPECS, PARTNER_REFERRAL]}
+
+# Answers a partner system may publish on its own outbox topic.
+PARTNER_ANSWER_TYPES = ("lotse.referral.accepted", "lotse.referral.declined", "lotse.referral.completed")
+
+
+def spec_for(event_type: str, dataschema: str | None = None) -> EventSpec | None:
+    """The contract of a record, by its dataschema where it names one, else by its type."""
+    if dataschema and dataschema in SCHEMAS:
+        spec = SCHEMAS[dataschema]
+        return spec if spec.type == event_type else None
+    return EVENTS.get(event_type)
+
+
+def spec_of(model: type[EventData]) -> EventSpec:
+    for spec in SCHEMAS.values():
+        if spec.model is model:
+            return spec
+    raise KeyError(f"{model.__name__} is not a registered integration event")
