@@ -1,0 +1,118 @@
+"""PostgreSQL: per-service schema and role, plain-SQL migrations, connection pools.
+
+Each service owns one schema and connects as its own role. Migrations run with
+the provisioning DSN (`LOTSE_DATABASE_URL`), are applied in order at start and
+recorded with a checksum in `<schema>.schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+KIT_MIGRATIONS = Path(__file__).parent / "migrations"
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str  # "<set>:<file stem>", e.g. "kit:001_outbox"
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(set_name: str, directory: Path) -> list[Migration]:
+    files = sorted(directory.glob("*.sql"))
+    return [Migration(f"{set_name}:{f.stem}", f.read_text()) for f in files]
+
+
+def ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"not a safe SQL identifier: {name!r}")
+    return name
+
+
+def service_dsn(admin_dsn: str, role: str, password: str) -> str:
+    parts = urlsplit(admin_dsn)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{quote(role)}:{quote(password)}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def provision(
+    admin_dsn: str,
+    *,
+    schema: str,
+    role: str,
+    password: str,
+    migrations: list[Migration],
+) -> list[str]:
+    """Creates role and schema if missing and applies pending migrations. Returns the applied versions."""
+    schema, role = ident(schema), ident(role)
+    conn = await asyncpg.connect(admin_dsn)
+    applied: list[str] = []
+    try:
+        async with conn.transaction():
+            # Replicas starting together must not race each other's migrations.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"lotse-provision:{schema}")
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD {_literal(password)}")
+            else:
+                await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD {_literal(password)}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            await conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                        version text PRIMARY KEY,
+                        checksum text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"]: r["checksum"] for r in await conn.fetch(f"SELECT version, checksum FROM {schema}.schema_migrations")}
+            await conn.execute(f"SET LOCAL search_path = {schema}")
+            for m in migrations:
+                if m.version in done:
+                    if done[m.version] != m.checksum:
+                        raise MigrationError(f"migration {m.version} was changed after it was applied to schema {schema}")
+                    continue
+                sql = m.sql.replace("{{role}}", role).replace("{{schema}}", schema)
+                try:
+                    await conn.execute(sql)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"migration {m.version} failed: {exc}") from exc
+                await conn.execute(
+                    f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)", m.version, m.checksum
+                )
+                applied.append(m.version)
+    finally:
+        await conn.close()
+    if applied:
+        log.info("migrations applied", extra={"schema": schema, "versions": applied})
+    return applied
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def create_pool(dsn: str, *, schema: str, application_name: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": ident(schema), "application_name": application_name},
+    )

@@ -1,0 +1,47 @@
+"""The HTTP side every service shares: lifespan, health, readiness, metrics, problem+json errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from . import metrics, problems
+from .runtime import Runtime
+
+
+def create_app(runtime: Runtime, routers: Iterable[APIRouter] = (), *, title: str | None = None, version: str = "1.0.0") -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title or f"Lotse {runtime.service}", version=version, lifespan=lifespan)
+    app.state.runtime = runtime
+    problems.install(app)
+
+    @app.get("/health/live", tags=["operations"])
+    async def live() -> dict[str, str]:
+        return {"status": "live", "service": runtime.service}
+
+    @app.get("/health/ready", tags=["operations"])
+    async def ready() -> JSONResponse:
+        checks = await runtime.readiness()
+        down = {k: v for k, v in checks.items() if v != "up"}
+        body = {"status": "ready" if not down else "not ready", "service": runtime.service, "checks": checks}
+        if down:
+            body["down"] = sorted(down)
+        return JSONResponse(body, status_code=200 if not down else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    for r in routers:
+        app.include_router(r)
+    return app

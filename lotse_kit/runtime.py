@@ -1,0 +1,160 @@
+"""One service's wiring: database, broker, outbox relay, consumers, background workers.
+
+Services build a `Runtime` in their `bootstrap`, register consumers and workers,
+and hand it to `http.create_app`, whose lifespan starts and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from contracts.topics import TopicSpec
+
+from . import db
+from .consumer import EventConsumer, Handler
+from .kafka import ensure_topics, make_broker
+from .outbox import OutboxRelay
+from .settings import KitSettings
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[["Runtime"], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    service: str
+    settings: KitSettings
+    migrations_dir: Path | None = None
+    schema: str | None = None  # defaults to the service name
+    role: str | None = None  # defaults to lotse_<schema>
+    topics: list[TopicSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.schema = db.ident(self.schema or self.service.replace("-", "_"))
+        self.role = db.ident(self.role or f"lotse_{self.schema}")
+        self.broker = make_broker(self.settings.kafka_bootstrap, self.service)
+        self.consumers: list[EventConsumer] = []
+        self._workers: list[Worker] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self.started = False
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------ wiring
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.service}: database pool used before start()")
+        return self._pool
+
+    @property
+    def dsn(self) -> str:
+        return db.service_dsn(self.settings.database_url, self.role, self.settings.db_role_password.get_secret_value())
+
+    def migrations(self) -> list[db.Migration]:
+        ms = db.load_migrations("kit", db.KIT_MIGRATIONS)
+        if self.migrations_dir:
+            ms += db.load_migrations(self.service, self.migrations_dir)
+        return ms
+
+    def add_consumer(self, name: str, handlers: dict[str, Handler], *, topics: Iterable[str] = (), pattern: str | None = None) -> EventConsumer:
+        if self.started:
+            raise RuntimeError("consumers must be added before start()")
+        consumer = EventConsumer(
+            service=self.service,
+            name=name,
+            pool_getter=lambda: self.pool,
+            handlers=handlers,
+            topics=topics,
+            pattern=pattern,
+            max_attempts=self.settings.consumer_max_attempts,
+            retry_base_s=self.settings.consumer_retry_base_s,
+            retry_max_s=self.settings.consumer_retry_max_s,
+        )
+        consumer.register(self.broker)
+        self.consumers.append(consumer)
+        return consumer
+
+    def add_worker(self, worker: Worker) -> None:
+        """A long-running coroutine (a scheduler, an expiry job); it should return when `stopping` is set."""
+        self._workers.append(worker)
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str], event_id: str) -> Any:
+        return await self.broker.publish(value, topic=topic, key=key, headers=headers, correlation_id=event_id)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        s = self.settings
+        await db.provision(s.database_url, schema=self.schema, role=self.role, password=s.db_role_password.get_secret_value(), migrations=self.migrations())
+        self._pool = await db.create_pool(self.dsn, schema=self.schema, application_name=f"lotse-{self.service}")
+        needed = list(self.topics)
+        for c in self.consumers:
+            needed += [TopicSpec(t + ".dlq", partitions=1) for t in c.topics]
+        if needed:
+            await ensure_topics(s.kafka_bootstrap, needed, client_id=f"lotse-{self.service}")
+        await self.broker.start()
+        self.relay = OutboxRelay(
+            service=self.service, dsn=self.dsn, schema=self.schema, publish=self.publish,
+            poll_interval_s=s.outbox_poll_interval_s, batch_size=s.outbox_batch_size,
+            retry_base_s=s.outbox_retry_base_s, retry_max_s=s.outbox_retry_max_s,
+        )
+        self.relay.start()
+        self._tasks = [asyncio.create_task(self._run_worker(w), name=f"{self.service}-worker-{i}") for i, w in enumerate(self._workers)]
+        self.started = True
+        log.info("service started", extra={"consumers": [c.name for c in self.consumers]})
+
+    async def _run_worker(self, worker: Worker) -> None:
+        try:
+            await worker(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical("worker crashed", exc_info=True)
+            raise
+
+    async def stop(self) -> None:
+        """Graceful: stop taking new records, let in-flight handlers commit, then close."""
+        self.stopping.set()
+        for c in self.consumers:
+            c.stopping = True
+        await self.broker.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.relay:
+            await self.relay.stop()
+        if self._pool:
+            await self._pool.close()
+        self.started = False
+        log.info("service stopped")
+
+    async def readiness(self) -> dict[str, Any]:
+        """Each component and whether it answers; the service is ready when all do."""
+        timeout = self.settings.readiness_timeout_s
+        checks: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                await self.pool.fetchval("SELECT 1")
+            checks["postgres"] = "up"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks["postgres"] = f"down: {type(exc).__name__}"
+        try:
+            ok = await self.broker.ping(timeout=timeout)
+            checks["kafka"] = "up" if ok else "down: no answer"
+        except Exception as exc:  # noqa: BLE001
+            checks["kafka"] = f"down: {type(exc).__name__}"
+        for c in self.consumers:
+            checks[f"consumer:{c.name}"] = "up" if c.running else "down: not running"
+        checks["outbox-relay"] = "up" if self.relay and self.relay.running else "down: not running"
+        for t in self._tasks:
+            checks[f"worker:{t.get_name()}"] = "up" if not t.done() else "down: stopped"
+        return checks

@@ -1,0 +1,30 @@
+"""Settings from `LOTSE_*` environment variables, with defaults that work against deploy/local."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KitSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOTSE_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # The provisioning DSN: creates each service's schema and role and runs migrations.
+    # Services then connect as their own role (see db.service_dsn).
+    database_url: str = "postgresql://lotse:lotse@127.0.0.1:5432/lotse"
+    db_role_password: SecretStr = SecretStr("lotse-dev-only")
+
+    http_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    outbox_poll_interval_s: float = Field(1.0, gt=0)
+    outbox_batch_size: int = Field(200, ge=1)
+    outbox_retry_base_s: float = Field(0.5, gt=0)
+    outbox_retry_max_s: float = Field(30.0, gt=0)
+
+    consumer_max_attempts: int = Field(5, ge=1, description="Attempts before a failing event is dead-lettered.")
+    consumer_retry_base_s: float = Field(0.2, gt=0)
+    consumer_retry_max_s: float = Field(30.0, gt=0)
+
+    readiness_timeout_s: float = Field(2.0, gt=0)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.infra import Infra, provide
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    i = provide()
+    # Services built inside tests read their settings from the environment.
+    os.environ["LOTSE_KAFKA_BOOTSTRAP"] = i.kafka_bootstrap
+    os.environ["LOTSE_DATABASE_URL"] = i.database_url
+    yield i
+    i.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(infra: Infra) -> str:
+    return infra.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(infra: Infra) -> str:
+    return infra.database_url
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, schema and group names, so tests never share state."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def admin_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()

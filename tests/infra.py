@@ -1,0 +1,89 @@
+"""Where the tests get their Kafka broker and PostgreSQL server.
+
+1. `LOTSE_KAFKA_BOOTSTRAP` / `LOTSE_DATABASE_URL`, if set;
+2. otherwise testcontainers, when a Docker engine answers (probed with a short timeout);
+3. otherwise the local stack (deploy/local/stack.sh up), which installs and starts both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "deploy" / "local" / "stack.sh"
+
+
+def docker_engine_answers(timeout: float = 1.5) -> bool:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(host.removeprefix("unix://"))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            ok = b"OK" in s.recv(1024)
+            s.close()
+            return ok
+        if host.startswith("tcp://"):
+            h, _, p = host.removeprefix("tcp://").partition(":")
+            with socket.create_connection((h, int(p or 2375)), timeout=timeout):
+                return True
+    except OSError:
+        return False
+    return False
+
+
+@dataclass
+class Infra:
+    kafka_bootstrap: str
+    database_url: str
+    kind: str  # "env", "testcontainers" or "local-stack"
+    _containers: tuple = ()
+
+    def kafka_restartable(self) -> bool:
+        return self.kind in ("local-stack", "testcontainers")
+
+    def stop_kafka(self) -> None:
+        if self.kind == "local-stack":
+            subprocess.run([str(STACK), "kafka-down"], check=True, capture_output=True)
+        elif self.kind == "testcontainers":
+            self._containers[0].get_wrapped_container().stop()
+
+    def start_kafka(self) -> None:
+        if self.kind == "local-stack":
+            subprocess.run([str(STACK), "kafka-up"], check=True, capture_output=True)
+        elif self.kind == "testcontainers":
+            self._containers[0].get_wrapped_container().start()
+
+    def close(self) -> None:
+        for c in self._containers:
+            c.stop()
+
+
+def provide() -> Infra:
+    kafka = os.environ.get("LOTSE_KAFKA_BOOTSTRAP")
+    pg = os.environ.get("LOTSE_DATABASE_URL")
+    if kafka and pg:
+        return Infra(kafka, pg, "env")
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.postgres import PostgresContainer
+
+        k = KafkaContainer("apache/kafka:4.1.1").with_kraft()
+        p = PostgresContainer("postgres:16", username="lotse", password="lotse", dbname="lotse")
+        k.start()
+        p.start()
+        url = p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        return Infra(kafka or k.get_bootstrap_server(), pg or url, "testcontainers", (k, p))
+    subprocess.run([str(STACK), "up"], check=True)
+    port_k = os.environ.get("LOTSE_KAFKA_PORT", "9092")
+    port_p = os.environ.get("LOTSE_PG_PORT", "5432")
+    return Infra(
+        kafka or f"127.0.0.1:{port_k}",
+        pg or f"postgresql://lotse:lotse@127.0.0.1:{port_p}/lotse",
+        "local-stack",
+    )

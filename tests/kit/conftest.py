@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from contracts import Envelope, new_event
+from contracts.events import ClientRegistered
+from contracts.topics import TopicSpec
+from lotse_kit import outbox
+from lotse_kit.kafka import ensure_topics
+from lotse_kit.runtime import Runtime
+from lotse_kit.settings import KitSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def fast_settings(**overrides: Any) -> KitSettings:
+    base: dict[str, Any] = dict(
+        outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
+        consumer_retry_base_s=0.05, consumer_retry_max_s=0.2, consumer_max_attempts=3,
+    )
+    base.update(overrides)
+    return KitSettings(**base)
+
+
+def registered(client_id: uuid.UUID | None = None, org: str = "jobcenter-paderborn") -> Envelope[ClientRegistered]:
+    data = ClientRegistered(
+        client_id=client_id or uuid.uuid4(),
+        registering_org=org,
+        responsible_org=org,
+        preferred_language="uk",
+        registered_at=datetime.now(UTC),
+    )
+    return new_event(data, source="/lotse/kittest", acting_org=org)
+
+
+async def record_effect(conn: asyncpg.Connection, env: Envelope[Any]) -> None:
+    await conn.execute("INSERT INTO effects (event_id, client_id, note) VALUES ($1, $2, $3)", env.id, env.data.client_id, env.type)
+
+
+@pytest.fixture
+async def topic(kafka_bootstrap: str, unique: str) -> str:
+    name = f"test.kit-{unique}.v1"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(name, partitions=2)])
+    return name
+
+
+@pytest.fixture
+def make_runtime(infra: Any, unique: str) -> Callable[..., Runtime]:
+    def make(suffix: str = "", **settings: Any) -> Runtime:
+        return Runtime(
+            service="kittest",
+            settings=fast_settings(**settings),
+            migrations_dir=MIGRATIONS,
+            schema=f"kt_{unique}{suffix}",
+        )
+
+    return make
+
+
+@pytest.fixture
+async def runtimes() -> AsyncIterator[list[Runtime]]:
+    started: list[Runtime] = []
+    yield started
+    for rt in reversed(started):
+        if rt.started:
+            await rt.stop()
+
+
+async def publish_via_outbox(rt: Runtime, env: Envelope[Any], topic: str) -> None:
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await outbox.enqueue(conn, env, topic)

@@ -1,0 +1,255 @@
+"""The service kit against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from contracts import decode, encode
+from contracts.topics import dlq
+from lotse_kit import db
+from lotse_kit.consumer import Rejected
+from lotse_kit.http import create_app
+from tests.kafka_helpers import eventually, produce_raw, read_topic
+from tests.kit.conftest import publish_via_outbox, record_effect, registered
+
+
+async def effects(rt) -> list[asyncpg.Record]:
+    return await rt.pool.fetch("SELECT event_id, client_id, note FROM effects ORDER BY note")
+
+
+async def test_publish_consume_db_round_trip(make_runtime, runtimes, topic, kafka_bootstrap):
+    producer = make_runtime("p")
+    consumer = make_runtime("c")
+    consumer.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    for rt in (producer, consumer):
+        await rt.start()
+        runtimes.append(rt)
+
+    env = registered()
+    await publish_via_outbox(producer, env, topic)
+
+    rows = await eventually(lambda: effects(consumer))
+    assert [(r["event_id"], r["client_id"]) for r in rows] == [(env.id, env.data.client_id)]
+    # The relay deleted the published row, and the record on the topic is our CloudEvent keyed by client id.
+    assert await producer.pool.fetchval("SELECT count(*) FROM outbox") == 0
+    [rec] = await read_topic(kafka_bootstrap, topic)
+    assert rec.key == str(env.data.client_id).encode()
+    assert decode(rec.headers, rec.value).id == env.id
+
+
+async def test_poison_message_goes_to_dlq_and_next_good_one_is_processed(make_runtime, runtimes, topic, kafka_bootstrap):
+    rt = make_runtime()
+    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    await rt.start()
+    runtimes.append(rt)
+
+    good = registered()
+    good_rec = encode(good)
+    invalid = encode(registered())
+    bad_data = json.loads(invalid.value)
+    bad_data["preferred_language"] = 42  # schema-invalid
+    unknown = [(k, v if k != "ce_type" else b"lotse.unheard.of") for k, v in encode(registered()).headers]
+    key = good_rec.key
+    await produce_raw(
+        kafka_bootstrap,
+        topic,
+        [
+            (key, b"\xff\xfe not json", good_rec.headers),  # undecodable
+            (key, json.dumps(bad_data).encode(), invalid.headers),
+            (key, good_rec.value, unknown),
+            (key, good_rec.value, good_rec.headers),
+        ],
+    )
+
+    rows = await eventually(lambda: effects(rt))
+    assert [r["event_id"] for r in rows] == [good.id]
+
+    dead = await read_topic(kafka_bootstrap, dlq(topic), until=3, settle=1.0)
+    kinds = [dict(r.headers)["lotse_dlq_error_kind"].decode() for r in dead]
+    assert kinds == ["undecodable", "schema-invalid", "unknown-type"]
+    first = dict(dead[0].headers)
+    assert first["lotse_dlq_original_topic"].decode() == topic
+    assert first["lotse_dlq_original_offset"] == b"0"
+    assert "not JSON" in first["lotse_dlq_reason"].decode()
+    assert dead[0].value == b"\xff\xfe not json"  # the record is moved unchanged
+
+
+async def test_rejected_event_is_dead_lettered_with_reason(make_runtime, runtimes, topic, kafka_bootstrap):
+    async def refuse(conn, env):
+        raise Rejected(f"organisation {env.acting_org} may not do that")
+
+    rt = make_runtime()
+    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": refuse}, topics=[topic])
+    await rt.start()
+    runtimes.append(rt)
+    env = registered(org="awo-paderborn")
+    await publish_via_outbox(rt, env, topic)
+
+    [dead] = await read_topic(kafka_bootstrap, dlq(topic))
+    h = {k: v.decode() for k, v in dead.headers}
+    assert h["lotse_dlq_error_kind"] == "rejected"
+    assert h["lotse_dlq_reason"] == "organisation awo-paderborn may not do that"
+    assert h["ce_id"] == str(env.id)
+
+
+async def test_redelivery_after_crash_between_db_commit_and_offset_commit_is_applied_once(make_runtime, runtimes, topic):
+    rt = make_runtime()
+    consumer = rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    calls: list[uuid.UUID] = []
+    original = consumer._apply
+
+    async def crash_after_commit(record, env, handler):
+        outcome = await original(record, env, handler)
+        calls.append(env.id)
+        if len(calls) == 1:
+            # The DB transaction committed; dying now leaves the offset uncommitted, so Kafka redelivers.
+            raise RuntimeError("simulated crash before the offset commit")
+        return outcome
+
+    consumer._apply = crash_after_commit
+    await rt.start()
+    runtimes.append(rt)
+    env = registered()
+    await publish_via_outbox(rt, env, topic)
+
+    await eventually(lambda: len(calls) >= 2, timeout=30)
+    rows = await effects(rt)
+    assert [r["event_id"] for r in rows] == [env.id]
+    assert await rt.pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.id) == 1
+
+
+async def test_redelivery_across_a_restart_is_applied_once(make_runtime, runtimes, topic, kafka_bootstrap):
+    """After a restart, the same event delivered again (as a producer retry or replay would) changes nothing."""
+    rt = make_runtime()
+    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    await rt.start()
+    env = registered()
+    await publish_via_outbox(rt, env, topic)
+    await eventually(lambda: effects(rt))
+    await rt.stop()
+
+    # A new process on the same schema and consumer group.
+    again = make_runtime()
+    again.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    await again.start()
+    runtimes.append(again)
+    await produce_raw(kafka_bootstrap, topic, [(encode(env).key, encode(env).value, encode(env).headers)])
+    await eventually(lambda: again.pool.fetchval(
+        "SELECT count(*) FROM processed_events WHERE event_id = $1", env.id))
+    await eventually(lambda: _duplicates_seen(f"kittest-{topic}"))
+    assert [r["event_id"] for r in await effects(again)] == [env.id]
+
+
+@pytest.mark.slow
+async def test_outbox_publishes_rows_written_while_kafka_was_down(infra, make_runtime, runtimes, topic, kafka_bootstrap):
+    if not infra.kafka_restartable():
+        pytest.skip("the broker comes from LOTSE_KAFKA_BOOTSTRAP and cannot be stopped by the tests")
+    rt = make_runtime(outbox_retry_max_s=2.0)
+    await rt.start()
+    runtimes.append(rt)
+
+    infra.stop_kafka()
+    try:
+        envs = [registered() for _ in range(5)]
+        for env in envs:
+            await publish_via_outbox(rt, env, topic)
+        # While the broker is away the rows stay, and the relay records its failed attempts.
+        await eventually(lambda: rt.pool.fetchval("SELECT count(*) FROM outbox WHERE attempts > 0"), timeout=90)
+        assert await rt.pool.fetchval("SELECT count(*) FROM outbox") == 5
+    finally:
+        infra.start_kafka()
+
+    records = await read_topic(kafka_bootstrap, topic, until=5, timeout=120, settle=2.0)
+    assert sorted(decode(r.headers, r.value).id for r in records) == sorted(e.id for e in envs)
+    await eventually(lambda: rt.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+
+
+async def test_only_one_relay_leads_per_service(make_runtime, runtimes, topic, kafka_bootstrap):
+    a, b = make_runtime(), make_runtime()
+    for rt in (a, b):
+        await rt.start()
+        runtimes.append(rt)
+    await eventually(lambda: a.relay.is_leader or b.relay.is_leader)
+    await asyncio.sleep(0.5)
+    assert a.relay.is_leader != b.relay.is_leader
+    envs = [registered() for _ in range(20)]
+    for i, env in enumerate(envs):
+        await publish_via_outbox(a if i % 2 else b, env, topic)
+    records = await read_topic(kafka_bootstrap, topic, until=20, settle=1.5)
+    assert sorted(decode(r.headers, r.value).id for r in records) == sorted(e.id for e in envs)
+
+
+async def test_outbox_enqueue_refuses_to_run_outside_a_transaction(make_runtime, runtimes, topic):
+    rt = make_runtime()
+    await rt.start()
+    runtimes.append(rt)
+    async with rt.pool.acquire() as conn:
+        from lotse_kit import outbox
+
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            await outbox.enqueue(conn, registered(), topic)
+
+
+async def test_migrations_are_recorded_idempotent_and_guarded(database_url, unique, admin_db):
+    schema, role = f"mig_{unique}", f"lotse_mig_{unique}"
+    ms = [db.Migration("t:001_a", "CREATE TABLE a (x int); GRANT SELECT ON a TO {{role}};")]
+    assert await db.provision(database_url, schema=schema, role=role, password="pw", migrations=ms) == ["t:001_a"]
+    assert await db.provision(database_url, schema=schema, role=role, password="pw", migrations=ms) == []
+    versions = await admin_db.fetch(f"SELECT version FROM {schema}.schema_migrations")
+    assert [r["version"] for r in versions] == ["t:001_a"]
+    changed = [db.Migration("t:001_a", "CREATE TABLE a (y int);")]
+    with pytest.raises(db.MigrationError, match="changed after it was applied"):
+        await db.provision(database_url, schema=schema, role=role, password="pw", migrations=changed)
+    # The service role reads what it was granted and nothing more.
+    conn = await asyncpg.connect(db.service_dsn(database_url, role, "pw"))
+    try:
+        await conn.fetch(f"SELECT * FROM {schema}.a")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(f"INSERT INTO {schema}.a VALUES (1)")
+    finally:
+        await conn.close()
+
+
+async def test_health_ready_and_metrics(make_runtime, topic):
+    rt = make_runtime()
+    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    app = create_app(rt)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http:
+            assert (await http.get("/health/live")).status_code == 200
+            ready = await eventually(lambda: _ready(http), timeout=30)
+            assert ready["checks"]["kafka"] == "up" and ready["checks"]["postgres"] == "up"
+
+            await publish_via_outbox(rt, registered(), topic)
+            await eventually(lambda: effects(rt))
+            text = (await http.get("/metrics")).text
+            assert 'lotse_events_consumed_total{consumer="kittest-' in text
+            assert "lotse_handler_seconds_bucket" in text
+            assert "lotse_outbox_backlog" in text
+            assert "lotse_events_published_total" in text
+
+            await rt.pool.close()  # the database goes away under the service
+            down = await http.get("/health/ready")
+            assert down.status_code == 503
+            assert "postgres" in down.json()["down"]
+
+
+def _duplicates_seen(consumer: str) -> bool:
+    from lotse_kit import metrics
+
+    for metric in metrics.events_consumed.collect():
+        for sample in metric.samples:
+            if sample.labels.get("consumer") == consumer and sample.labels.get("outcome") == "duplicate" and sample.value >= 1:
+                return True
+    return False
+
+
+async def _ready(http: httpx.AsyncClient):
+    r = await http.get("/health/ready")
+    return r.json() if r.status_code == 200 else None
