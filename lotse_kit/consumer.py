@@ -32,9 +32,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import DecodeError, Envelope, decode
-from contracts.topics import dlq
+from contracts.topics import dlq, dlq_spec
 
 from . import metrics
+from .kafka import ensure_topics
 from .logging import event_context
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class EventConsumer:
         service: str,
         name: str,
         pool_getter: Callable[[], asyncpg.Pool],
+        bootstrap: str,
         handlers: dict[str, Handler],
         topics: Iterable[str] = (),
         pattern: str | None = None,
@@ -95,6 +97,8 @@ class EventConsumer:
         self.service = service
         self.name = name  # also the consumer group id
         self.pool_getter = pool_getter
+        self.bootstrap = bootstrap
+        self._dlq_ready: set[str] = set()
         self.handlers = handlers
         self.topics = list(topics)
         self.pattern = pattern
@@ -221,7 +225,12 @@ class EventConsumer:
                 "lotse_dlq_failed_at": datetime.now(UTC).isoformat(),
             }
         )
-        await self._broker.publish(record.value or b"", topic=dlq(record.topic), key=record.key, headers=headers)
+        target = dlq(record.topic)
+        if target not in self._dlq_ready:
+            # Pattern subscriptions meet topics created after start; their DLQ may not exist yet.
+            await ensure_topics(self.bootstrap, [dlq_spec(record.topic)], client_id=f"lotse-{self.service}")
+            self._dlq_ready.add(target)
+        await self._broker.publish(record.value or b"", topic=target, key=record.key, headers=headers)
         metrics.events_dead_lettered.labels(self.service, self.name, record.topic, kind).inc()
         with event_context(env.id if env else headers.get("ce_id"), env.subject if env else headers.get("ce_subject")):
             log.warning(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.topics import TopicSpec
+from contracts.topics import TopicSpec, dlq_spec
 
 from . import db
 from .consumer import EventConsumer, Handler
@@ -66,16 +67,29 @@ class Runtime:
             ms += db.load_migrations(self.service, self.migrations_dir)
         return ms
 
+    def topic(self, logical: str) -> str:
+        """The physical name of a contract topic in this deployment's namespace."""
+        return self.settings.topic_namespace + logical
+
+    def topic_pattern(self, logical_regex: str) -> str:
+        return "^" + re.escape(self.settings.topic_namespace) + logical_regex.removeprefix("^")
+
+    def consumer_group(self, name: str) -> str:
+        """Consumer group (and inbox) name: one per service schema, so test instances never share a group."""
+        return f"{self.settings.topic_namespace}lotse-{self.schema}-{name}"
+
     def add_consumer(self, name: str, handlers: dict[str, Handler], *, topics: Iterable[str] = (), pattern: str | None = None) -> EventConsumer:
+        """Subscribes `handlers` to contract topics (logical names) or a regex over logical names."""
         if self.started:
             raise RuntimeError("consumers must be added before start()")
         consumer = EventConsumer(
             service=self.service,
-            name=name,
+            name=self.consumer_group(name),
             pool_getter=lambda: self.pool,
+            bootstrap=self.settings.kafka_bootstrap,
             handlers=handlers,
-            topics=topics,
-            pattern=pattern,
+            topics=[self.topic(t) for t in topics],
+            pattern=self.topic_pattern(pattern) if pattern else None,
             max_attempts=self.settings.consumer_max_attempts,
             retry_base_s=self.settings.consumer_retry_base_s,
             retry_max_s=self.settings.consumer_retry_max_s,
@@ -89,18 +103,23 @@ class Runtime:
         self._workers.append(worker)
 
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str], event_id: str) -> Any:
-        return await self.broker.publish(value, topic=topic, key=key, headers=headers, correlation_id=event_id)
+        """Publishes to a logical topic; the outbox relay calls this for every row."""
+        return await self.broker.publish(value, topic=self.topic(topic), key=key, headers=headers, correlation_id=event_id)
+
+    async def ensure_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
+        physical = [TopicSpec(self.topic(s.name), s.partitions, s.config) for s in specs]
+        return await ensure_topics(self.settings.kafka_bootstrap, physical, client_id=f"lotse-{self.service}")
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
         await db.provision(s.database_url, schema=self.schema, role=self.role, password=s.db_role_password.get_secret_value(), migrations=self.migrations())
         self._pool = await db.create_pool(self.dsn, schema=self.schema, application_name=f"lotse-{self.service}")
-        needed = list(self.topics)
+        physical = [TopicSpec(self.topic(t.name), t.partitions, t.config) for t in self.topics]
         for c in self.consumers:
-            needed += [TopicSpec(t + ".dlq", partitions=1) for t in c.topics]
-        if needed:
-            await ensure_topics(s.kafka_bootstrap, needed, client_id=f"lotse-{self.service}")
+            physical += [dlq_spec(t) for t in c.topics]  # consumer topics are physical names already
+        if physical:
+            await ensure_topics(s.kafka_bootstrap, physical, client_id=f"lotse-{self.service}")
         await self.broker.start()
         self.relay = OutboxRelay(
             service=self.service, dsn=self.dsn, schema=self.schema, publish=self.publish,

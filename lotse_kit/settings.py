@@ -15,6 +15,10 @@ class KitSettings(BaseSettings):
     database_url: str = "postgresql://lotse:lotse@127.0.0.1:5432/lotse"
     db_role_password: SecretStr = SecretStr("lotse-dev-only")
 
+    # Prefix for every physical topic name, e.g. "kreis-paderborn." for one district on a shared
+    # cluster, or a random one per test so tests never read each other's records.
+    topic_namespace: str = Field("", pattern=r"^([a-z0-9][a-z0-9-]*\.)?$")
+
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"
 

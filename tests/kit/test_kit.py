@@ -136,13 +136,13 @@ async def test_redelivery_across_a_restart_is_applied_once(make_runtime, runtime
 
     # A new process on the same schema and consumer group.
     again = make_runtime()
-    again.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    consumer = again.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
     await again.start()
     runtimes.append(again)
     await produce_raw(kafka_bootstrap, topic, [(encode(env).key, encode(env).value, encode(env).headers)])
     await eventually(lambda: again.pool.fetchval(
         "SELECT count(*) FROM processed_events WHERE event_id = $1", env.id))
-    await eventually(lambda: _duplicates_seen(f"kittest-{topic}"))
+    await eventually(lambda: _duplicates_seen(consumer.name))
     assert [r["event_id"] for r in await effects(again)] == [env.id]
 
 
@@ -229,7 +229,7 @@ async def test_health_ready_and_metrics(make_runtime, topic):
             await publish_via_outbox(rt, registered(), topic)
             await eventually(lambda: effects(rt))
             text = (await http.get("/metrics")).text
-            assert 'lotse_events_consumed_total{consumer="kittest-' in text
+            assert f'lotse_events_consumed_total{{consumer="{rt.consumers[0].name}"' in text
             assert "lotse_handler_seconds_bucket" in text
             assert "lotse_outbox_backlog" in text
             assert "lotse_events_published_total" in text

@@ -41,3 +41,9 @@ async def admin_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+def topic_namespace(unique: str) -> str:
+    """A fresh topic namespace: services built with it read and write only this test's topics."""
+    return f"t{unique}."

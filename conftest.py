@@ -1,0 +1,2 @@
+# Shared fixtures (real Kafka and PostgreSQL) for tests/ and services/*/tests/.
+pytest_plugins = ("tests.fixtures",)
