@@ -13,6 +13,7 @@ from tests.infra import Infra, provide
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     i = provide()
+    _INFRA.append(i)
     # Services built inside tests read their settings from the environment.
     os.environ["LOTSE_KAFKA_BOOTSTRAP"] = i.kafka_bootstrap
     os.environ["LOTSE_DATABASE_URL"] = i.database_url
@@ -30,10 +31,30 @@ def database_url(infra: Infra) -> str:
     return infra.database_url
 
 
+_UNIQUES: set[str] = set()
+_INFRA: list[Infra] = []
+
+
 @pytest.fixture
 def unique() -> str:
-    """A short unique suffix for topic, schema and group names, so tests never share state."""
-    return uuid.uuid4().hex[:10]
+    """A short unique suffix for topic, schema and group names, so tests never share state.
+
+    Everything named with it (schemas, roles, topics) is removed when the session ends.
+    """
+    u = uuid.uuid4().hex[:10]
+    _UNIQUES.add(u)
+    return u
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_leftovers() -> Iterator[None]:
+    yield
+    if _UNIQUES and _INFRA:
+        import asyncio
+
+        from tests.infra import cleanup
+
+        asyncio.run(cleanup(_INFRA[0], sorted(_UNIQUES)))
 
 
 @pytest.fixture

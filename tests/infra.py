@@ -87,3 +87,28 @@ def provide() -> Infra:
         pg or f"postgresql://lotse:lotse@127.0.0.1:{port_p}/lotse",
         "local-stack",
     )
+
+
+async def cleanup(infra: Infra, uniques: list[str]) -> None:
+    """Drops the schemas, roles and topics that tests named with one of `uniques`."""
+    import asyncpg
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        for u in uniques:
+            for r in await conn.fetch("SELECT nspname FROM pg_namespace WHERE strpos(nspname, $1) > 0", u):
+                await conn.execute(f'DROP SCHEMA "{r["nspname"]}" CASCADE')
+            for r in await conn.fetch("SELECT rolname FROM pg_roles WHERE strpos(rolname, $1) > 0", u):
+                await conn.execute(f'DROP OWNED BY "{r["rolname"]}"')
+                await conn.execute(f'DROP ROLE "{r["rolname"]}"')
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if any(u in t for u in uniques)]
+        for i in range(0, len(doomed), 100):
+            await admin.delete_topics(doomed[i : i + 100])
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""The `lotse` operator CLI."""

@@ -1,0 +1,1 @@
+"""The consent service: consent ledger, decision API and the disclosure gate to partner topics."""

@@ -1,0 +1,209 @@
+"""The network configuration: organisations, their services and the process plans (Ablaufpläne).
+
+A versioned YAML file (`LOTSE_NETWORK_FILE`, demo: deploy/demo/network.yaml) describes
+the local integration network. `load_network(path)` validates it completely and raises
+`NetworkConfigError` naming the line and field of every problem, so a broken file
+stops the service at start instead of surfacing as odd behaviour later.
+
+Other services may import this module to read the same file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError
+
+from contracts.topics import ORG_ID_PATTERN
+from contracts.vocab import Need, OrgKind
+
+SUPPORTED_VERSIONS = (1,)
+
+OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN)]
+ServiceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos in a hand-written file: reject them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Service(_Strict):
+    id: ServiceId
+    name: Name
+    needs: list[Need] = Field(default_factory=list, description="Needs this service covers; referrals for them may go here.")
+    description: str | None = None
+
+
+class Organisation(_Strict):
+    id: OrgId
+    name: Name
+    kind: OrgKind
+    languages: list[LanguageTag] = Field(min_length=1)
+    services: list[Service] = Field(default_factory=list)
+    contact_email: EmailStr
+    description: str | None = None
+
+    def service(self, service_id: str) -> Service | None:
+        return next((s for s in self.services if s.id == service_id), None)
+
+
+class ProcessPlan(_Strict):
+    """For a need: which service of which organisation receives the referral by default, and how fast it answers."""
+
+    need: Need
+    service: ServiceId
+    organisation: OrgId
+    answer_within_working_days: int = Field(ge=1, le=60)
+    note: str | None = None
+
+
+class Network(_Strict):
+    version: Literal[1]
+    district: Name
+    name: Name
+    timezone: str = "Europe/Berlin"
+    organisations: list[Organisation] = Field(min_length=1)
+    process_plans: list[ProcessPlan] = Field(default_factory=list)
+
+    # ---------------------------------------------------------------- queries
+    def organisation(self, org_id: str) -> Organisation | None:
+        return next((o for o in self.organisations if o.id == org_id), None)
+
+    def has_org(self, org_id: str) -> bool:
+        return self.organisation(org_id) is not None
+
+    def service(self, org_id: str, service_id: str) -> Service | None:
+        org = self.organisation(org_id)
+        return org.service(service_id) if org else None
+
+    def plan_for(self, need: Need | str) -> ProcessPlan | None:
+        return next((p for p in self.process_plans if p.need == need), None)
+
+    def org_ids(self) -> list[str]:
+        return [o.id for o in self.organisations]
+
+
+# ---------------------------------------------------------------- errors
+@dataclass(frozen=True)
+class ConfigProblem:
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "(no line)"
+        return f"{where}: {self.field}: {self.message}"
+
+
+class NetworkConfigError(ValueError):
+    def __init__(self, path: Path | str, problems: list[ConfigProblem]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"invalid network configuration {self.path}:\n  " + "\n  ".join(str(p) for p in problems))
+
+
+# ---------------------------------------------------------------- loading
+def _line_of(node: yaml.Node | None, loc: Iterable[Any]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (keys and list indexes), or of its nearest existing parent."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                    child = v
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break  # e.g. a missing field: report the parent
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out or "(root)"
+
+
+def _cross_references(net: Network) -> list[tuple[tuple[Any, ...], str]]:
+    errors: list[tuple[tuple[Any, ...], str]] = []
+    seen_orgs: dict[str, int] = {}
+    for i, org in enumerate(net.organisations):
+        if org.id in seen_orgs:
+            errors.append((("organisations", i, "id"), f"duplicate organisation id {org.id!r} (first at organisations[{seen_orgs[org.id]}])"))
+        seen_orgs.setdefault(org.id, i)
+        seen_services: set[str] = set()
+        for j, svc in enumerate(org.services):
+            if svc.id in seen_services:
+                errors.append((("organisations", i, "services", j, "id"), f"duplicate service id {svc.id!r} in organisation {org.id!r}"))
+            seen_services.add(svc.id)
+    seen_needs: dict[str, int] = {}
+    for i, plan in enumerate(net.process_plans):
+        if plan.need in seen_needs:
+            errors.append((("process_plans", i, "need"), f"need {plan.need.value!r} already has a process plan (process_plans[{seen_needs[plan.need]}])"))
+        seen_needs.setdefault(plan.need, i)
+        org = net.organisation(plan.organisation)
+        if org is None:
+            errors.append((("process_plans", i, "organisation"), f"unknown organisation {plan.organisation!r}"))
+            continue
+        svc = org.service(plan.service)
+        if svc is None:
+            errors.append((("process_plans", i, "service"), f"organisation {org.id!r} offers no service {plan.service!r}"))
+        elif plan.need not in svc.needs:
+            errors.append((("process_plans", i, "need"), f"service {org.id}/{svc.id} does not cover need {plan.need.value!r}"))
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(net.timezone)
+    except Exception:  # noqa: BLE001 - any failure means an unknown zone
+        errors.append((("timezone",), f"unknown time zone {net.timezone!r}"))
+    return errors
+
+
+def parse_network(text: str, source: str = "<string>") -> Network:
+    """Validates a network document; raises NetworkConfigError naming the line and field of each problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise NetworkConfigError(source, [ConfigProblem(mark.line + 1 if mark else None, "(syntax)", str(getattr(exc, "problem", exc)))]) from exc
+    if not isinstance(data, dict):
+        raise NetworkConfigError(source, [ConfigProblem(1, "(root)", "the file must be a mapping with version, organisations and process_plans")])
+    version = data.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        raise NetworkConfigError(
+            source, [ConfigProblem(_line_of(root, ("version",)), "version", f"unsupported version {version!r}; supported: {list(SUPPORTED_VERSIONS)}")]
+        )
+    try:
+        net = Network.model_validate(data)
+    except ValidationError as exc:
+        problems = [ConfigProblem(_line_of(root, e["loc"]), _field(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise NetworkConfigError(source, problems) from None
+    refs = _cross_references(net)
+    if refs:
+        raise NetworkConfigError(source, [ConfigProblem(_line_of(root, loc), _field(loc), msg) for loc, msg in refs])
+    return net
+
+
+def load_network(path: str | Path) -> Network:
+    """Reads and validates the network file at `path`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NetworkConfigError(p, [ConfigProblem(None, "(file)", f"cannot read: {exc.strerror or exc}")]) from exc
+    return parse_network(text, str(p))

@@ -1,0 +1,163 @@
+"""The contracts: envelope, registry, exports, and what may travel where."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+from cloudevents.core.bindings import kafka as ce_kafka
+
+from contracts import EVENTS, PARTNER_REFERRAL, DecodeError, decode, encode, new_event, topics
+from contracts.events import ClientRegistered, DisclosureRequested, PartnerReferral, PersonalData, Identity, Contact
+from contracts.export import stale_files
+from contracts.vocab import DataCategory, Need
+from lotse_kit.kafka import ensure_topics
+from tests.kafka_helpers import produce_raw, read_topic
+
+PERSONAL_FIELDS = {"given_name", "family_name", "date_of_birth", "email", "phone", "personal_data", "free_text"}
+
+
+def client_registered() -> ClientRegistered:
+    return ClientRegistered(
+        client_id=uuid.uuid4(), registering_org="caritas-paderborn", responsible_org="caritas-paderborn",
+        preferred_language="ar", languages=["ar", "de"], needs=[Need.LANGUAGE_COURSE], registered_at=datetime.now(UTC),
+    )
+
+
+def property_names(schema: object) -> set[str]:
+    """Every property name anywhere in a JSON Schema, nested definitions included."""
+    names: set[str] = set()
+    if isinstance(schema, dict):
+        names |= set(schema.get("properties", {}))
+        for v in schema.values():
+            names |= property_names(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            names |= property_names(v)
+    return names
+
+
+def test_committed_exports_are_up_to_date():
+    assert stale_files() == [], "run `make contracts` and commit the result"
+
+
+def test_every_event_has_an_explicit_name_and_a_topic():
+    for name, spec in EVENTS.items():
+        assert re.fullmatch(r"lotse\.[a-z]+\.[a-z_]+", name), name
+        assert spec.type == name and spec.model.__name__ not in name
+        assert spec.topic is not None
+
+
+def test_events_on_shared_topics_carry_no_personal_data():
+    """Only the disclosure request (read by the consent gate alone) may carry personal data."""
+    for name, spec in EVENTS.items():
+        if topics.carries_personal_data(spec.topic):
+            continue
+        leaked = PERSONAL_FIELDS & property_names(spec.model.model_json_schema())
+        assert not leaked, f"{name} on {spec.topic} has personal-data fields {leaked}"
+    assert topics.carries_personal_data(EVENTS["lotse.disclosure.requested"].topic)
+    assert topics.carries_personal_data(topics.partner_inbox("awo-paderborn"))
+    assert not topics.carries_personal_data(topics.partner_outbox("awo-paderborn"))
+
+
+def test_encode_decode_round_trip():
+    data = client_registered()
+    env = new_event(data, source="/lotse/intake", acting_org="caritas-paderborn")
+    rec = encode(env)
+    h = rec.headers_dict()
+    assert rec.key == str(data.client_id).encode()
+    assert h["ce_specversion"] == "1.0" and h["ce_type"] == "lotse.client.registered"
+    assert h["ce_subject"] == str(data.client_id) and h["content-type"] == "application/json"
+    assert h["ce_dataschema"] == "urn:lotse:schema:lotse.client.registered.v1"
+    assert uuid.UUID(h["ce_id"]) == env.id
+    assert datetime.fromisoformat(h["ce_time"]).tzinfo is not None
+    back = decode(rec.headers, rec.value)
+    assert back.data == data and back.acting_org == "caritas-paderborn" and back.source == "/lotse/intake"
+
+
+def test_tolerant_reader_ignores_unknown_fields():
+    rec = encode(new_event(client_registered(), source="/lotse/intake"))
+    value = json.loads(rec.value)
+    value["added_in_a_later_minor_version"] = {"x": 1}
+    assert decode(rec.headers, json.dumps(value).encode()).data.preferred_language == "ar"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind", "message"),
+    [
+        (lambda h, v: ({**h, "ce_specversion": b"0.3"}, v), DecodeError.UNDECODABLE, "specversion"),
+        (lambda h, v: ({k: x for k, x in h.items() if k != "ce_id"}, v), DecodeError.UNDECODABLE, "ce_id"),
+        (lambda h, v: ({**h, "ce_id": b"not-a-uuid"}, v), DecodeError.UNDECODABLE, "UUID"),
+        (lambda h, v: ({**h, "content-type": b"text/plain"}, v), DecodeError.UNDECODABLE, "content-type"),
+        (lambda h, v: ({**h, "ce_source": b"somewhere"}, v), DecodeError.UNDECODABLE, "ce_source"),
+        (lambda h, v: ({**h, "ce_time": b"yesterday"}, v), DecodeError.UNDECODABLE, "ce_time"),
+        (lambda h, v: (h, b"{not json"), DecodeError.UNDECODABLE, "JSON"),
+        (lambda h, v: ({**h, "ce_type": b"lotse.client.teleported"}, v), DecodeError.UNKNOWN_TYPE, "no contract"),
+        (lambda h, v: (h, v.replace(b'"ar"', b"42", 1)), DecodeError.SCHEMA_INVALID, "preferred_language"),
+        (lambda h, v: ({**h, "ce_subject": str(uuid.uuid4()).encode()}, v), DecodeError.SCHEMA_INVALID, "ce_subject"),
+    ],
+)
+def test_decode_rejects_bad_records_with_a_reason(mutate, kind, message):
+    rec = encode(new_event(client_registered(), source="/lotse/intake"))
+    headers, value = mutate(dict(rec.headers), rec.value)
+    with pytest.raises(DecodeError) as err:
+        decode(list(headers.items()), value)
+    assert err.value.kind == kind
+    assert message in err.value.reason
+
+
+def test_partner_referral_has_its_own_schema_and_only_consented_categories():
+    full = PersonalData(
+        identity=Identity(given_name="Olena", family_name="Koval", date_of_birth=date(1990, 5, 1)),
+        contact=Contact(email="olena@example.org", phone="+49 5251 000000"),
+        needs=[Need.INTEGRATION_COURSE],
+        health="diabetes",
+    )
+    allowed = full.restricted_to({DataCategory.IDENTITY, DataCategory.NEEDS})
+    assert allowed.categories() == [DataCategory.IDENTITY, DataCategory.NEEDS]
+    assert allowed.contact is None and allowed.health is None
+    data = PartnerReferral(
+        client_id=uuid.uuid4(), referral_id=uuid.uuid4(), from_org="jobcenter-paderborn", to_org="awo-paderborn",
+        service="migration-counselling", consent_id=uuid.uuid4(), categories=allowed.categories(),
+        personal_data=allowed, sent_at=datetime.now(UTC),
+    )
+    env = new_event(data, source="/lotse/consent", spec=PARTNER_REFERRAL)
+    rec = encode(env)
+    assert rec.headers_dict()["ce_type"] == "lotse.referral.sent"
+    assert rec.headers_dict()["ce_dataschema"] == "urn:lotse:schema:lotse.referral.sent.partner.v1"
+    back = decode(rec.headers, rec.value)
+    assert isinstance(back.data, PartnerReferral) and back.data.personal_data.health is None
+
+
+def test_disclosure_request_validates_its_personal_data():
+    with pytest.raises(ValueError):
+        DisclosureRequested.model_validate(
+            {"client_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "referral_id": str(uuid.uuid4()),
+             "from_org": "jobcenter-paderborn", "to_org": "awo-paderborn", "service": "x", "categories": ["contact"],
+             "personal_data": {"contact": {"email": "not an address"}}, "requested_at": datetime.now(UTC).isoformat()}
+        )
+
+
+async def test_cloudevents_sdk_reads_our_records_from_kafka(kafka_bootstrap, unique):
+    topic = f"test.contracts-{unique}.v1"
+    await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic, partitions=1)])
+    env = new_event(client_registered(), source="/lotse/intake", acting_org="caritas-paderborn")
+    rec = encode(env)
+    await produce_raw(kafka_bootstrap, topic, [(rec.key, rec.value, rec.headers)])
+    [got] = await read_topic(kafka_bootstrap, topic)
+
+    message = ce_kafka.KafkaMessage(headers=dict(got.headers), key=got.key, value=got.value)
+    event = ce_kafka.from_binary_event(message)
+    assert event.get_specversion() == "1.0"
+    assert event.get_id() == str(env.id)
+    assert event.get_type() == "lotse.client.registered"
+    assert event.get_source() == "/lotse/intake"
+    assert event.get_subject() == str(env.data.client_id)
+    assert event.get_dataschema() == env.dataschema
+    assert event.get_datacontenttype() == "application/json"
+    assert event.get_time() == env.time
+    assert event.get_extension("actingorg") == "caritas-paderborn"
+    assert event.get_data()["preferred_language"] == "ar"
