@@ -16,6 +16,7 @@ answer from an organisation that may not give it. Nothing is log-and-acked.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -53,6 +54,30 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     KafkaError,
 )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where the event being handled came from. `topic` is the physical topic name."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("lotse_delivery", default=None)
+
+
+def current_delivery() -> Delivery:
+    """The record position of the event the current handler runs for.
+
+    Handlers use it where the topic itself carries meaning, e.g. which partner's outbox an answer
+    arrived on: ce_source is self-declared, the topic is enforced by Kafka ACLs.
+    """
+    d = _delivery.get()
+    if d is None:
+        raise RuntimeError("current_delivery() called outside an event handler")
+    return d
 
 
 class Rejected(Exception):
@@ -143,8 +168,12 @@ class EventConsumer:
             # A known event this consumer does not act on: tolerant readers skip it.
             metrics.events_consumed.labels(self.service, self.name, record.topic, env.type, "ignored").inc()
             return
-        with event_context(env.id, env.subject):
-            await self._process(record, env, handler)
+        token = _delivery.set(Delivery(record.topic, record.partition, record.offset))
+        try:
+            with event_context(env.id, env.subject):
+                await self._process(record, env, handler)
+        finally:
+            _delivery.reset(token)
 
     async def _process(self, record: ConsumerRecord, env: Envelope[Any], handler: Handler) -> None:
         attempt = 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.topics import TopicSpec, dlq_spec
+from contracts.topics import TopicSpec, dlq_spec, platform_topics
 
 from . import db
 from .consumer import EventConsumer, Handler
@@ -44,6 +44,7 @@ class Runtime:
         self.broker = make_broker(self.settings.kafka_bootstrap, self.service)
         self.consumers: list[EventConsumer] = []
         self._workers: list[Worker] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
@@ -72,7 +73,9 @@ class Runtime:
         return self.settings.topic_namespace + logical
 
     def topic_pattern(self, logical_regex: str) -> str:
-        return "^" + re.escape(self.settings.topic_namespace) + logical_regex.removeprefix("^")
+        """Anchored at both ends, so `partner\\..*\\.outbox\\.v1` does not also match its own `.dlq`."""
+        body = logical_regex.removeprefix("^").removesuffix("$")
+        return "^" + re.escape(self.settings.topic_namespace) + f"(?:{body})$"
 
     def consumer_group(self, name: str) -> str:
         """Consumer group (and inbox) name: one per service schema, so test instances never share a group."""
@@ -102,6 +105,10 @@ class Runtime:
         """A long-running coroutine (a scheduler, an expiry job); it should return when `stopping` is set."""
         self._workers.append(worker)
 
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Runs at shutdown, after consumers and workers stopped (e.g. closing an HTTP client)."""
+        self._on_stop.append(callback)
+
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str], event_id: str) -> Any:
         """Publishes to a logical topic; the outbox relay calls this for every row."""
         return await self.broker.publish(value, topic=self.topic(topic), key=key, headers=headers, correlation_id=event_id)
@@ -116,8 +123,10 @@ class Runtime:
         await db.provision(s.database_url, schema=self.schema, role=self.role, password=s.db_role_password.get_secret_value(), migrations=self.migrations())
         self._pool = await db.create_pool(self.dsn, schema=self.schema, application_name=f"lotse-{self.service}")
         physical = [TopicSpec(self.topic(t.name), t.partitions, t.config) for t in self.topics]
-        for c in self.consumers:
-            physical += [dlq_spec(t) for t in c.topics]  # consumer topics are physical names already
+        known = {self.topic(t.name): t for t in platform_topics()}
+        for c in self.consumers:  # consumer topics are physical names already
+            physical += [TopicSpec(t, known[t].partitions, known[t].config) if t in known else TopicSpec(t) for t in c.topics]
+            physical += [dlq_spec(t) for t in c.topics]
         if physical:
             await ensure_topics(s.kafka_bootstrap, physical, client_id=f"lotse-{self.service}")
         await self.broker.start()
@@ -149,6 +158,11 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for callback in reversed(self._on_stop):
+            try:
+                await callback()
+            except Exception:  # noqa: BLE001 - one failing hook must not keep the others from running
+                log.warning("shutdown hook failed", exc_info=True)
         if self.relay:
             await self.relay.stop()
         if self._pool:

@@ -1,0 +1,31 @@
+"""`make bench`: runs every benchmark module in bench/ with its default (laptop-sized) parameters.
+
+Each module is also runnable alone (`python -m bench.<module> --help`). Benchmarks report ratios
+against a baseline measured in the same run; absolute numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    modules = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    only = set(sys.argv[1:])
+    failed = []
+    for m in modules:
+        if only and m not in only:
+            continue
+        print(f"\n=== bench.{m} ===", flush=True)
+        if subprocess.run([sys.executable, "-m", f"bench.{m}"]).returncode != 0:
+            failed.append(m)
+    if failed:
+        print("failed:", *failed)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

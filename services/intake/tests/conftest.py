@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from contracts import decode
+from contracts.vocab import DataCategory, Purpose
+from services.intake.adapters.clock import ManualClock
+from services.intake.adapters.consent import Decision
+from services.intake.bootstrap import bootstrap
+from services.intake.config import IntakeSettings
+from services.intake.network import Network, load_network
+from tests.kafka_helpers import read_topic
+
+HERE = Path(__file__).parent
+BERLIN = ZoneInfo("Europe/Berlin")
+JOBCENTER = "jobcenter-kreis-paderborn"
+KI = "ki-kreis-paderborn"
+CARITAS = "caritas-paderborn"
+KIM = "kim-kreis-paderborn"
+
+
+class FakeConsent:
+    """Consent decisions from an in-memory table: (client, recipient, purpose) -> consented categories."""
+
+    def __init__(self) -> None:
+        self.grants: dict[tuple[uuid.UUID, str, Purpose], set[DataCategory]] = {}
+        self.calls: list[tuple[uuid.UUID, str, Purpose, list[DataCategory]]] = []
+        self.closed = False
+
+    def grant(self, client_id: uuid.UUID | str, recipient: str, purpose: Purpose, categories: Iterable[DataCategory]) -> None:
+        self.grants[(uuid.UUID(str(client_id)), recipient, purpose)] = set(categories)
+
+    async def decide(self, client_id, recipient, purpose, categories) -> Decision:  # noqa: ANN001
+        categories = list(categories)
+        self.calls.append((client_id, recipient, purpose, categories))
+        granted = self.grants.get((client_id, recipient, purpose))
+        if granted is None:
+            return Decision(False, None, "no consent for this recipient and purpose", categories)
+        missing = [c for c in categories if c not in granted]
+        if missing:
+            return Decision(False, None, "consent does not cover every category", missing)
+        return Decision(True, uuid.uuid5(uuid.NAMESPACE_URL, f"{client_id}/{recipient}"), "consent valid", [])
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def settings(topic_namespace: str, **overrides: Any) -> IntakeSettings:
+    base: dict[str, Any] = dict(
+        topic_namespace=topic_namespace, outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
+        consumer_retry_base_s=0.05, consumer_retry_max_s=0.2, consumer_max_attempts=2, deadline_scan_interval_s=0.2,
+    )
+    base.update(overrides)
+    return IntakeSettings(**base)
+
+
+@pytest.fixture(scope="session")
+def network() -> Network:
+    return load_network(HERE / "network.yaml")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # A Monday morning in Paderborn.
+    return ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=BERLIN))
+
+
+@pytest.fixture
+def consent() -> FakeConsent:
+    return FakeConsent()
+
+
+@pytest.fixture
+def make_intake(infra, unique, topic_namespace, network, clock, consent) -> Callable[..., Any]:  # noqa: ANN001
+    """Starts an intake instance (app + HTTP client); several instances with the same suffix share one schema (replicas)."""
+
+    @asynccontextmanager
+    async def make(suffix: str = "", **overrides: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+        fake = overrides.pop("consent", consent)
+        app = bootstrap(settings(topic_namespace, **overrides), schema=f"intake_{unique}{suffix}", network=network, consent=fake, clock=clock)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+                yield app, http
+
+    return make
+
+
+def h(org: str) -> dict[str, str]:
+    return {"X-Lotse-Org": org}
+
+
+def client_body(**over: Any) -> dict[str, Any]:
+    body = {
+        "given_name": "Olena", "family_name": "Kovalenko", "date_of_birth": "1988-04-12",
+        "email": "olena.kovalenko@mail.example", "phone": "+49 5251 123456",
+        "preferred_language": "uk", "languages": ["uk", "ru", "de"], "needs": ["interpreter", "integration_course"],
+        "residence_title": "aufenthg_24", "residence_valid_until": "2027-03-04",
+    }
+    body.update(over)
+    return body
+
+
+async def events(bootstrap_servers: str, topic: str, *, until: Callable[[list], bool] | int = 1, settle: float = 0.0, timeout: float = 30.0) -> list:
+    """Decoded envelopes on a physical topic; `until` sees decoded envelopes too."""
+    want = until if callable(until) else (lambda envs: len(envs) >= until)
+    records = await read_topic(bootstrap_servers, topic, until=lambda rs: want([decode(r.headers, r.value) for r in rs]),
+                               settle=settle, timeout=timeout)
+    return [decode(r.headers, r.value) for r in records]
