@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -53,6 +54,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     KafkaError,
+    httpx.TransportError,  # a peer service (e.g. the consent decision API) is unreachable
 )
 
 

@@ -1,0 +1,257 @@
+"""Loopback peers (SMTP, SMS gateway, webhook receivers), a fake intake contact API, and the service itself."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contracts import Envelope, encode
+from services.notifications.adapters.contacts import ClientContact, NoContact
+from services.notifications.adapters.network import NetworkFile
+from services.notifications.bootstrap import bootstrap
+from services.notifications.config import NotificationsSettings
+from tests.kafka_helpers import eventually, produce_raw
+
+JOBCENTER = "jobcenter-paderborn"
+CARITAS = "caritas-paderborn"
+AWO = "awo-paderborn"
+OPERATOR = "ki-paderborn"
+
+NETWORK_YAML = f"""
+version: 1
+district: Kreis Paderborn
+name: Integrationsnetzwerk Kreis Paderborn (test)
+timezone: Europe/Berlin
+organisations:
+  - id: {JOBCENTER}
+    name: Jobcenter Kreis Paderborn
+    kind: jobcenter
+    languages: [de]
+    contact_email: team-integration@jobcenter.lotse-demo.de
+    services:
+      - id: job-placement
+        name: Arbeitsvermittlung
+        needs: [job_placement]
+  - id: {CARITAS}
+    name: Caritasverband Paderborn
+    kind: welfare_association
+    languages: [de, en]
+    contact_email: migrationsdienst@caritas.lotse-demo.de
+    services:
+      - id: migration-counselling
+        name: Migrationsberatung für Erwachsene
+        needs: [residence_law_counselling]
+  - id: {AWO}
+    name: AWO Paderborn
+    kind: welfare_association
+    languages: [de, tr]
+    contact_email: jmd@awo.lotse-demo.de
+    services: []
+  - id: {OPERATOR}
+    name: Kommunales Integrationszentrum Paderborn
+    kind: kommunales_integrationszentrum
+    languages: [de]
+    contact_email: ki@kreis.lotse-demo.de
+    services: []
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- SMTP
+class MailSink:
+    """aiosmtpd handler: keeps every accepted message; refuses recipients listed in `refuse` with 550."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.refuse: set[str] = set()
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        with self._lock:
+            self.messages.append(msg)  # type: ignore[arg-type]
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._lock:
+            return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture
+def smtp() -> Any:
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.port = port  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
+
+
+# ---------------------------------------------------------------- HTTP peers (SMS gateway, webhook receivers)
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HttpPeer:
+    """Records every request; answers from a per-path script of (status, headers, json) and then the default."""
+
+    port: int = 0
+    requests: list[Seen] = field(default_factory=list)
+    scripts: dict[str, list[tuple[int, dict[str, str], Any]]] = field(default_factory=dict)
+    default: tuple[int, dict[str, str], Any] = (200, {}, {"status": "ok"})
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def script(self, path: str, *answers: tuple[int, dict[str, str], Any]) -> None:
+        self.scripts[path] = list(answers)
+
+    def at(self, path: str) -> list[Seen]:
+        return [r for r in self.requests if r.path == path]
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()
+        self.requests.append(Seen(request.url.path, {k.lower(): v for k, v in request.headers.items()}, body))
+        queue = self.scripts.get(request.url.path)
+        status, headers, payload = queue.pop(0) if queue else self.default
+        if payload is None:
+            return Response(status_code=status, headers=headers)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[HttpPeer]:
+    p = HttpPeer()
+    app = Starlette(routes=[Route("/{path:path}", p._handle, methods=["POST", "GET", "PUT"])])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    p.port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await eventually(lambda: server.started, timeout=10)
+    yield p
+    server.should_exit = True
+    await task
+    sock.close()
+
+
+# ---------------------------------------------------------------- intake's contact API, faked
+class FakeContacts:
+    def __init__(self) -> None:
+        self.contacts: dict[str, ClientContact] = {}
+        self.refused: set[str] = set()
+        self.lookups: list[tuple[str, str]] = []
+
+    def add(self, client_id: uuid.UUID, *, language: str, email: str | None = None, phone: str | None = None, languages: tuple[str, ...] = ()) -> None:
+        self.contacts[str(client_id)] = ClientContact(str(client_id), language, languages or (language,), email, phone)
+
+    async def lookup(self, client_id: str, org: str) -> ClientContact | NoContact:
+        self.lookups.append((client_id, org))
+        if client_id in self.refused or client_id not in self.contacts:
+            return NoContact("no consent to contact the client for notifications", ("contact",))
+        return self.contacts[client_id]
+
+    async def aclose(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the service
+def fast_settings(**overrides: Any) -> NotificationsSettings:
+    base: dict[str, Any] = dict(
+        outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
+        consumer_retry_base_s=0.05, consumer_retry_max_s=0.5, consumer_max_attempts=3,
+        retry_schedule_s=[0.3, 0.3, 0.3], retry_jitter=0.0, worker_poll_interval_s=0.1, sending_lease_s=10.0,
+        webhook_allow_http=True, webhook_timeout_s=5.0, smtp_timeout_s=5.0, operator_orgs=[OPERATOR],
+    )
+    base.update(overrides)
+    return NotificationsSettings(**base)
+
+
+@dataclass
+class Service:
+    app: Any
+    http: httpx.AsyncClient
+    namespace: str
+    bootstrap_servers: str
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    async def publish(self, env: Envelope[Any], logical_topic: str, times: int = 1) -> None:
+        rec = encode(env)
+        await produce_raw(self.bootstrap_servers, self.namespace + logical_topic, [(rec.key, rec.value, rec.headers)] * times)
+
+    async def rows(self, where: str = "true", *args: Any) -> list[asyncpg.Record]:
+        return await self.pool.fetch(f"SELECT * FROM notifications WHERE {where} ORDER BY created_at, id", *args)
+
+
+@pytest.fixture
+def network_file(tmp_path: Path) -> Path:
+    p = tmp_path / "network.yaml"
+    p.write_text(NETWORK_YAML, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def contacts() -> FakeContacts:
+    return FakeContacts()
+
+
+@pytest.fixture
+def start_service(infra: Any, unique: str, topic_namespace: str, kafka_bootstrap: str, network_file: Path, contacts: FakeContacts,
+                  smtp: MailSink, peer: HttpPeer) -> Callable[..., Any]:
+    """`async with start_service(**settings) as svc:` — the same schema each time, so a second start is a restart."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Service]:
+        settings = fast_settings(
+            topic_namespace=topic_namespace, smtp_host="127.0.0.1", smtp_port=smtp.port,  # type: ignore[attr-defined]
+            sms_gateway_url=peer.url("/sms"), **overrides,
+        )
+        app = bootstrap(settings, schema=f"notif_{unique}", contacts=contacts, directory=NetworkFile(network_file))
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                yield Service(app, client, topic_namespace, kafka_bootstrap)
+
+    return start

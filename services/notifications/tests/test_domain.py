@@ -1,0 +1,126 @@
+"""Pure rules: retry decisions, Retry-After, token bucket, language fallback, routing table, scrubbing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.notifications.adapters.network import _tolerant
+from services.notifications.config import STANDARD_WEBHOOKS_SCHEDULE_S, NotificationsSettings
+from services.notifications.domain.model import Outcome, RetryPolicy, Status, TokenBucket, choose_language, decide, parse_retry_after, scrub
+from services.notifications.domain.routing import ROUTES, Audience, concerned_orgs, orgs_named, routes_for
+
+NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
+
+
+def test_default_schedule_is_standard_webhooks():
+    s = NotificationsSettings()
+    assert s.retry_schedule_s == STANDARD_WEBHOOKS_SCHEDULE_S == [5, 300, 1800, 7200, 18000, 36000, 36000]
+    assert RetryPolicy(s.retry_schedule_s).max_attempts == 8
+
+
+def test_retry_schedule_is_configurable_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LOTSE_NOTIFICATIONS_RETRY_SCHEDULE_S", "[1, 2]")
+    monkeypatch.setenv("LOTSE_NOTIFICATIONS_RATE_LIMITS", '{"sms": {"rate_per_s": 2, "burst": 3}}')
+    s = NotificationsSettings()
+    assert s.retry_schedule_s == [1.0, 2.0]
+    assert s.rate_limits["sms"].burst == 3
+
+
+def test_retries_follow_the_schedule_with_jitter_then_give_up():
+    policy = RetryPolicy([5, 300], jitter=0.2)
+    low = decide(Outcome.retry("HTTP 500"), 1, policy, NOW, rng=lambda a, b: a)
+    high = decide(Outcome.retry("HTTP 500"), 1, policy, NOW, rng=lambda a, b: b)
+    assert low.status is Status.SENDING and low.next_attempt_at == NOW + timedelta(seconds=4)
+    assert high.next_attempt_at == NOW + timedelta(seconds=6)
+    second = decide(Outcome.retry("HTTP 500"), 2, policy, NOW, rng=lambda a, b: 1.0)
+    assert second.next_attempt_at == NOW + timedelta(seconds=300)
+    final = decide(Outcome.retry("HTTP 500"), 3, policy, NOW)
+    assert final.status is Status.TEMPORARY_FAILURE and final.final and final.next_attempt_at is None
+
+
+def test_retry_after_is_honoured_but_capped():
+    policy = RetryPolicy([5], jitter=0.0, retry_after_max_s=3600)
+    later = decide(Outcome.retry("HTTP 429", retry_after_s=120), 1, policy, NOW)
+    assert later.next_attempt_at == NOW + timedelta(seconds=120)
+    sooner = decide(Outcome.retry("HTTP 503", retry_after_s=1), 1, policy, NOW)
+    assert sooner.next_attempt_at == NOW + timedelta(seconds=5)  # never earlier than the schedule
+    capped = decide(Outcome.retry("HTTP 503", retry_after_s=10**9), 1, policy, NOW)
+    assert capped.next_attempt_at == NOW + timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize(("outcome", "status"), [
+    (Outcome.delivered(), Status.DELIVERED),
+    (Outcome.permanent("HTTP 410", disable_endpoint=True), Status.PERMANENT_FAILURE),
+    (Outcome.technical("template"), Status.TECHNICAL_FAILURE),
+])
+def test_final_outcomes_do_not_retry(outcome, status):
+    d = decide(outcome, 1, RetryPolicy([5, 5]), NOW)
+    assert d.status is status and d.final and d.next_attempt_at is None
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("Fri, 14 Mar 2025 09:32:30 GMT", NOW) == 150
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_token_bucket_allows_a_burst_then_the_rate():
+    t = [0.0]
+    bucket = TokenBucket(rate_per_s=2, burst=3, clock=lambda: t[0])
+    assert bucket.available() == 3
+    assert bucket.take(3)
+    assert not bucket.take(1)
+    assert bucket.seconds_until(1) == pytest.approx(0.5)
+    t[0] = 0.5
+    assert bucket.available() == 1
+    t[0] = 100
+    assert bucket.available() == 3  # never more than the burst
+
+
+@pytest.mark.parametrize(("preferred", "languages", "expected"), [
+    ("uk", (), "uk"),
+    ("ar-SY", (), "ar"),
+    ("ti", ("fa",), "fa"),  # Tigrinya is not (yet) supported: the client's other language
+    ("ti", (), "en"),  # then English
+    (None, (), "en"),
+])
+def test_language_fallback(preferred, languages, expected):
+    assert choose_language(preferred, languages) == expected
+
+
+def test_german_is_the_last_fallback():
+    assert choose_language("ti", (), supported=("de",)) == "de"
+
+
+def test_routing_table_covers_the_issue():
+    triggers = {r.trigger for r in ROUTES}
+    assert triggers == {
+        "lotse.deadline.approaching", "lotse.deadline.missed", "lotse.referral.sent", "lotse.referral.accepted",
+        "lotse.referral.declined", "lotse.consent.granted", "lotse.consent.withdrawn", "lotse.case.handed_over",
+    }
+    withdrawn = routes_for("lotse.consent.withdrawn")
+    assert [r.audience for r in withdrawn] == [Audience.ORGANISATION]
+    assert orgs_named(withdrawn[0], {"disclosed_to": ["a-org", "b-org", "a-org"]}) == ["a-org", "b-org"]
+    assert [r.audience for r in routes_for("lotse.consent.granted")] == [Audience.CLIENT]
+    assert concerned_orgs({"from_org": "x-org", "to_org": "y-org", "recipients": ["x-org", "z-org"]}) == ["x-org", "y-org", "z-org"]
+
+
+def test_free_text_is_not_kept():
+    data = {"reason": "not_eligible", "reason_text": "Frau X. ist ...", "client_id": "c"}
+    assert scrub("lotse.referral.declined", data) == {"reason": "not_eligible", "client_id": "c"}
+    assert "reason" not in scrub("lotse.case.handed_over", {"reason": "moved in with her sister", "to_org": "a"})
+
+
+def test_tolerant_network_reader(tmp_path: Path):
+    p = tmp_path / "n.yaml"
+    p.write_text("version: 2\norganisations:\n  - id: caritas-pb\n    name: Caritas\n    contact_email: a@b.test\n    languages: [de]\n    future_field: 1\n"
+                 "    services: [{id: mbe, name: Migrationsberatung}]\n  - name: no id\n")
+    d = _tolerant(p)
+    assert list(d.orgs) == ["caritas-pb"]
+    assert d.get("caritas-pb").contact_email == "a@b.test"
+    assert d.service_name("caritas-pb", "mbe") == "Migrationsberatung"
+    assert d.name("unknown-org") == "unknown-org"
