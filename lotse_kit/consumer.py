@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import random
 import time
@@ -92,6 +93,15 @@ class ConsumerStopping(Exception):
     """Raised to leave a record uncommitted while the service shuts down."""
 
 
+async def _tolerant_parse(record: ConsumerRecord, original: Any) -> Any:
+    """FastStream's parser decodes every header as UTF-8 and fails on anything else, before our
+    handler could dead-letter the record: the subscription would stall on it. FastStream gets a
+    header-less copy; the handler reads the untouched record from `msg.raw_message`."""
+    msg = await original(dataclasses.replace(record, headers=[]))
+    msg.raw_message = record
+    return msg
+
+
 async def _raw_body(msg: Any) -> bytes:
     # We decode CloudEvents ourselves; FastStream's JSON decoding would fail before us on poison records.
     return msg.body
@@ -149,6 +159,7 @@ class EventConsumer:
             group_id=self.group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset=self.auto_offset_reset,
+            parser=_tolerant_parse,
             decoder=_raw_body,
             max_poll_interval_ms=10 * 60 * 1000,
         )

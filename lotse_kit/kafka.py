@@ -14,7 +14,7 @@ from contracts.topics import TopicSpec
 log = logging.getLogger(__name__)
 
 
-def make_broker(bootstrap: str, service: str) -> KafkaBroker:
+def make_broker(bootstrap: str, service: str, *, metadata_max_age_ms: int = 30_000) -> KafkaBroker:
     """A FastStream broker whose producer is idempotent with acks=all.
 
     The client id names the service: it becomes the service's Kafka principal
@@ -26,6 +26,7 @@ def make_broker(bootstrap: str, service: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         allow_auto_create_topics=False,
+        metadata_max_age_ms=metadata_max_age_ms,
         logger=logging.getLogger(f"lotse.{service}.broker"),
         log_level=logging.DEBUG,
         graceful_timeout=15.0,

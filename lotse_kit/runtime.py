@@ -41,7 +41,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.schema = db.ident(self.schema or self.service.replace("-", "_"))
         self.role = db.ident(self.role or f"lotse_{self.schema}")
-        self.broker = make_broker(self.settings.kafka_bootstrap, self.service)
+        self.broker = make_broker(self.settings.kafka_bootstrap, self.service, metadata_max_age_ms=self.settings.kafka_metadata_max_age_ms)
         self.consumers: list[EventConsumer] = []
         self._workers: list[Worker] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []

@@ -10,6 +10,8 @@ class KitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOTSE_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Pattern subscriptions (partner topics) see topics created since the last metadata refresh.
+    kafka_metadata_max_age_ms: int = Field(30_000, ge=100)
     # The provisioning DSN: creates each service's schema and role and runs migrations.
     # Services then connect as their own role (see db.service_dsn).
     database_url: str = "postgresql://lotse:lotse@127.0.0.1:5432/lotse"

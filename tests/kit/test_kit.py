@@ -63,6 +63,7 @@ async def test_poison_message_goes_to_dlq_and_next_good_one_is_processed(make_ru
             (key, b"\xff\xfe not json", good_rec.headers),  # undecodable
             (key, json.dumps(bad_data).encode(), invalid.headers),
             (key, good_rec.value, unknown),
+            (key, good_rec.value, [*good_rec.headers, ("trace", b"\xc3\x28")]),  # a header that is not UTF-8
             (key, good_rec.value, good_rec.headers),
         ],
     )
@@ -70,9 +71,10 @@ async def test_poison_message_goes_to_dlq_and_next_good_one_is_processed(make_ru
     rows = await eventually(lambda: effects(rt))
     assert [r["event_id"] for r in rows] == [good.id]
 
-    dead = await read_topic(kafka_bootstrap, dlq(topic), until=3, settle=1.0)
+    dead = await read_topic(kafka_bootstrap, dlq(topic), until=4, settle=1.0)
     kinds = [dict(r.headers)["lotse_dlq_error_kind"].decode() for r in dead]
-    assert kinds == ["undecodable", "schema-invalid", "unknown-type"]
+    assert kinds == ["undecodable", "schema-invalid", "unknown-type", "undecodable"]
+    assert "not UTF-8" in dict(dead[3].headers)["lotse_dlq_reason"].decode()
     first = dict(dead[0].headers)
     assert first["lotse_dlq_original_topic"].decode() == topic
     assert first["lotse_dlq_original_offset"] == b"0"

@@ -1,0 +1,135 @@
+"""Audit service fixtures: the service built through bootstrap against the real broker and database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+
+from contracts import Envelope, encode, new_event, topics
+from contracts.events import PARTNER_REFERRAL
+from lotse_kit.kafka import ensure_topics
+from services.audit.bootstrap import bootstrap
+from services.audit.config import AuditSettings
+from tests.kafka_helpers import eventually, produce_raw
+
+PARTNER = "caritas-paderborn"
+ORG = "jobcenter-paderborn"
+AUDITOR = {"X-Lotse-Org": "datenschutz-kreis"}
+
+
+def audit_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSettings:
+    base: dict[str, Any] = dict(
+        topic_namespace=namespace,
+        kafka_metadata_max_age_ms=1000,
+        ingest_batch_timeout_ms=50,
+        ingest_retry_base_s=0.05,
+        ingest_retry_max_s=0.5,
+        tree_head_interval_s=3600,  # tests sign on demand
+        signing_key_file=tmp_path / "audit-key.pem",
+        network_file=None,
+        outbox_poll_interval_s=0.2,
+    )
+    base.update(overrides)
+    return AuditSettings(**base)
+
+
+def audit_topics() -> list[topics.TopicSpec]:
+    names = [topics.CLIENTS, topics.CONSENTS, topics.REFERRALS, topics.DISCLOSURES, topics.DISCLOSURE_REQUESTS,
+             topics.partner_inbox(PARTNER), topics.partner_outbox(PARTNER), topics.dlq(topics.REFERRALS)]
+    return [topics.TopicSpec(n, partitions=2) for n in names]
+
+
+@dataclass
+class Audit:
+    app: FastAPI
+    http: httpx.AsyncClient
+    settings: AuditSettings
+    schema: str
+    key: Ed25519PrivateKey
+    bootstrap_servers: str
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.topic_namespace
+
+    def topic(self, logical: str) -> str:
+        return self.namespace + logical
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.app.state.runtime.pool
+
+    async def produce(self, logical_topic: str, *envs: Envelope[Any]) -> None:
+        recs = [encode(e) for e in envs]
+        await produce_raw(self.bootstrap_servers, self.topic(logical_topic), [(r.key, r.value, r.headers) for r in recs])
+
+    async def size(self) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM audit_log")
+
+    async def wait_for_size(self, n: int, timeout: float = 40.0) -> None:
+        async def reached() -> bool:
+            return await self.size() >= n
+
+        await eventually(reached, timeout=timeout)
+
+    async def sign(self) -> dict[str, Any]:
+        r = await self.http.post("/v1/audit/tree-head", headers=AUDITOR)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@asynccontextmanager
+async def running_audit(settings: AuditSettings, schema: str, key: Ed25519PrivateKey, bootstrap_servers: str) -> AsyncIterator[Audit]:
+    app = bootstrap(settings, schema=schema, signing_key=key, org_names={PARTNER: "Caritasverband Paderborn"})
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            yield Audit(app, client, settings, schema, key, bootstrap_servers)
+
+
+@pytest.fixture
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+async def audit(infra, kafka_bootstrap, topic_namespace, unique, tmp_path, signing_key) -> AsyncIterator[Audit]:
+    await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + t.name, t.partitions) for t in audit_topics()])
+    settings = audit_settings(topic_namespace, tmp_path)
+    async with running_audit(settings, f"audit_{unique}", signing_key, kafka_bootstrap) as a:
+        yield a
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_client_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def partner_referral(client_id: uuid.UUID, consent_id: uuid.UUID, **personal: Any) -> Envelope[Any]:
+    from contracts.events import Contact, Identity, PartnerReferral, PersonalData
+
+    data = PartnerReferral(
+        client_id=client_id, referral_id=uuid.uuid4(), from_org=ORG, to_org=PARTNER, service="migrationsberatung",
+        consent_id=consent_id, categories=["identity", "contact"],
+        personal_data=PersonalData(
+            identity=Identity(given_name=personal.get("given_name", "Olena"), family_name=personal.get("family_name", "Kovalenko"),
+                              date_of_birth=personal.get("date_of_birth")),
+            contact=Contact(email=personal.get("email", "olena.kovalenko@example.org"), phone=personal.get("phone", "+49 5251 123456")),
+        ),
+        free_text="Olena needs help with the Jobcenter letter",
+        sent_at=now(),
+    )
+    return new_event(data, source="/lotse/consent", acting_org=ORG, spec=PARTNER_REFERRAL)

@@ -1,0 +1,117 @@
+"""The GDPR Art. 15 subject report: JSON and a readable document in the client's language."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+
+import pytest
+from markupsafe import escape
+
+from contracts import new_event, topics
+from contracts.events import (
+    ClientRegistered,
+    ConsentGranted,
+    ConsentWithdrawn,
+    DisclosureBlocked,
+    DisclosureMade,
+    ReferralAccepted,
+    ReferralSent,
+)
+from services.audit.domain import i18n
+from services.audit.tests.conftest import AUDITOR, ORG, PARTNER, now, partner_referral
+
+OTHER = "awo-paderborn"
+
+
+def ev(data, source="/lotse/consent"):
+    return new_event(data, source=source, acting_org=ORG)
+
+
+@pytest.mark.parametrize("lang", i18n.SUPPORTED)
+def test_every_language_has_every_word(lang):
+    assert i18n.keys_missing(lang) == set()
+    assert all(v.strip() for v in i18n.words(lang).values())
+
+
+def test_language_choice():
+    assert i18n.choose_language(None, "uk-UA", "de") == "uk"
+    assert i18n.choose_language("fr", None, "ar") == "ar"
+    assert i18n.choose_language("fr", "ti") == "de"
+
+
+async def test_subject_report_shows_who_received_what_under_which_consent(audit):
+    client, stranger = uuid.uuid4(), uuid.uuid4()
+    consent_a, consent_b = uuid.uuid4(), uuid.uuid4()
+    t = now()
+    await audit.produce(topics.CLIENTS, ev(ClientRegistered(client_id=client, registering_org=ORG, responsible_org=ORG,
+                                                            preferred_language="uk", languages=["uk", "ru"], registered_at=t), "/lotse/intake"),
+                        ev(ClientRegistered(client_id=stranger, registering_org=ORG, responsible_org=ORG, preferred_language="de",
+                                            registered_at=t), "/lotse/intake"))
+    await audit.produce(topics.CONSENTS,
+                        ev(ConsentGranted(client_id=client, consent_id=consent_a, collecting_org=ORG, recipients=[PARTNER],
+                                          purposes=["referral"], categories=["identity", "contact", "needs"], legal_basis=["GDPR Art. 6(1)(a)"],
+                                          form="paper", information_language="uk", granted_at=t, valid_until=t + timedelta(days=365))),
+                        ev(ConsentGranted(client_id=client, consent_id=consent_b, collecting_org=ORG, recipients=[OTHER],
+                                          purposes=["contact_for_notifications"], categories=["contact"], legal_basis=["GDPR Art. 6(1)(a)"],
+                                          form="paper", information_language="uk", granted_at=t)))
+    await audit.produce(topics.DISCLOSURES,
+                        ev(DisclosureMade(client_id=client, request_id=uuid.uuid4(), recipient=PARTNER, purpose="referral",
+                                          categories=["identity", "contact"], consent_id=consent_a, payload_sha256="a" * 64, disclosed_at=t)),
+                        ev(DisclosureBlocked(client_id=client, request_id=uuid.uuid4(), recipient=OTHER, purpose="referral",
+                                             categories=["identity", "health"], reason="no consent", missing_categories=["identity", "health"],
+                                             blocked_at=t)))
+    await audit.produce(topics.partner_inbox(PARTNER), partner_referral(client, consent_a, date_of_birth=date(1990, 4, 12)))
+    referral_id = uuid.uuid4()
+    await audit.produce(topics.REFERRALS,
+                        ev(ReferralSent(client_id=client, referral_id=referral_id, from_org=ORG, to_org=PARTNER, service="migrationsberatung",
+                                        sent_at=t), "/lotse/intake"),
+                        ev(ReferralAccepted(client_id=client, referral_id=referral_id, to_org=PARTNER, accepted_at=t), "/lotse/intake"))
+    await audit.wait_for_size(9)
+    # Withdrawn after the disclosure, and logged after the first tree head: only a later head covers it.
+    await audit.sign()
+    await audit.produce(topics.CONSENTS, ev(ConsentWithdrawn(client_id=client, consent_id=consent_b, withdrawn_at=t, disclosed_to=[])))
+    await audit.wait_for_size(10)
+    before = (await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)).json()
+    assert {c["consent_id"]: c["status"] for c in before["consents"]} == {str(consent_a): "active", str(consent_b): "active"}
+    head = await audit.sign()
+
+    r = await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)
+    assert r.status_code == 200 and r.headers["content-language"] == "uk"
+    report = r.json()
+    assert report["client_id"] == str(client) and report["language"] == "uk"
+    assert report["tree_head"]["tree_size"] == head["tree_size"] == 10
+    assert report["tampered_entries"] == [] and report["entries_examined"] == 9  # the stranger's entry is not examined
+    consents = {c["consent_id"]: c for c in report["consents"]}
+    assert consents[str(consent_a)]["status"] == "active" and consents[str(consent_a)]["recipients"] == [PARTNER]
+    assert consents[str(consent_b)]["status"] == "withdrawn" and consents[str(consent_b)]["withdrawn_at"]
+    [made] = report["disclosures"]
+    assert (made["recipient"], made["categories"], made["consent_id"], made["purpose"]) == (PARTNER, ["identity", "contact"], str(consent_a), "referral")
+    [delivery] = report["deliveries"]
+    assert (delivery["recipient"], delivery["categories"]) == (PARTNER, ["contact", "identity"])
+    [blocked] = report["blocked"]
+    assert blocked["recipient"] == OTHER and blocked["missing_categories"] == ["identity", "health"]
+    [ref] = report["referrals"]
+    assert (ref["to_org"], ref["status"]) == (PARTNER, "accepted") and len(ref["log_entries"]) == 2
+    assert report["organisations"] == [PARTNER]
+    # Every item names entries of this client that exist in the log.
+    for idx in [made["log_entry"], delivery["log_entry"], blocked["log_entry"], *ref["log_entries"]]:
+        entry = (await audit.http.get(f"/v1/audit/entries/{idx}", headers=AUDITOR)).json()
+        assert entry["entry"]["client_id"] == str(client)
+    text = r.text
+    for personal in ("Olena", "Kovalenko", "olena.kovalenko", "1990-04-12"):
+        assert personal not in text
+
+    html = await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html"}, headers=AUDITOR)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    page = html.text
+    assert 'lang="uk" dir="ltr"' in page and i18n.words("uk")["title"] in page
+    assert "Caritasverband Paderborn" in page  # organisation names from the network configuration
+    assert str(escape(i18n.words("uk")["cat_identity"])) in page and "відкликана" in page
+    assert "Olena" not in page
+
+    for lang in ("ar", "fa"):
+        page = (await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html", "lang": lang}, headers=AUDITOR)).text
+        assert f'lang="{lang}" dir="rtl"' in page and i18n.words(lang)["disclosures"] in page
+    de = (await audit.http.get(f"/v1/audit/subjects/{stranger}/report", params={"format": "html"}, headers=AUDITOR)).text
+    assert 'lang="de"' in de and "Keine Einträge." in de
