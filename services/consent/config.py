@@ -35,6 +35,10 @@ class ConsentSettings(KitSettings):
         description="How often the expiry job looks for consents past valid_until.",
     )
     expiry_batch_size: int = Field(100, ge=1, validation_alias=AliasChoices("LOTSE_CONSENT_EXPIRY_BATCH_SIZE", "expiry_batch_size"))
+    decision_connections: int = Field(
+        3, ge=0, le=8, validation_alias=AliasChoices("LOTSE_CONSENT_DECISION_CONNECTIONS", "decision_connections"),
+        description="Database connections the decision API keeps for itself (out of the kit pool's 10); 0: use the pool.",
+    )
     decision_cache_size: int = Field(
         50_000, ge=0, validation_alias=AliasChoices("LOTSE_CONSENT_DECISION_CACHE_SIZE", "decision_cache_size"),
         description="Clients whose consents the decision API keeps in memory; 0 disables the cache.",

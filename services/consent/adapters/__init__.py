@@ -1,0 +1,1 @@
+"""I/O for the consent service: PostgreSQL, the network file, partner topics and the decision cache."""

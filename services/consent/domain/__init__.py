@@ -1,0 +1,1 @@
+"""Pure consent rules: records, decisions, forwarding policy and receipts. No I/O."""

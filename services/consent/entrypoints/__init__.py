@@ -1,0 +1,1 @@
+"""HTTP routers, event consumers and background workers of the consent service."""

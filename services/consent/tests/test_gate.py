@@ -1,0 +1,218 @@
+"""Grant → decision → disclosure gate → partner inbox, against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from contracts import decode, new_event, topics
+from contracts.events import DeadlineApproaching, ReferralAccepted
+from contracts.vocab import DataCategory, DeadlineKind
+from services.consent.adapters.decision_cache import DecisionCache
+from services.consent.handlers import Deps, check_decision, gate_disclosure_request, withdraw_consent
+from tests.kafka_helpers import eventually, read_topic
+
+from .conftest import CARITAS, DIAKONIE, JOBCENTER, KI, Service, disclosure_request
+
+
+def _types(records) -> list[str]:
+    return [decode(r.headers, r.value).type for r in records]
+
+
+async def _outcomes(svc: Service, client_id: uuid.UUID) -> list[str]:
+    rows = await svc.deps.pool_getter().fetch("SELECT outcome FROM disclosures WHERE client_id = $1 ORDER BY decided_at", client_id)
+    return [r["outcome"] for r in rows]
+
+
+async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(service: Service) -> None:
+    client = uuid.uuid4()
+    consent = await service.grant(client, categories=["identity", "contact", "needs"])
+
+    decision = await service.decision(client, CARITAS, "referral", ["identity", "contact"])
+    assert decision == {"allowed": True, "consent_id": consent["consent_id"], "reason": decision["reason"], "missing_categories": []}
+    assert decision["reason"].startswith("granted")
+
+    # Intake asks for identity and contact but (wrongly) sends every category it has, health included.
+    request = disclosure_request(client, to_org=CARITAS, categories=[DataCategory.IDENTITY, DataCategory.CONTACT])
+    await service.send(request, topics.DISCLOSURE_REQUESTS)
+
+    [rec] = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)))
+    env = decode(rec.headers, rec.value)
+    assert env.type == "lotse.referral.sent"
+    assert env.dataschema == "urn:lotse:schema:lotse.referral.sent.partner.v1"
+    assert rec.key == str(client).encode()
+    assert env.data.categories == [DataCategory.IDENTITY, DataCategory.CONTACT]
+    assert env.data.personal_data.categories() == [DataCategory.IDENTITY, DataCategory.CONTACT]
+    assert env.data.personal_data.identity.family_name == "Kovalenko"
+    assert str(env.data.consent_id) == consent["consent_id"]
+    raw = json.loads(rec.value)
+    for withheld in ("health", "residence_status", "needs", "education_qualifications"):
+        assert raw["personal_data"][withheld] is None
+    assert "Diabetes" not in rec.value.decode()
+
+    made = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES))
+    [made_env] = [decode(r.headers, r.value) for r in made]
+    assert made_env.type == "lotse.disclosure.made"
+    assert made_env.data.payload_sha256 == hashlib.sha256(rec.value).hexdigest()
+    assert made_env.data.recipient == CARITAS
+    assert made_env.data.categories == [DataCategory.IDENTITY, DataCategory.CONTACT]
+    assert "Kovalenko" not in made[0].value.decode()  # no personal data on the internal topic
+
+    granted = await read_topic(service.bootstrap, service.topic(topics.CONSENTS))
+    assert _types(granted) == ["lotse.consent.granted"]
+
+    # The consent now shows where data went.
+    r = await service.http.get(f"/v1/clients/{client}/consents")
+    assert [c["disclosed_to"] for c in r.json()] == [[CARITAS]]
+
+
+async def test_missing_category_blocks_and_names_it(service: Service) -> None:
+    client = uuid.uuid4()
+    await service.grant(client, categories=["identity", "contact"])
+    d = await service.decision(client, CARITAS, "referral", ["identity", "health"])
+    assert d["allowed"] is False and d["missing_categories"] == ["health"] and "health" in d["reason"]
+
+    await service.send(disclosure_request(client, categories=[DataCategory.IDENTITY, DataCategory.HEALTH]), topics.DISCLOSURE_REQUESTS)
+    [rec] = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES))
+    env = decode(rec.headers, rec.value)
+    assert env.type == "lotse.disclosure.blocked"
+    assert env.data.missing_categories == [DataCategory.HEALTH]
+    assert await _outcomes(service, client) == ["blocked"]
+
+
+async def test_withdrawal_after_intakes_check_blocks_the_disclosure(service: Service) -> None:
+    client = uuid.uuid4()
+    consent = await service.grant(client)
+    # Intake checks: allowed.
+    assert (await service.decision(client, CARITAS, "referral", ["identity"]))["allowed"] is True
+    # The client withdraws before the gate sees the request.
+    r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": KI})
+    assert r.status_code == 200 and r.json()["status"] == "withdrawn"
+    d = await service.decision(client, CARITAS, "referral", ["identity"])
+    assert d["allowed"] is False and d["reason"].startswith("withdrawn") and d["consent_id"] == consent["consent_id"]
+
+    await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
+    [rec] = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES))
+    env = decode(rec.headers, rec.value)
+    assert env.type == "lotse.disclosure.blocked"
+    assert env.data.reason.startswith("withdrawn")
+    assert await _outcomes(service, client) == ["blocked"]
+    # Nothing was written for the partner (its topics were never even needed).
+    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox WHERE topic LIKE 'partner.%'") == 0
+    assert CARITAS not in service.deps.partner_topics._ready
+
+
+async def test_withdrawal_is_forwarded_to_partners_that_received_data(service: Service) -> None:
+    client = uuid.uuid4()
+    consent = await service.grant(client, recipients=[CARITAS, KI])
+    await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
+    await eventually(lambda: _outcomes(service, client))
+
+    r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    assert r.json()["disclosed_to"] == [CARITAS]
+    # Withdrawing again changes nothing and emits nothing.
+    again = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    assert again.status_code == 200 and again.json()["withdrawn_at"] == r.json()["withdrawn_at"]
+
+    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)
+    assert _types(inbox) == ["lotse.referral.sent", "lotse.consent.withdrawn"]
+    withdrawn = decode(inbox[1].headers, inbox[1].value)
+    assert withdrawn.data.disclosed_to == [CARITAS] and withdrawn.source == "/lotse/consent"
+    consents = await read_topic(service.bootstrap, service.topic(topics.CONSENTS), until=2, settle=0.5)
+    assert _types(consents) == ["lotse.consent.granted", "lotse.consent.withdrawn"]
+    # KI never received data, so it is not told.
+    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(KI)) == 0
+    assert KI not in service.deps.partner_topics._ready
+
+
+async def test_redelivered_and_resent_requests_reach_the_partner_once(service: Service) -> None:
+    client = uuid.uuid4()
+    await service.grant(client)
+    request = disclosure_request(client)
+    # The same record twice (a redelivery after a crash before the offset commit) ...
+    await service.send(request, topics.DISCLOSURE_REQUESTS)
+    await service.send(request, topics.DISCLOSURE_REQUESTS)
+    # ... and the same request re-sent by intake as a new event.
+    resent = disclosure_request(client, request_id=request.data.request_id)
+    await service.send(resent, topics.DISCLOSURE_REQUESTS)
+
+    async def all_three_consumed() -> bool:
+        n = await service.deps.pool_getter().fetchval(
+            "SELECT count(*) FROM processed_events WHERE event_id = ANY($1::uuid[])", [request.id, resent.id]
+        )
+        return n == 2
+
+    await eventually(all_three_consumed)
+    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, timeout=5, settle=1.0)
+    assert len(inbox) == 1
+    made = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES), until=2, timeout=3)
+    assert _types(made) == ["lotse.disclosure.made"]
+
+
+async def test_partners_get_answers_deadlines_but_not_others_events(service: Service) -> None:
+    client = uuid.uuid4()
+    await service.grant(client, recipients=[CARITAS, DIAKONIE])
+    request = disclosure_request(client, to_org=CARITAS)
+    await service.send(request, topics.DISCLOSURE_REQUESTS)
+    await eventually(lambda: _outcomes(service, client))
+
+    now = datetime.now(UTC)
+    answer = ReferralAccepted(client_id=client, referral_id=request.data.referral_id, to_org=CARITAS, from_org=JOBCENTER, accepted_at=now)
+    await service.send(new_event(answer, source="/lotse/intake", acting_org=CARITAS), topics.REFERRALS)
+    deadline = DeadlineApproaching(
+        client_id=client, deadline_id=uuid.uuid4(), kind=DeadlineKind.RESIDENCE_TITLE_EXPIRY, due_at=now + timedelta(days=14),
+        responsible_org=JOBCENTER, lead_time_days=14, days_left=14,
+    )
+    deadline_env = new_event(deadline, source="/lotse/intake", acting_org=JOBCENTER)
+    await service.send(deadline_env, topics.DEADLINES)
+
+    # The sender gets the answer to its referral; the partner serving the client gets the deadline.
+    [to_sender] = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(JOBCENTER)))
+    assert decode(to_sender.headers, to_sender.value).type == "lotse.referral.accepted"
+    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)
+    assert _types(inbox) == ["lotse.referral.sent", "lotse.deadline.approaching"]
+    forwarded = decode(inbox[1].headers, inbox[1].value)
+    assert forwarded.data == deadline and forwarded.id != deadline_env.id
+    # Diakonie is a named recipient but never received data: it does not serve the client.
+    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(DIAKONIE)) == 0
+    assert DIAKONIE not in service.deps.partner_topics._ready
+
+
+async def test_withdrawal_on_one_replica_is_seen_by_anothers_cache_at_once(service: Service) -> None:
+    client = uuid.uuid4()
+    consent = await service.grant(client)
+    pool = service.deps.pool_getter
+    other_replica = Deps(
+        pool_getter=pool, partner_topics=service.deps.partner_topics, directory=service.deps.directory,
+        cache=DecisionCache(100), clock=service.clock,
+    )
+    args = dict(client_id=client, recipient=CARITAS, purpose="referral", categories=[DataCategory.IDENTITY])
+    assert (await check_decision(other_replica, **args)).allowed
+    assert (await check_decision(other_replica, **args)).allowed
+    assert other_replica.cache is not None and other_replica.cache.hits == 1  # the second answer came from the cache
+
+    await withdraw_consent(service.deps, uuid.UUID(consent["consent_id"]), by_org=JOBCENTER)
+    after = await check_decision(other_replica, **args)
+    assert not after.allowed and after.reason.startswith("withdrawn")
+
+
+async def test_withdrawal_waits_for_a_disclosure_in_progress_and_names_its_recipient(service: Service) -> None:
+    client = uuid.uuid4()
+    consent = await service.grant(client)
+    request = disclosure_request(client, to_org=CARITAS)
+    async with service.deps.pool_getter().acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await gate_disclosure_request(conn, request, service.deps)  # the gate decided "allowed" and holds its locks
+        withdrawal = asyncio.create_task(withdraw_consent(service.deps, uuid.UUID(consent["consent_id"]), by_org=KI))
+        await asyncio.sleep(0.5)
+        assert not withdrawal.done(), "a withdrawal must wait for the disclosure that is being committed"
+        await tx.commit()
+    withdrawn = await withdrawal
+    # It committed after the disclosure, so it knows the partner received data and tells it.
+    assert withdrawn.disclosed_to == (CARITAS,)
+    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2)
+    assert _types(inbox) == ["lotse.referral.sent", "lotse.consent.withdrawn"]
