@@ -6,6 +6,7 @@
     lotse dlq show TOPIC     dead-lettered records with their reasons
     lotse outbox status      unpublished outbox rows per service
     lotse audit ...          audit log verification (when the audit service is installed)
+    lotse demo seed          a few realistic cases in a freshly started local network
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ console = Console()
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_NETWORK = REPO / "deploy" / "demo" / "network.yaml"
 SERVICES = {"intake": 8001, "consent": 8002, "notifications": 8003, "audit": 8004}
+
+from lotse_cli.demo import app as demo_app  # noqa: E402
+
+app.add_typer(demo_app, name="demo")
 
 try:  # the audit service brings its own verification commands
     from services.audit.cli import app as audit_app

@@ -12,6 +12,9 @@ RUN_DIR=${LOTSE_RUN_DIR:-$repo/.run}/services
 PY=${LOTSE_PYTHON:-$repo/.venv/bin/python}
 UP_TIMEOUT=${LOTSE_UP_TIMEOUT:-90}
 export LOTSE_NETWORK_FILE=${LOTSE_NETWORK_FILE:-$repo/deploy/demo/network.yaml}
+# Demo mail: a local SMTP server that files every message as a maildir under .run/mail.
+MAILSINK_PORT=${LOTSE_MAILSINK_PORT:-8025}
+export LOTSE_NOTIFICATIONS_SMTP_PORT=${LOTSE_NOTIFICATIONS_SMTP_PORT:-$MAILSINK_PORT}
 
 declare -A PORTS=([intake]=8001 [consent]=8002 [notifications]=8003 [audit]=8004)
 ORDER=(consent intake notifications audit)
@@ -23,8 +26,17 @@ present() { [ -f "$repo/services/$1/__main__.py" ]; }
 pid_alive() { [ -f "$RUN_DIR/$1.pid" ] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
 ready() { curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:${PORTS[$1]}/health/ready"; }
 
+mailsink_up() {
+  if pid_alive mailsink; then return 0; fi
+  log "starting the demo mail sink on 127.0.0.1:$MAILSINK_PORT (maildir $RUN_DIR/../mail)"
+  mkdir -p "$RUN_DIR/../mail"
+  (cd "$repo" && nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$MAILSINK_PORT" -c aiosmtpd.handlers.Mailbox "$RUN_DIR/../mail" \
+     >>"$RUN_DIR/mailsink.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/mailsink.pid")
+}
+
 up() {
   mkdir -p "$RUN_DIR"
+  [ "$LOTSE_NOTIFICATIONS_SMTP_PORT" = "$MAILSINK_PORT" ] && mailsink_up
   local svc started=()
   for svc in "${ORDER[@]}"; do
     present "$svc" || continue
@@ -63,6 +75,8 @@ down() {
     fi
     rm -f "$RUN_DIR/$svc.pid"
   done
+  if pid_alive mailsink; then kill -TERM "$(cat "$RUN_DIR/mailsink.pid")" || true; fi
+  rm -f "$RUN_DIR/mailsink.pid"
 }
 
 status() {
