@@ -24,12 +24,12 @@ die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 
 present() { [ -f "$repo/services/$1/__main__.py" ]; }
 pid_alive() { [ -f "$RUN_DIR/$1.pid" ] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
-ready() { curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:${PORTS[$1]}/health/ready"; }
+ready() { curl -fs -o /dev/null --max-time 3 "http://127.0.0.1:${PORTS[$1]}/health/ready"; }
 
 mailsink_up() {
   if pid_alive mailsink; then return 0; fi
   log "starting the demo mail sink on 127.0.0.1:$MAILSINK_PORT (maildir $RUN_DIR/../mail)"
-  mkdir -p "$RUN_DIR/../mail"
+  mkdir -p "$RUN_DIR/../mail/"{tmp,new,cur}
   (cd "$repo" && nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$MAILSINK_PORT" -c aiosmtpd.handlers.Mailbox "$RUN_DIR/../mail" \
      >>"$RUN_DIR/mailsink.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/mailsink.pid")
 }
