@@ -1,21 +1,11 @@
-"""`python -m services.audit` runs the audit service."""
+"""`python -m services.audit`: runs the audit service."""
 
-from __future__ import annotations
+import sys
 
-import uvicorn
-
-from lotse_kit.logging import configure
+from lotse_kit.serve import run
 
 from .bootstrap import bootstrap
 from .config import AuditSettings
 
-
-def main() -> None:
-    settings = AuditSettings()
-    configure("audit", settings.log_level)
-    app = bootstrap(settings=settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(run("audit", AuditSettings, lambda settings: bootstrap(settings=settings)))

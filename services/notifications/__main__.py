@@ -1,21 +1,11 @@
-"""`python -m services.notifications` runs the notifications service."""
+"""`python -m services.notifications`: runs the notifications service."""
 
-from __future__ import annotations
+import sys
 
-import uvicorn
-
-from lotse_kit.logging import configure
+from lotse_kit.serve import run
 
 from .bootstrap import bootstrap
 from .config import NotificationsSettings
 
-
-def main() -> None:
-    settings = NotificationsSettings()
-    configure("notifications", settings.log_level)
-    app = bootstrap(settings=settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(run("notifications", NotificationsSettings, lambda settings: bootstrap(settings=settings)))
