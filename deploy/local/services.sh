@@ -19,6 +19,8 @@ export LOTSE_NOTIFICATIONS_SMTP_PORT=${LOTSE_NOTIFICATIONS_SMTP_PORT:-$MAILSINK_
 declare -A PORTS=([intake]=8001 [consent]=8002 [notifications]=8003 [audit]=8004)
 ORDER=(consent intake notifications audit)
 
+cd "$repo"  # `python -m services.<name>` resolves from the repository root
+
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -30,8 +32,9 @@ mailsink_up() {
   if pid_alive mailsink; then return 0; fi
   log "starting the demo mail sink on 127.0.0.1:$MAILSINK_PORT (maildir $RUN_DIR/../mail)"
   mkdir -p "$RUN_DIR/../mail/"{tmp,new,cur}
-  (cd "$repo" && nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$MAILSINK_PORT" -c aiosmtpd.handlers.Mailbox "$RUN_DIR/../mail" \
-     >>"$RUN_DIR/mailsink.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/mailsink.pid")
+  nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$MAILSINK_PORT" -c aiosmtpd.handlers.Mailbox "$RUN_DIR/../mail" \
+    >>"$RUN_DIR/mailsink.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/mailsink.pid"
 }
 
 up() {
@@ -44,7 +47,9 @@ up() {
       log "$svc already running (pid $(cat "$RUN_DIR/$svc.pid"))"
     else
       log "starting $svc on 127.0.0.1:${PORTS[$svc]}"
-      (cd "$repo" && nohup "$PY" -m "services.$svc" >>"$RUN_DIR/$svc.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/$svc.pid")
+      # Started directly (no subshell), so the pid file names the Python process itself.
+      nohup "$PY" -m "services.$svc" >>"$RUN_DIR/$svc.log" 2>&1 </dev/null &
+      echo $! >"$RUN_DIR/$svc.pid"
     fi
     started+=("$svc")
   done
@@ -75,7 +80,7 @@ down() {
     fi
     rm -f "$RUN_DIR/$svc.pid"
   done
-  if pid_alive mailsink; then kill -TERM "$(cat "$RUN_DIR/mailsink.pid")" || true; fi
+  if pid_alive mailsink; then log "stopping the mail sink"; kill -TERM "$(cat "$RUN_DIR/mailsink.pid")" || true; fi
   rm -f "$RUN_DIR/mailsink.pid"
 }
 
