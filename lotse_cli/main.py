@@ -19,7 +19,6 @@ from typing import Annotated
 import asyncpg
 import httpx
 import typer
-import yaml
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from contracts import topics
 from lotse_kit.kafka import ensure_topics
+from lotse_kit.network import load_network
 from lotse_kit.settings import KitSettings
 
 app = typer.Typer(help="Operate a Lotse network.", no_args_is_help=True)
@@ -59,8 +59,7 @@ def _settings() -> KitSettings:
 
 
 def network_org_ids(path: Path) -> list[str]:
-    doc = yaml.safe_load(path.read_text())
-    return [o["id"] for o in doc.get("organisations", [])]
+    return load_network(path).org_ids()
 
 
 @topics_app.command("ensure")

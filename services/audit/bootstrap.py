@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
 from lotse_kit.http import create_app
+from lotse_kit.network import NetworkConfigError, load_network
 from lotse_kit.runtime import Runtime
 
 from .adapters.keys import load_signing_key
@@ -41,13 +42,11 @@ def load_org_names(network_file: Path | None) -> dict[str, str]:
     if network_file is None or not network_file.exists():
         return {}
     try:
-        from services.intake.network import load_network
-
         network = load_network(network_file)
-        return {o.id: o.name for o in network.organisations}
-    except Exception as exc:  # noqa: BLE001 - names are a nicety; ids remain
-        log.warning("organisation names unavailable", extra={"error": repr(exc)})
+    except NetworkConfigError as exc:  # names are a nicety in the report; ids remain
+        log.warning("organisation names unavailable", extra={"error": str(exc)})
         return {}
+    return {o.id: o.name for o in network.organisations}
 
 
 def bootstrap(

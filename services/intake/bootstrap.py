@@ -20,7 +20,7 @@ from .adapters.consent import ConsentDecisions, HttpConsentDecisions
 from .config import IntakeSettings
 from .entrypoints import consumers, scheduler
 from .entrypoints.http import build_router, install_error_mapping
-from .network import Network, load_network
+from lotse_kit.network import Network, load_network
 
 SERVICE = "intake"
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -51,7 +51,7 @@ from .adapters.consent import ConsentDecisions, Decision
 from .config import IntakeSettings
 from .domain import calendar, deadlines
 from .domain.referrals import OPEN, Action, IllegalTransition, NotAllowed, ReferralStatus, check_actor, next_status
-from .network import Network
+from lotse_kit.network import Network
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 import hashlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -38,6 +35,7 @@ from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_app
 from services.notifications.config import NotificationsSettings
 from tests.kafka_helpers import eventually, produce_raw, read_topic
+from tests.peers import MailSink, free_port
 
 NETWORK = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "network.yaml"
 JOBCENTER = "jobcenter-kreis-paderborn"
@@ -47,12 +45,6 @@ FAST = dict(
     outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
     consumer_retry_base_s=0.05, consumer_retry_max_s=0.5, kafka_metadata_max_age_ms=1000,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager
@@ -68,18 +60,9 @@ async def serve(app: Any) -> AsyncIterator[str]:
         await task
 
 
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.original_content, policy=email.policy.default))
-        return "250 OK"
-
-
 @pytest.fixture
 def mailbox() -> Any:
-    box = Mailbox()
+    box = MailSink()
     port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
@@ -191,7 +174,7 @@ async def journey(kafka: str, ns: str, intake: httpx.AsyncClient, consent: httpx
 
     # 7. The client hears about it by e-mail, in Ukrainian (contact data released under the consent).
     async def ukrainian_mail() -> list[Any]:
-        return [m for m in mailbox.messages if m["To"] == "olena.koval@example.org"]
+        return mailbox.to("olena.koval@example.org")
 
     mails = await eventually(ukrainian_mail, timeout=60)
     assert any(m["Content-Language"] == "uk" for m in mails)

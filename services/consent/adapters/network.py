@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import yaml
+from lotse_kit.network import load_network
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,8 @@ class OrgDirectory:
         if path is None or not path.exists():
             log.warning("no network file; organisation ids are not checked", extra={"path": str(path)})
             return cls()
-        doc = yaml.safe_load(path.read_text()) or {}
-        names = {str(o["id"]): str(o.get("name") or o["id"]) for o in doc.get("organisations", []) if "id" in o}
-        return cls(names)
+        # The same validating loader as intake: a broken file stops this service at start too.
+        return cls({o.id: o.name for o in load_network(path).organisations})
 
     @property
     def enforced(self) -> bool:

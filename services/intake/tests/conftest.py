@@ -17,7 +17,7 @@ from services.intake.adapters.clock import ManualClock
 from services.intake.adapters.consent import Decision
 from services.intake.bootstrap import bootstrap
 from services.intake.config import IntakeSettings
-from services.intake.network import Network, load_network
+from lotse_kit.network import Network, load_network
 from tests.kafka_helpers import read_topic
 
 HERE = Path(__file__).parent

@@ -12,7 +12,7 @@ import pytest
 from contracts.topics import ORG_ID_PATTERN
 from contracts.vocab import Need, OrgKind
 from services.intake.config import REPO
-from services.intake.network import NetworkConfigError, load_network, parse_network
+from lotse_kit.network import NetworkConfigError, load_network, parse_network
 
 DEMO = REPO / "deploy" / "demo" / "network.yaml"
 

@@ -1,9 +1,7 @@
 """Organisations from the network file: names, languages and the team e-mail for notifications.
 
-Reads the file with intake's validating loader (`services.intake.network.load_network`).
-If that module cannot be imported, a small tolerant reader takes `id`, `name`,
-`contact_email`, `languages` and service names from the same YAML. The file is
-re-read when it changes, so a new partner needs no restart.
+Reads the file with the kit's validating loader (`lotse_kit.network.load_network`), the
+same one intake uses. The file is re-read when it changes, so a new partner needs no restart.
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
+from lotse_kit.network import load_network
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +49,7 @@ class OrgDirectory:
         return cls({o.id: o for o in orgs}, timezone)
 
 
-def _from_intake(path: Path) -> OrgDirectory | None:
-    try:
-        from services.intake.network import load_network
-    except ImportError:
-        return None
+def load_directory(path: Path) -> OrgDirectory:
     net = load_network(path)
     orgs = {
         o.id: OrgInfo(
@@ -65,26 +58,7 @@ def _from_intake(path: Path) -> OrgDirectory | None:
         )
         for o in net.organisations
     }
-    return OrgDirectory(orgs, getattr(net, "timezone", "Europe/Berlin") or "Europe/Berlin")
-
-
-def _tolerant(path: Path) -> OrgDirectory:
-    doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    orgs: dict[str, OrgInfo] = {}
-    for o in doc.get("organisations") or doc.get("organizations") or []:
-        if not isinstance(o, dict) or not o.get("id"):
-            continue
-        services = {str(s["id"]): str(s.get("name") or s["id"]) for s in o.get("services") or [] if isinstance(s, dict) and s.get("id")}
-        orgs[str(o["id"])] = OrgInfo(
-            id=str(o["id"]), name=str(o.get("name") or o["id"]), contact_email=o.get("contact_email"),
-            languages=tuple(o.get("languages") or ()), services=services,
-        )
-    return OrgDirectory(orgs, str(doc.get("timezone") or "Europe/Berlin"))
-
-
-def load_directory(path: Path) -> OrgDirectory:
-    directory = _from_intake(path)
-    return directory if directory is not None else _tolerant(path)
+    return OrgDirectory(orgs, net.timezone or "Europe/Berlin")
 
 
 class NetworkFile:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import socket
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from contracts import Envelope, encode
+from tests.peers import MailSink, free_port
 from services.notifications.adapters.contacts import ClientContact, NoContact
 from services.notifications.adapters.network import NetworkFile
 from services.notifications.bootstrap import bootstrap
@@ -74,38 +71,6 @@ organisations:
     contact_email: ki@kreis.lotse-demo.de
     services: []
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------- SMTP
-class MailSink:
-    """aiosmtpd handler: keeps every accepted message; refuses recipients listed in `refuse` with 550."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.refuse: set[str] = set()
-        self._lock = threading.Lock()
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
-        if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        with self._lock:
-            self.messages.append(msg)  # type: ignore[arg-type]
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        with self._lock:
-            return [m for m in self.messages if m["To"] == address]
 
 
 @pytest.fixture

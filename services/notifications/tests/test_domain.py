@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.notifications.adapters.network import _tolerant
+from services.notifications.adapters.network import load_directory
 from services.notifications.config import STANDARD_WEBHOOKS_SCHEDULE_S, NotificationsSettings
 from services.notifications.domain.model import Outcome, RetryPolicy, Status, TokenBucket, choose_language, decide, parse_retry_after, scrub
 from services.notifications.domain.routing import ROUTES, Audience, concerned_orgs, orgs_named, routes_for
@@ -115,12 +115,15 @@ def test_free_text_is_not_kept():
     assert "reason" not in scrub("lotse.case.handed_over", {"reason": "moved in with her sister", "to_org": "a"})
 
 
-def test_tolerant_network_reader(tmp_path: Path):
+def test_directory_from_the_network_file(tmp_path: Path):
     p = tmp_path / "n.yaml"
-    p.write_text("version: 2\norganisations:\n  - id: caritas-pb\n    name: Caritas\n    contact_email: a@b.test\n    languages: [de]\n    future_field: 1\n"
-                 "    services: [{id: mbe, name: Migrationsberatung}]\n  - name: no id\n")
-    d = _tolerant(p)
+    p.write_text(
+        "version: 1\ndistrict: test\nname: Test\ntimezone: Europe/Berlin\norganisations:\n"
+        "  - id: caritas-pb\n    name: Caritas\n    kind: welfare_association\n    contact_email: team@caritas-pb.example\n    languages: [de]\n"
+        "    services: [{id: mbe, name: Migrationsberatung, needs: [language_course]}]\nprocess_plans: []\n"
+    )
+    d = load_directory(p)
     assert list(d.orgs) == ["caritas-pb"]
-    assert d.get("caritas-pb").contact_email == "a@b.test"
+    assert d.get("caritas-pb").contact_email == "team@caritas-pb.example"
     assert d.service_name("caritas-pb", "mbe") == "Migrationsberatung"
     assert d.name("unknown-org") == "unknown-org"

@@ -5,7 +5,7 @@ the local integration network. `load_network(path)` validates it completely and 
 `NetworkConfigError` naming the line and field of every problem, so a broken file
 stops the service at start instead of surfacing as odd behaviour later.
 
-Other services may import this module to read the same file.
+Every service reads the same file through this module; intake is its main user.
 """
 
 from __future__ import annotations
