@@ -1,7 +1,7 @@
 """Lotse integration contracts: event models, topics, vocabularies and the CloudEvents envelope."""
 
 from . import topics, vocab
-from .envelope import DecodeError, Envelope, KafkaRecord, RawEvent, decode, decode_raw, encode, new_event, validate
+from .envelope import DecodeError, Envelope, KafkaRecord, RawEvent, decode, decode_headers, decode_raw, encode, new_event, validate
 from .events import EVENTS, PARTNER_REFERRAL, SCHEMAS, EventSpec, spec_for, spec_of
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "KafkaRecord",
     "RawEvent",
     "decode",
+    "decode_headers",
     "decode_raw",
     "encode",
     "new_event",

@@ -150,8 +150,7 @@ def _headers_to_dict(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any]) -
     return out
 
 
-def decode_raw(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: bytes | None) -> RawEvent:
-    h = _headers_to_dict(headers)
+def _check_headers(h: Mapping[str, str]) -> None:
     if h.get("ce_specversion") != SPECVERSION:
         raise DecodeError(DecodeError.UNDECODABLE, f"ce_specversion must be {SPECVERSION}, got {h.get('ce_specversion')!r}")
     for required in ("ce_id", "ce_source", "ce_type"):
@@ -160,11 +159,23 @@ def decode_raw(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: 
     ctype = h.get("content-type", CONTENT_TYPE).split(";")[0].strip()
     if ctype != CONTENT_TYPE:
         raise DecodeError(DecodeError.UNDECODABLE, f"content-type must be {CONTENT_TYPE}, got {ctype!r}")
+
+
+_KNOWN_ATTRIBUTES = frozenset({"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_dataschema"})
+
+
+def extensions_of(h: Mapping[str, str]) -> dict[str, str]:
+    """CloudEvents extension attributes (`ce_<name>` headers that are not core attributes), by name."""
+    return {k[3:]: v for k, v in h.items() if k.startswith("ce_") and k not in _KNOWN_ATTRIBUTES}
+
+
+def decode_raw(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: bytes | None) -> RawEvent:
+    h = _headers_to_dict(headers)
+    _check_headers(h)
     try:
         data = json.loads(value) if value else None
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(DecodeError.UNDECODABLE, f"value is not JSON: {exc}") from exc
-    known = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_dataschema"}
     return RawEvent(
         id=h["ce_id"],
         type=h["ce_type"],
@@ -173,46 +184,73 @@ def decode_raw(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: 
         subject=h.get("ce_subject"),
         dataschema=h.get("ce_dataschema"),
         data=data,
-        extensions={k[3:]: v for k, v in h.items() if k.startswith("ce_") and k not in known},
+        extensions=extensions_of(h),
+    )
+
+
+def _checked_attributes(type_: str, id_: str, source: str, time: str | None, dataschema: str | None) -> tuple[EventSpec, uuid.UUID, datetime]:
+    spec = spec_for(type_, dataschema)
+    if spec is None:
+        raise DecodeError(DecodeError.UNKNOWN_TYPE, f"no contract for type {type_!r} with dataschema {dataschema!r}")
+    try:
+        event_id = uuid.UUID(id_)
+    except ValueError as exc:
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_id is not a UUID: {id_!r}") from exc
+    if not _SOURCE.match(source):
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_source {source!r} is neither /lotse/<service> nor /partners/<org>")
+    try:
+        parsed = datetime.fromisoformat(time) if time else None
+    except ValueError as exc:
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_time is not RFC 3339: {time!r}") from exc
+    if parsed is None or parsed.tzinfo is None:
+        raise DecodeError(DecodeError.UNDECODABLE, "ce_time must be an RFC 3339 timestamp with offset")
+    return spec, event_id, parsed
+
+
+def _envelope(spec: EventSpec, event_id: uuid.UUID, type_: str, source: str, time: datetime, subject: str | None,
+              data: Any, acting_org: str | None) -> Envelope[Any]:
+    client_id = getattr(data, "client_id", None)
+    if client_id is not None and subject is not None and subject != str(client_id):
+        raise DecodeError(DecodeError.SCHEMA_INVALID, "ce_subject does not match data.client_id")
+    return Envelope(
+        id=event_id,
+        type=type_,
+        source=source,
+        time=time,
+        subject=subject or (str(client_id) if client_id else None),
+        dataschema=spec.dataschema,
+        data=data,
+        acting_org=acting_org,
     )
 
 
 def validate(raw: RawEvent) -> Envelope[Any]:
-    spec = spec_for(raw.type, raw.dataschema)
-    if spec is None:
-        raise DecodeError(DecodeError.UNKNOWN_TYPE, f"no contract for type {raw.type!r} with dataschema {raw.dataschema!r}")
-    try:
-        event_id = uuid.UUID(raw.id)
-    except ValueError as exc:
-        raise DecodeError(DecodeError.UNDECODABLE, f"ce_id is not a UUID: {raw.id!r}") from exc
-    if not _SOURCE.match(raw.source):
-        raise DecodeError(DecodeError.UNDECODABLE, f"ce_source {raw.source!r} is neither /lotse/<service> nor /partners/<org>")
-    try:
-        time = datetime.fromisoformat(raw.time) if raw.time else None
-    except ValueError as exc:
-        raise DecodeError(DecodeError.UNDECODABLE, f"ce_time is not RFC 3339: {raw.time!r}") from exc
-    if time is None or time.tzinfo is None:
-        raise DecodeError(DecodeError.UNDECODABLE, "ce_time must be an RFC 3339 timestamp with offset")
+    spec, event_id, time = _checked_attributes(raw.type, raw.id, raw.source, raw.time, raw.dataschema)
     try:
         data = spec.model.model_validate(raw.data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise DecodeError(DecodeError.SCHEMA_INVALID, f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
-    client_id = getattr(data, "client_id", None)
-    if client_id is not None and raw.subject is not None and raw.subject != str(client_id):
-        raise DecodeError(DecodeError.SCHEMA_INVALID, "ce_subject does not match data.client_id")
-    return Envelope(
-        id=event_id,
-        type=raw.type,
-        source=raw.source,
-        time=time,
-        subject=raw.subject or (str(client_id) if client_id else None),
-        dataschema=spec.dataschema,
-        data=data,
-        acting_org=raw.acting_org,
-    )
+    return _envelope(spec, event_id, raw.type, raw.source, time, raw.subject, data, raw.acting_org)
+
+
+def decode_headers(h: Mapping[str, str], value: bytes | None) -> Envelope[Any]:
+    """`decode` for headers already read into a dict (lower-case names, text values).
+
+    Valid records take one pass: pydantic parses and validates the JSON bytes together. Anything
+    that fails goes through `decode_raw` + `validate` again, so an invalid record gets exactly the
+    error (kind and reason) that the step-by-step path defines.
+    """
+    try:
+        _check_headers(h)
+        type_, source = h["ce_type"], h["ce_source"]
+        spec, event_id, time = _checked_attributes(type_, h["ce_id"], source, h.get("ce_time"), h.get("ce_dataschema"))
+        data = spec.model.__pydantic_validator__.validate_json(value) if value else spec.model.model_validate(None)
+        return _envelope(spec, event_id, type_, source, time, h.get("ce_subject"), data, h.get("ce_actingorg"))
+    except (DecodeError, ValidationError, ValueError):
+        return validate(decode_raw(h, value))
 
 
 def decode(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: bytes | None) -> Envelope[Any]:
-    return validate(decode_raw(headers, value))
+    return decode_headers(_headers_to_dict(headers), value)

@@ -23,6 +23,7 @@ are stored as written and hashed as stored; verifiers never re-serialise them.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import json
 import re
 import uuid
@@ -33,8 +34,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from contracts import DecodeError, decode_raw, validate
-from contracts.envelope import RawEvent
+from contracts import DecodeError, decode_headers, decode_raw, validate
+from contracts.envelope import SPECVERSION, extensions_of
 from contracts.topics import DLQ_SUFFIX, ORG_ID_PATTERN, carries_personal_data, partner_of
 from contracts.vocab import DataCategory
 
@@ -83,9 +84,11 @@ class Record:
     headers: Sequence[tuple[str, bytes | None]]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """A log entry before it has an index: its bytes, leaf hash and the columns it is found by."""
+    """A log entry before it has an index: its bytes, leaf hash and the columns it is found by.
+
+    Not frozen: a frozen dataclass costs a `object.__setattr__` per field, and one is built per record."""
 
     topic: str
     partition: int
@@ -132,6 +135,42 @@ def _text(value: bytes | None) -> str | None:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _read_headers(raw: Sequence[tuple[str, bytes | None]]) -> tuple[dict[str, str], list[str]]:
+    """Header values as text by lower-case name, and the sorted names of values that are not UTF-8."""
+    try:
+        return {k.lower(): (v.decode("utf-8") if v is not None else "") for k, v in raw}, []
+    except UnicodeDecodeError:
+        pass
+    headers: dict[str, str] = {}
+    unreadable: list[str] = []
+    for k, v in raw:
+        text = _text(v) if v is not None else ""
+        if text is None:
+            unreadable.append(k)
+        else:
+            headers[k.lower()] = text
+    return headers, sorted(unreadable)
+
+
+def _json_or_none(value: bytes | None) -> Any:
+    try:
+        return json.loads(value) if value else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _decode_stepwise(headers: dict[str, str], value: bytes) -> tuple[Any, str, DecodeError | None]:
+    """(envelope or None, entry kind, error or None), telling a CloudEvent a contract refuses from no CloudEvent at all."""
+    try:
+        raw = decode_raw(headers, value)
+    except DecodeError as exc:
+        return None, KIND_UNDECODABLE, exc
+    try:
+        return validate(raw), KIND_EVENT, None
+    except DecodeError as exc:
+        return None, KIND_INVALID, exc
 
 
 _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -197,12 +236,27 @@ def _orgs_in(data: Any) -> set[str]:
     return found
 
 
-def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
-    """The log entry for one record. Never raises for any content of the record."""
-    logical = logical_topic(record.topic, namespace)
+@dataclass(frozen=True)
+class _TopicFacts:
+    logical: str
+    is_dlq: bool
+    base: str  # the logical topic a dead-letter topic belongs to, else the logical topic itself
+    personal: bool
+    partner: str | None
+
+
+@lru_cache(maxsize=4096)
+def _topic_facts(physical: str, namespace: str) -> _TopicFacts:
+    logical = logical_topic(physical, namespace)
     is_dlq = logical.endswith(DLQ_SUFFIX)
     base = logical[: -len(DLQ_SUFFIX)] if is_dlq else logical
-    personal = carries_personal_data(base)
+    return _TopicFacts(logical, is_dlq, base, carries_personal_data(base), partner_of(base))
+
+
+def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
+    """The log entry for one record. Never raises for any content of the record."""
+    facts = _topic_facts(record.topic, namespace)
+    logical, is_dlq, base, personal = facts.logical, facts.is_dlq, facts.base, facts.personal
     value = record.value or b""
     doc: dict[str, Any] = {
         "v": ENTRY_VERSION,
@@ -215,16 +269,9 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
     if personal:
         doc["personal_data_topic"] = True
 
-    headers: dict[str, str] = {}
-    unreadable: list[str] = []
-    for k, v in record.headers:
-        text = _text(v) if v is not None else ""
-        if text is None:
-            unreadable.append(k)
-        else:
-            headers[k.lower()] = text
+    headers, unreadable = _read_headers(record.headers)
     if unreadable:
-        doc["unreadable_headers"] = sorted(unreadable)
+        doc["unreadable_headers"] = unreadable
     key_text = _text(record.key)
     if record.key is not None:
         doc["key"] = key_text if key_text is not None and _CANONICAL_UUID.match(key_text) else {"sha256": _sha256(record.key)}
@@ -238,34 +285,41 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
         if dead_letter:
             doc["dead_letter"] = dead_letter
 
-    raw: RawEvent | None = None
     env = None
+    is_cloudevent = False  # attributes and JSON data readable, whether or not a contract accepts them
+    raw_data: Any = None
     if unreadable:
         kind = KIND_UNDECODABLE
-        doc["error"] = {"kind": DecodeError.UNDECODABLE, "reason": "header values that are not UTF-8: " + ", ".join(sorted(unreadable))}
+        doc["error"] = {"kind": DecodeError.UNDECODABLE, "reason": "header values that are not UTF-8: " + ", ".join(unreadable)}
     else:
         try:
-            raw = decode_raw(headers, value)
-            env = validate(raw)
+            env = decode_headers(headers, value)  # one pass for the common case: a valid event
             kind = KIND_EVENT
-        except DecodeError as exc:
-            kind = KIND_UNDECODABLE if raw is None else KIND_INVALID
-            # The reason quotes no values (see contracts.envelope); on personal-data topics keep only its hash anyway.
-            doc["error"] = {"kind": exc.kind, **({"reason_sha256": _sha256(exc.reason.encode())} if personal else {"reason": exc.reason[:500]})}
+            is_cloudevent = True
+            if personal:
+                raw_data = _json_or_none(value)
+        except DecodeError:
+            # Rare: decode step by step to tell a CloudEvent a contract refuses from no CloudEvent at all.
+            env, kind, error = _decode_stepwise(headers, value)
+            if kind != KIND_UNDECODABLE:
+                is_cloudevent, raw_data = True, _json_or_none(value)
+            if error is not None:
+                # The reason quotes no values (see contracts.envelope); on personal-data topics keep only its hash anyway.
+                doc["error"] = {"kind": error.kind, **({"reason_sha256": _sha256(error.reason.encode())} if personal else {"reason": error.reason[:500]})}
     doc["kind"] = kind
 
-    # CloudEvents attributes: from the decoded event where there is one, else whatever headers are readable.
-    if raw is not None:
-        ce: dict[str, Any] = {"specversion": "1.0", "id": raw.id, "type": raw.type, "source": raw.source}
-        for name, val in (("time", raw.time), ("subject", raw.subject), ("dataschema", raw.dataschema)):
+    # CloudEvents attributes: as decoded where the record is a CloudEvent, else whatever headers are readable.
+    if is_cloudevent:
+        ce: dict[str, Any] = {"specversion": SPECVERSION, "id": headers["ce_id"], "type": headers["ce_type"], "source": headers["ce_source"]}
+        for name in ("time", "subject", "dataschema"):
+            val = headers.get("ce_" + name)
             if val is not None:
                 ce[name] = val
-        for k, v in raw.extensions.items():
+        for k, v in extensions_of(headers).items():
             ce[f"ext_{k}"] = v
-        acting = raw.acting_org
     else:
         ce = {k[3:]: v for k, v in headers.items() if k.startswith("ce_")}
-        acting = ce.get("actingorg")
+    acting = ce.get("ext_actingorg") if is_cloudevent else ce.get("actingorg")
     doc["ce"] = ce
 
     event_type = ce.get("type")
@@ -281,7 +335,7 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
 
     orgs: set[str] = set()
     if personal:
-        declared, present = _categories(raw.data if raw is not None else None)
+        declared, present = _categories(raw_data)
         doc["categories"] = declared
         doc["categories_present"] = present
     elif env is not None:
@@ -294,9 +348,8 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
     source = ce.get("source")
     if isinstance(source, str) and source.startswith("/partners/") and _ORG.match(source[len("/partners/"):]):
         orgs.add(source[len("/partners/"):])
-    partner = partner_of(base)
-    if partner:
-        orgs.add(partner)
+    if facts.partner:
+        orgs.add(facts.partner)
 
     event_time = (env.time if env is not None else None) or _parse_time(ce.get("time")) or datetime.fromtimestamp((record.timestamp or 0) / 1000, UTC)
     entry = canonical_json(doc)
