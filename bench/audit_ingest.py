@@ -3,13 +3,18 @@
     python -m bench.audit_ingest            # 100,000 events (a few minutes on 2 cores)
     python -m bench.audit_ingest --full     # 1,000,000 events
     python -m bench.audit_ingest --n 20000 --partitions 3
+    python -m bench.audit_ingest --replicas 2  # two audit processes in one consumer group
 
 Fills one topic (`<ns>lotse.referrals.v1`, realistic CloudEvents: referral sent/accepted) with N
 records, then
 1. a bare AIOKafkaConsumer (own group, earliest, getmany, no processing) drains it;
 2. the audit service (bootstrap, real PostgreSQL, fresh schema) ingests it: entry building,
-   SHA-256 leaves, append with tree nodes, offset commits.
+   SHA-256 leaves, append with tree nodes, offset commits. With `--replicas R`, R audit processes
+   share the consumer group, as R replicas of the service would.
 Rates are counted from the first record seen to the last (consumer-group join excluded for both).
+For both phases the CPU time of this benchmark's Python processes, of PostgreSQL and of the Kafka
+broker is read from /proc (Linux) and reported per record: that shows where the time goes and how
+many cores the machine had to offer.
 Goal from the issue: audit rate >= 0.5 x bare rate. Topics, schema and role are removed afterwards.
 """
 
@@ -19,6 +24,7 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -26,6 +32,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -70,10 +77,65 @@ async def fill(bootstrap: str, topic: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-async def bare_drain(bootstrap: str, topic: str, n: int) -> float:
+class CpuMeter:
+    """CPU seconds used by groups of processes between start() and stop(), read from /proc."""
+
+    GROUPS = ("python", "postgres", "kafka")
+
+    def __init__(self, python_pids: set[int]) -> None:
+        self.python_pids = python_pids
+        self.clock_ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.start_s: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _group(self, pid: int) -> str | None:
+        if pid in self.python_pids:
+            return "python"
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"kafka.Kafka" in cmd:
+            return "kafka"
+        if cmd.startswith(b"postgres") or b"/postgres\0" in cmd or b"bin/postgres" in cmd:
+            return "postgres"
+        return None
+
+    def sample(self) -> dict[str, float]:
+        totals = dict.fromkeys(self.GROUPS, 0.0)
+        if not Path("/proc/self/stat").exists():
+            return totals
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            group = self._group(int(entry.name))
+            if group is None:
+                continue
+            try:
+                fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            totals[group] += (int(fields[11]) + int(fields[12])) / self.clock_ticks  # utime + stime
+        return totals
+
+    def start(self) -> None:
+        self.start_s = self.sample()
+
+    def stop(self) -> dict[str, float]:
+        end = self.sample()
+        self.used = {g: max(0.0, end[g] - self.start_s.get(g, 0.0)) for g in self.GROUPS}
+        return self.used
+
+    def per_record_us(self, n: int) -> dict[str, float]:
+        return {g: round(v / n * 1e6, 1) for g, v in self.used.items()}
+
+
+async def bare_drain(bootstrap: str, topic: str, n: int) -> tuple[float, CpuMeter]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
+    meter = CpuMeter({os.getpid()})
+    meter.start()
     seen = 0
     first = None
     try:
@@ -86,11 +148,22 @@ async def bare_drain(bootstrap: str, topic: str, n: int) -> float:
             if batch:
                 await consumer.commit()  # a fair baseline commits too, once per batch
     finally:
+        meter.stop()
         await consumer.stop()
-    return time.perf_counter() - (first or time.perf_counter())
+    return time.perf_counter() - (first or time.perf_counter()), meter
 
 
-async def audit_ingest(settings, schema: str, n: int, key_dir: Path) -> tuple[float, dict]:
+def audit_settings(namespace: str, key_dir: Path):
+    from services.audit.config import AuditSettings
+
+    return AuditSettings(topic_namespace=namespace, tree_head_interval_s=3600, network_file=None,
+                         signing_key_file=key_dir / "k.pem", log_level="WARNING")
+
+
+async def _run_audit_until(settings, schema: str, n: int, on_first=None, on_done=None) -> Any:
+    """One audit replica, running until the log holds n entries. Returns the app (stopped).
+
+    `on_done` runs before the replica stops: PostgreSQL backends take their CPU time with them."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from services.audit.bootstrap import bootstrap
@@ -103,13 +176,41 @@ async def audit_ingest(settings, schema: str, n: int, key_dir: Path) -> tuple[fl
             size = await pool.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_log")
             if size and first is None:
                 first = time.perf_counter()
+                if on_first:
+                    on_first()
             if size >= n:
                 break
-            await asyncio.sleep(0.1)
-        elapsed = time.perf_counter() - (first or time.perf_counter())
-        ing = app.state.ingest
-        stats = {"batches": ing.batches, "build_s": round(ing.build_seconds, 2), "append_s": round(ing.append_seconds, 2), "table_mb": round(await pool.fetchval("SELECT pg_total_relation_size('audit_log')") / 1e6, 1)}
-    return elapsed, stats
+            await asyncio.sleep(0.05)
+        if on_done:
+            on_done()
+        app.state.bench_elapsed = time.perf_counter() - (first or time.perf_counter())
+        app.state.bench_table_mb = round(await pool.fetchval("SELECT pg_total_relation_size('audit_log')") / 1e6, 1)
+    return app
+
+
+def _replica_process(namespace: str, schema: str, n: int, key_dir: str) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(_run_audit_until(audit_settings(namespace, Path(key_dir)), schema, n))
+
+
+async def audit_ingest(namespace: str, schema: str, n: int, key_dir: Path, replicas: int) -> tuple[float, dict, CpuMeter]:
+    # The other replicas are separate processes (one Python process is one core at most).
+    ctx = multiprocessing.get_context("spawn")
+    others = [ctx.Process(target=_replica_process, args=(namespace, schema, n, str(key_dir)), daemon=True) for _ in range(replicas - 1)]
+    for p in others:
+        p.start()
+    meter = CpuMeter({os.getpid(), *(p.pid for p in others if p.pid)})
+    try:
+        app = await _run_audit_until(audit_settings(namespace, key_dir), schema, n, on_first=meter.start, on_done=meter.stop)
+    finally:
+        for p in others:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    ing = app.state.ingest
+    stats = {"batches_here": ing.batches, "build_s_here": round(ing.build_seconds, 2), "append_s_here": round(ing.append_seconds, 2),
+             "table_mb": app.state.bench_table_mb}
+    return app.state.bench_elapsed, stats, meter
 
 
 async def cleanup(s: KitSettings, topic: str, schema: str) -> None:
@@ -129,9 +230,7 @@ async def cleanup(s: KitSettings, topic: str, schema: str) -> None:
         await conn.close()
 
 
-async def main(n: int, partitions: int, keep: bool) -> dict:
-    from services.audit.config import AuditSettings
-
+async def main(n: int, partitions: int, replicas: int, keep: bool) -> dict:
     logging.basicConfig(level=logging.WARNING)
     run = uuid.uuid4().hex[:8]
     namespace = f"bench{run}."
@@ -139,33 +238,43 @@ async def main(n: int, partitions: int, keep: bool) -> dict:
     base = KitSettings()
     topic = namespace + topics.REFERRALS
     await ensure_topics(base.kafka_bootstrap, [topics.TopicSpec(topic, partitions=partitions)])
+    cores = os.cpu_count() or 1
     try:
         fill_s = await fill(base.kafka_bootstrap, topic, n)
-        print(f"filled {n:,} records in {fill_s:.1f}s", flush=True)
-        bare_s = await bare_drain(base.kafka_bootstrap, topic, n)
-        print(f"bare aiokafka consumer: {n / bare_s:,.0f} records/s ({bare_s:.1f}s)", flush=True)
+        print(f"filled {n:,} records into {partitions} partitions in {fill_s:.1f}s ({cores} CPU cores)", flush=True)
+        bare_s, bare_cpu = await bare_drain(base.kafka_bootstrap, topic, n)
+        print(f"bare aiokafka consumer: {n / bare_s:,.0f} records/s ({bare_s:.1f}s); CPU per record {fmt_cpu(bare_cpu, n)}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            settings = AuditSettings(topic_namespace=namespace, tree_head_interval_s=3600, network_file=None,
-                                     signing_key_file=Path(tmp) / "k.pem", log_level="WARNING")
-            audit_s, stats = await audit_ingest(settings, schema, n, Path(tmp))
-        print(f"audit ingest:           {n / audit_s:,.0f} entries/s ({audit_s:.1f}s, {stats['batches']} batches; building {stats['build_s']}s, appending {stats['append_s']}s; audit_log {stats['table_mb']} MB)", flush=True)
+            audit_s, stats, audit_cpu = await audit_ingest(namespace, schema, n, Path(tmp), replicas)
+        print(f"audit ingest ({replicas} replica{'s' if replicas > 1 else ''}): {n / audit_s:,.0f} entries/s ({audit_s:.1f}s); CPU per entry {fmt_cpu(audit_cpu, n)}", flush=True)
+        print(f"  this process: {stats['batches_here']} batches; building {stats['build_s_here']}s, appending {stats['append_s_here']}s; audit_log {stats['table_mb']} MB", flush=True)
+        busy = sum(audit_cpu.used.values()) / audit_s
+        print(f"  cores busy during ingest: {busy:.2f} of {cores}", flush=True)
         ratio = (n / audit_s) / (n / bare_s)
         print(f"ratio audit/bare: {ratio:.2f} (goal >= 0.5)", flush=True)
-        return {"n": n, "partitions": partitions, "bare_per_s": round(n / bare_s), "audit_per_s": round(n / audit_s),
-                "ratio": round(ratio, 3), "cpus": os.cpu_count(), **stats}
+        return {"n": n, "partitions": partitions, "replicas": replicas, "cpus": cores,
+                "bare_per_s": round(n / bare_s), "audit_per_s": round(n / audit_s), "ratio": round(ratio, 3),
+                "bare_cpu_us_per_record": bare_cpu.per_record_us(n), "audit_cpu_us_per_entry": audit_cpu.per_record_us(n),
+                "cores_busy_during_ingest": round(busy, 2), **stats}
     finally:
         if not keep:
             await cleanup(base, topic, schema)
+
+
+def fmt_cpu(meter: CpuMeter, n: int) -> str:
+    us = meter.per_record_us(n)
+    return ", ".join(f"{g} {v:.1f} us" for g, v in us.items()) + f" (total {sum(us.values()):.1f} us)"
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--full", action="store_true", help="1,000,000 events")
-    p.add_argument("--partitions", type=int, default=3)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--replicas", type=int, default=1, help="audit processes sharing the consumer group")
     p.add_argument("--keep", action="store_true", help="keep the topic and schema")
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
     a = p.parse_args()
-    result = asyncio.run(main(1_000_000 if a.full else a.n, a.partitions, a.keep))
+    result = asyncio.run(main(1_000_000 if a.full else a.n, a.partitions, max(1, a.replicas), a.keep))
     if a.json:
         a.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -44,7 +44,7 @@ from ..domain.entries import Entry, RecordLike, log_order
 
 log = logging.getLogger(__name__)
 
-BUILD_SLICE = 200  # records built between two yields to the event loop
+BUILD_SLICE = 25  # records built between two yields to the event loop
 
 ENTRIES_LOGGED = Counter("lotse_audit_entries_total", "Records appended to the audit log.", ["service", "kind"], registry=metrics.REGISTRY)
 DUPLICATES_SKIPPED = Counter("lotse_audit_duplicates_total", "Redelivered records already in the log.", ["service"], registry=metrics.REGISTRY)
