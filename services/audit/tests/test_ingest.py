@@ -172,3 +172,40 @@ async def test_redelivered_records_are_not_logged_twice(infra, kafka_bootstrap, 
         proof = (await a.http.get("/v1/audit/consistency-proof", params={"first": head["tree_size"], "second": 7}, headers=AUDITOR)).json()
         assert proof["first"] == 6 and len(proof["consistency"]) >= 1
         assert base64.b64decode(head["sha256_root_hash"])
+
+
+async def test_two_replicas_log_every_record_once_in_one_tree(infra, kafka_bootstrap, topic_namespace, unique, tmp_path, signing_key):
+    """Scaling ingest out is running more replicas in the consumer group: they split the partitions,
+    take turns at the append lock, and together build the same tree one replica would have built."""
+    from services.audit.tests.test_tamper_and_cli import export_to, run_cli
+
+    await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + topics.CLIENTS, partitions=4)])
+    settings = audit_settings(topic_namespace, tmp_path, ingest_max_records=25)  # small batches: many turns at the lock
+    schema = f"audit_{unique}"
+    envs = [registered(uuid.uuid4()) for _ in range(400)]
+    async with running_audit(settings, schema, signing_key, kafka_bootstrap) as a, \
+            running_audit(settings, schema, signing_key, kafka_bootstrap) as b:
+
+        async def partitions_split() -> bool:
+            owned = [len(x.app.state.ingest.subscriber.consumer.assignment()) for x in (a, b)]
+            return owned == [2, 2]
+
+        await eventually(partitions_split, timeout=40)
+        await a.produce(topics.CLIENTS, *envs[:200])
+        await b.produce(topics.CLIENTS, *envs[200:])
+        await a.wait_for_size(400, timeout=60)
+        assert a.app.state.ingest.entries > 0 and b.app.state.ingest.entries > 0, "one replica did all the work"
+        assert a.app.state.ingest.entries + b.app.state.ingest.entries == 400
+
+        rows = await a.pool.fetch("SELECT idx, event_id FROM audit_log ORDER BY idx")
+        assert [r["idx"] for r in rows] == list(range(400))
+        assert sorted(r["event_id"] for r in rows) == sorted(str(e.id) for e in envs)
+
+        # The tree the replicas wrote together is the tree of the entries: the root signed from the
+        # stored subtrees equals the root an auditor recomputes from the export.
+        head = await b.sign()
+        assert head["tree_size"] == 400
+        (tmp_path / "sth.json").write_text(json.dumps(head))
+        await export_to(a, tmp_path / "log.ndjson")
+    code, out = run_cli(tmp_path / "log.ndjson", "--tree-head", tmp_path / "sth.json")
+    assert code == 0 and out.startswith("OK: 400 entries"), out
