@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 
-from contracts import EVENTS, PARTNER_REFERRAL, DecodeError, decode, encode, new_event, topics
+from contracts import EVENTS, PARTNER_REFERRAL, DecodeError, decode, decode_raw, encode, new_event, topics, validate
 from contracts.events import ClientRegistered, DisclosureRequested, PartnerReferral, PersonalData, Identity, Contact
 from contracts.export import stale_files
 from contracts.vocab import DataCategory, Need
@@ -98,6 +98,9 @@ def test_tolerant_reader_ignores_unknown_fields():
         (lambda h, v: ({**h, "ce_type": b"lotse.client.teleported"}, v), DecodeError.UNKNOWN_TYPE, "no contract"),
         (lambda h, v: (h, v.replace(b'"ar"', b"42", 1)), DecodeError.SCHEMA_INVALID, "preferred_language"),
         (lambda h, v: ({**h, "ce_subject": str(uuid.uuid4()).encode()}, v), DecodeError.SCHEMA_INVALID, "ce_subject"),
+        # Two faults: the step-by-step order decides which one is reported.
+        (lambda h, v: ({**h, "ce_type": b"lotse.client.teleported"}, b"{not json"), DecodeError.UNDECODABLE, "JSON"),
+        (lambda h, v: (h, b""), DecodeError.SCHEMA_INVALID, "(root)"),
     ],
 )
 def test_decode_rejects_bad_records_with_a_reason(mutate, kind, message):
@@ -107,6 +110,10 @@ def test_decode_rejects_bad_records_with_a_reason(mutate, kind, message):
         decode(list(headers.items()), value)
     assert err.value.kind == kind
     assert message in err.value.reason
+    # The one-pass decoder reports exactly what the step-by-step definition does.
+    with pytest.raises(DecodeError) as stepwise:
+        validate(decode_raw(list(headers.items()), value))
+    assert (stepwise.value.kind, stepwise.value.reason) == (err.value.kind, err.value.reason)
 
 
 def test_partner_referral_has_its_own_schema_and_only_consented_categories():
