@@ -81,11 +81,20 @@ class OutboxRelay:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.schema}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Lets the relay finish its batch, then stops it. After `timeout_s` the batch is abandoned:
+        its rows stay in the outbox and are published again by the next leader (consumers are
+        idempotent by event id), so cutting it short loses nothing."""
         self._stopping.set()
         self._wake.set()
-        if self._task:
-            await self._task
+        if not self._task:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("outbox relay did not finish its batch in time; rows left for the next leader", extra={"timeout_s": timeout_s})
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     @property
     def running(self) -> bool:

@@ -150,11 +150,19 @@ class Runtime:
             raise
 
     async def stop(self) -> None:
-        """Graceful: stop taking new records, let in-flight handlers commit, then close."""
+        """Graceful: stop taking new records, let in-flight handlers commit, then close.
+
+        The relay stops before the broker: its in-flight batch needs the producer, and a publish
+        whose producer was stopped underneath it never completed (seen as a hung shutdown in CI).
+        Every step is bounded by `shutdown_step_timeout_s`; whatever is cut short stays durable
+        (outbox rows, uncommitted offsets) and is redone after the restart."""
+        limit = self.settings.shutdown_step_timeout_s
         self.stopping.set()
         for c in self.consumers:
             c.stopping = True
-        await self.broker.stop()
+        if self.relay:
+            await self.relay.stop(timeout_s=limit)
+        await self._bounded("stopping the broker", self.broker.stop(), limit)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -163,12 +171,20 @@ class Runtime:
                 await callback()
             except Exception:  # noqa: BLE001 - one failing hook must not keep the others from running
                 log.warning("shutdown hook failed", exc_info=True)
-        if self.relay:
-            await self.relay.stop()
         if self._pool:
-            await self._pool.close()
+            if not await self._bounded("closing the database pool", self._pool.close(), limit):
+                self._pool.terminate()
         self.started = False
         log.info("service stopped")
+
+    @staticmethod
+    async def _bounded(step: str, aw: Any, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(aw, timeout=timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            log.error("shutdown step timed out; continuing", extra={"step": step, "timeout_s": timeout_s})
+            return False
 
     async def readiness(self) -> dict[str, Any]:
         """Each component and whether it answers; the service is ready when all do."""

@@ -34,3 +34,7 @@ class KitSettings(BaseSettings):
     consumer_retry_max_s: float = Field(30.0, gt=0)
 
     readiness_timeout_s: float = Field(2.0, gt=0)
+    shutdown_step_timeout_s: float = Field(
+        15.0, gt=0,
+        description="How long one shutdown step (outbox relay, broker, database pool) may take before it is cut short.",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import asyncpg
@@ -255,3 +256,28 @@ def _duplicates_seen(consumer: str) -> bool:
 async def _ready(http: httpx.AsyncClient):
     r = await http.get("/health/ready")
     return r.json() if r.status_code == 200 else None
+
+
+async def test_shutdown_is_bounded_when_a_publish_never_completes(make_runtime, topic):
+    """A hung publish must not hang the service's shutdown, and its outbox row must survive it."""
+    rt = make_runtime(shutdown_step_timeout_s=1.0)
+    publishing = asyncio.Event()
+
+    async def publish_that_never_completes(*_args, **_kwargs):
+        publishing.set()
+        await asyncio.Event().wait()
+
+    rt.publish = publish_that_never_completes  # the relay takes its publish function at start
+    await rt.start()
+    env = registered()
+    await publish_via_outbox(rt, env, topic)
+    await asyncio.wait_for(publishing.wait(), timeout=10)
+
+    started = time.monotonic()
+    await asyncio.wait_for(rt.stop(), timeout=30)
+    assert time.monotonic() - started < 10
+    conn = await asyncpg.connect(rt.dsn, server_settings={"search_path": rt.schema})
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", env.id) == 1
+    finally:
+        await conn.close()
