@@ -19,6 +19,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -61,6 +62,17 @@ def _b64(text: str, what: str, line_no: int) -> bytes:
         raise ExportFormatError(f"line {line_no}: {what} is not base64") from exc
 
 
+def _export_row(n: int, fields: Any, what: str) -> ExportRow:
+    """One exported entry from its fields (an ndjson object or a csv row); `n` is its line number."""
+    try:
+        index = int(fields["index"])
+        entry = _b64(fields["entry_b64"], "entry_b64", n)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExportFormatError(f"line {n}: not an audit export {what} ({exc})") from exc
+    lh = fields.get("leaf_hash")
+    return ExportRow(index, entry, _b64(lh, "leaf_hash", n) if lh else None)
+
+
 def read_ndjson(lines: Iterable[str | bytes]) -> Iterator[ExportRow]:
     for n, line in enumerate(lines, start=1):
         if isinstance(line, bytes):
@@ -69,24 +81,16 @@ def read_ndjson(lines: Iterable[str | bytes]) -> Iterator[ExportRow]:
             continue
         try:
             doc = json.loads(line)
-            index = int(doc["index"])
-            entry = _b64(doc["entry_b64"], "entry_b64", n)
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:
             raise ExportFormatError(f"line {n}: not an audit export line ({exc})") from exc
-        lh = doc.get("leaf_hash")
-        yield ExportRow(index, entry, _b64(lh, "leaf_hash", n) if lh else None)
+        if not isinstance(doc, dict):
+            raise ExportFormatError(f"line {n}: not an audit export line (not a JSON object)")
+        yield _export_row(n, doc, "line")
 
 
 def read_csv(text_lines: Iterable[str]) -> Iterator[ExportRow]:
-    reader = csv.DictReader(text_lines)
-    for n, row in enumerate(reader, start=2):
-        try:
-            index = int(row["index"])
-            entry = _b64(row["entry_b64"], "entry_b64", n)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ExportFormatError(f"line {n}: not an audit export row ({exc})") from exc
-        lh = row.get("leaf_hash")
-        yield ExportRow(index, entry, _b64(lh, "leaf_hash", n) if lh else None)
+    for n, row in enumerate(csv.DictReader(text_lines), start=2):
+        yield _export_row(n, row, "row")
 
 
 def read_export(data: Iterable[str], fmt: str) -> Iterator[ExportRow]:

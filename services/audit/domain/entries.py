@@ -161,16 +161,17 @@ def _json_or_none(value: bytes | None) -> Any:
         return None
 
 
-def _decode_stepwise(headers: dict[str, str], value: bytes) -> tuple[Any, str, DecodeError | None]:
-    """(envelope or None, entry kind, error or None), telling a CloudEvent a contract refuses from no CloudEvent at all."""
+def _decode_stepwise(headers: dict[str, str], value: bytes) -> tuple[Any, str, DecodeError | None, Any]:
+    """(envelope or None, entry kind, error or None, the JSON data if the record is a CloudEvent),
+    telling a CloudEvent a contract refuses from no CloudEvent at all."""
     try:
         raw = decode_raw(headers, value)
     except DecodeError as exc:
-        return None, KIND_UNDECODABLE, exc
+        return None, KIND_UNDECODABLE, exc, None
     try:
-        return validate(raw), KIND_EVENT, None
+        return validate(raw), KIND_EVENT, None, raw.data
     except DecodeError as exc:
-        return None, KIND_INVALID, exc
+        return None, KIND_INVALID, exc, raw.data
 
 
 _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -300,9 +301,8 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
                 raw_data = _json_or_none(value)
         except DecodeError:
             # Rare: decode step by step to tell a CloudEvent a contract refuses from no CloudEvent at all.
-            env, kind, error = _decode_stepwise(headers, value)
-            if kind != KIND_UNDECODABLE:
-                is_cloudevent, raw_data = True, _json_or_none(value)
+            env, kind, error, raw_data = _decode_stepwise(headers, value)
+            is_cloudevent = kind != KIND_UNDECODABLE
             if error is not None:
                 # The reason quotes no values (see contracts.envelope); on personal-data topics keep only its hash anyway.
                 doc["error"] = {"kind": error.kind, **({"reason_sha256": _sha256(error.reason.encode())} if personal else {"reason": error.reason[:500]})}
