@@ -67,6 +67,8 @@ def _export_row(n: int, fields: Any, what: str) -> ExportRow:
     try:
         index = int(fields["index"])
         entry = _b64(fields["entry_b64"], "entry_b64", n)
+    except ExportFormatError:
+        raise  # already names the line and the field
     except (ValueError, KeyError, TypeError) as exc:
         raise ExportFormatError(f"line {n}: not an audit export {what} ({exc})") from exc
     lh = fields.get("leaf_hash")
