@@ -4,7 +4,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up down status test test-fast bench contracts lint clean
+.PHONY: install up down status test bench contracts lint i18n-extract i18n-update i18n-compile clean
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Lotse needs Python 3.11"'
@@ -31,12 +31,48 @@ test: install ## All tests, against a real Kafka broker and PostgreSQL server
 	$(BIN)/python -m contracts.export --check
 	$(BIN)/python -m pytest
 
-contracts: ## Regenerate contracts/schemas and contracts/asyncapi from the models
+# Lint: ruff (rules and ignores in pyproject.toml) over the whole repository, and the formatter's check.
+# Types: mypy --strict for contracts/ and lotse_kit/ (the `files` and `strict` settings in pyproject.toml),
+# the libraries every service builds on. services/, tests/, bench/ and lotse_cli/ are not type-checked yet.
+lint: install ## ruff check, ruff format --check, mypy (strict for contracts/ and lotse_kit/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+contracts: ## Regenerate contracts/schemas and contracts/asyncapi from the models and the services' declarations
 	$(BIN)/python -m contracts.export
 
 bench: install ## Benchmarks (see bench/README.md)
 	deploy/local/stack.sh up
 	$(BIN)/python -m bench
 
+# Translations: gettext catalogues per service (services/<name>/locale/, see lotse_kit/i18n.py), managed with Babel.
+# babel.cfg maps services/**.py and services/**/templates/**.j2. Python code calls catalogue.gettext(lang, "text"),
+# so the message is the 2nd argument there (gettext:2, pgettext:2c,3, ngettext:2,3); the Jinja i18n extension's
+# {% trans %} blocks become gettext("text"), pgettext("ctx", "text") and ngettext("s", "p", n), matched by arity (…t).
+I18N_SERVICES := $(patsubst services/%/locale,%,$(wildcard services/*/locale))
+BABEL_KEYWORDS := --no-default-keywords -k _ -k gettext:2 -k pgettext:2c,3 -k ngettext:2,3 \
+	-k gettext:1,1t -k pgettext:1c,2,2t -k ngettext:1,2,3t
+BABEL_WIDTH := --width 120
+
+i18n-extract: ## services/<name>/locale/messages.pot from each service's code and templates (tests excluded)
+	@set -e; for s in $(I18N_SERVICES); do \
+	  $(BIN)/pybabel -q extract -F babel.cfg $(BABEL_KEYWORDS) $(BABEL_WIDTH) --sort-by-file \
+	    --project "Lotse $$s" --version 1.0 --copyright-holder Lotse -o services/$$s/locale/messages.pot \
+	    $$(find services/$$s -name '*.py' -not -path '*/tests/*' | sort) $$(find services/$$s -path '*/templates/*.j2' | sort); \
+	  echo "services/$$s/locale/messages.pot"; \
+	done
+
+i18n-update: i18n-extract ## New and changed messages into every language's messages.po (then translate them)
+	@set -e; for s in $(I18N_SERVICES); do \
+	  $(BIN)/pybabel -q update -D messages -i services/$$s/locale/messages.pot -d services/$$s/locale $(BABEL_WIDTH); \
+	done
+
+i18n-compile: ## Compile every catalogue as a check, with statistics (nothing is written: services read the .po files)
+	@set -e; for po in services/*/locale/*/LC_MESSAGES/messages.po; do \
+	  lang=$$(basename $$(dirname $$(dirname $$po))); \
+	  $(BIN)/pybabel compile --statistics -D messages -l $$lang -i $$po -o /dev/null; \
+	done
+
 clean:
-	rm -rf .run $(VENV)
+	rm -rf .run $(VENV) .mypy_cache .ruff_cache

@@ -15,7 +15,8 @@ Rates are counted from the first record seen to the last (consumer-group join ex
 For both phases the CPU time of this benchmark's Python processes, of PostgreSQL and of the Kafka
 broker is read from /proc (Linux) and reported per record: that shows where the time goes and how
 many cores the machine had to offer.
-Goal from the issue: audit rate >= 0.5 x bare rate. Topics, schema and role are removed afterwards.
+Goal from the issue: audit rate >= 0.5 x bare rate. The namespace's topics (the benchmark's and the
+platform topics the audit runtime creates at start), schema and role are removed afterwards.
 """
 
 from __future__ import annotations
@@ -55,8 +56,16 @@ def events(n: int):
         if i % 3 == 2:
             data = ReferralAccepted(client_id=client, referral_id=uuid.uuid4(), to_org=to, from_org=frm, accepted_at=now)
         else:
-            data = ReferralSent(client_id=client, referral_id=uuid.uuid4(), from_org=frm, to_org=to, service="migrationsberatung",
-                                need="language_course", requested_categories=["identity", "needs"], sent_at=now)
+            data = ReferralSent(
+                client_id=client,
+                referral_id=uuid.uuid4(),
+                from_org=frm,
+                to_org=to,
+                service="migrationsberatung",
+                need="language_course",
+                requested_categories=["identity", "needs"],
+                sent_at=now,
+            )
         yield encode(new_event(data, source="/lotse/intake", acting_org=frm))
 
 
@@ -131,8 +140,14 @@ class CpuMeter:
 
 
 async def bare_drain(bootstrap: str, topic: str, n: int) -> tuple[float, CpuMeter]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     meter = CpuMeter({os.getpid()})
     meter.start()
@@ -156,8 +171,7 @@ async def bare_drain(bootstrap: str, topic: str, n: int) -> tuple[float, CpuMete
 def audit_settings(namespace: str, key_dir: Path):
     from services.audit.config import AuditSettings
 
-    return AuditSettings(topic_namespace=namespace, tree_head_interval_s=3600, network_file=None,
-                         signing_key_file=key_dir / "k.pem", log_level="WARNING")
+    return AuditSettings(topic_namespace=namespace, tree_head_interval_s=3600, signing_key_file=key_dir / "k.pem", log_level="WARNING")
 
 
 async def _run_audit_until(settings, schema: str, n: int, on_first=None, on_done=None) -> Any:
@@ -168,9 +182,9 @@ async def _run_audit_until(settings, schema: str, n: int, on_first=None, on_done
 
     from services.audit.bootstrap import bootstrap
 
-    app = bootstrap(settings, schema=schema, signing_key=Ed25519PrivateKey.generate(), org_names={})
+    app = bootstrap(settings, schema=schema, signing_key=Ed25519PrivateKey.generate())
     async with app.router.lifespan_context(app):
-        pool = app.state.runtime.pool
+        pool = app.state.deps.db.pool
         first = None
         while True:
             size = await pool.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_log")
@@ -208,20 +222,31 @@ async def audit_ingest(namespace: str, schema: str, n: int, key_dir: Path, repli
             if p.is_alive():
                 p.terminate()
     ing = app.state.ingest
-    stats = {"batches_here": ing.batches, "build_s_here": round(ing.build_seconds, 2), "append_s_here": round(ing.append_seconds, 2),
-             "table_mb": app.state.bench_table_mb}
+    stats = {
+        "batches_here": ing.batches,
+        "build_s_here": round(ing.build_seconds, 2),
+        "append_s_here": round(ing.append_seconds, 2),
+        "table_mb": app.state.bench_table_mb,
+    }
     return app.state.bench_elapsed, stats, meter
 
 
-async def cleanup(s: KitSettings, topic: str, schema: str) -> None:
+async def delete_namespace_topics(s: KitSettings, namespace: str) -> None:
+    """The benchmark's topic and the platform topics the audit runtime created in its namespace."""
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.delete_topics([topic])
-    except Exception as exc:  # noqa: BLE001
-        print(f"(could not delete topic {topic}: {exc})", file=sys.stderr)
+        names = [t for t in await admin.list_topics() if t.startswith(namespace)]
+        if names:
+            await admin.delete_topics(names)
+    except Exception as exc:
+        print(f"(could not delete the topics of {namespace}: {exc})", file=sys.stderr)
     finally:
         await admin.close()
+
+
+async def cleanup(s: KitSettings, namespace: str, schema: str) -> None:
+    await delete_namespace_topics(s, namespace)
     conn = await asyncpg.connect(s.database_url)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -246,19 +271,34 @@ async def main(n: int, partitions: int, replicas: int, keep: bool) -> dict:
         print(f"bare aiokafka consumer: {n / bare_s:,.0f} records/s ({bare_s:.1f}s); CPU per record {fmt_cpu(bare_cpu, n)}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             audit_s, stats, audit_cpu = await audit_ingest(namespace, schema, n, Path(tmp), replicas)
-        print(f"audit ingest ({replicas} replica{'s' if replicas > 1 else ''}): {n / audit_s:,.0f} entries/s ({audit_s:.1f}s); CPU per entry {fmt_cpu(audit_cpu, n)}", flush=True)
-        print(f"  this process: {stats['batches_here']} batches; building {stats['build_s_here']}s, appending {stats['append_s_here']}s; audit_log {stats['table_mb']} MB", flush=True)
+        print(
+            f"audit ingest ({replicas} replica{'s' if replicas > 1 else ''}): {n / audit_s:,.0f} entries/s ({audit_s:.1f}s); CPU per entry {fmt_cpu(audit_cpu, n)}",
+            flush=True,
+        )
+        print(
+            f"  this process: {stats['batches_here']} batches; building {stats['build_s_here']}s, appending {stats['append_s_here']}s; audit_log {stats['table_mb']} MB",
+            flush=True,
+        )
         busy = sum(audit_cpu.used.values()) / audit_s
         print(f"  cores busy during ingest: {busy:.2f} of {cores}", flush=True)
         ratio = (n / audit_s) / (n / bare_s)
         print(f"ratio audit/bare: {ratio:.2f} (goal >= 0.5)", flush=True)
-        return {"n": n, "partitions": partitions, "replicas": replicas, "cpus": cores,
-                "bare_per_s": round(n / bare_s), "audit_per_s": round(n / audit_s), "ratio": round(ratio, 3),
-                "bare_cpu_us_per_record": bare_cpu.per_record_us(n), "audit_cpu_us_per_entry": audit_cpu.per_record_us(n),
-                "cores_busy_during_ingest": round(busy, 2), **stats}
+        return {
+            "n": n,
+            "partitions": partitions,
+            "replicas": replicas,
+            "cpus": cores,
+            "bare_per_s": round(n / bare_s),
+            "audit_per_s": round(n / audit_s),
+            "ratio": round(ratio, 3),
+            "bare_cpu_us_per_record": bare_cpu.per_record_us(n),
+            "audit_cpu_us_per_entry": audit_cpu.per_record_us(n),
+            "cores_busy_during_ingest": round(busy, 2),
+            **stats,
+        }
     finally:
         if not keep:
-            await cleanup(base, topic, schema)
+            await cleanup(base, namespace, schema)
 
 
 def fmt_cpu(meter: CpuMeter, n: int) -> str:

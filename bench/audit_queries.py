@@ -13,7 +13,8 @@ bench.audit_ingest for that), signs a tree head, then times HTTP requests throug
 - `GET /v1/audit/entries/<random index>/inclusion-proof` against the latest signed head, once with
   the in-process node cache disabled (every node read from PostgreSQL) and once with it warm.
 
-Goal from the issue: p99 < 50 ms for both at 1,000,000 entries. The schema is dropped afterwards.
+Goal from the issue: p99 < 50 ms for both at 1,000,000 entries. The schema and the topics the audit
+runtime creates in the benchmark's namespace are removed afterwards.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def templates(k: int = 200):
     for i in range(k):
         frm, to = ORGS[i % len(ORGS)], ORGS[(i + 1) % len(ORGS)]
         cid = uuid.uuid4()
-        data = (ReferralAccepted(client_id=cid, referral_id=uuid.uuid4(), to_org=to, from_org=frm, accepted_at=now) if i % 3 == 2 else
-                ReferralSent(client_id=cid, referral_id=uuid.uuid4(), from_org=frm, to_org=to, service="beratung", sent_at=now))
+        data = (
+            ReferralAccepted(client_id=cid, referral_id=uuid.uuid4(), to_org=to, from_org=frm, accepted_at=now)
+            if i % 3 == 2
+            else ReferralSent(client_id=cid, referral_id=uuid.uuid4(), from_org=frm, to_org=to, service="beratung", sent_at=now)
+        )
         out.append(encode(new_event(data, source="/lotse/intake", acting_org=frm)))
     return out
 
@@ -68,14 +72,16 @@ def records(start: int, count: int, clients: list[uuid.UUID], tmpl, topic: str):
         yield Record(topic, i % 3, i, 1_700_000_000_000 + i, client.encode(), value, headers)
 
 
-async def fill(repo, n: int, clients: list[uuid.UUID], batch: int = 5000) -> float:
-    from services.audit import handlers
+async def fill(deps, n: int, clients: list[uuid.UUID], batch: int = 5000) -> float:
+    from services.audit.domain.commands import AppendEntries
+    from services.audit.domain.entries import build_entries
+    from services.audit.handlers import handle
 
     tmpl = templates()
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         recs = list(records(start, min(batch, n - start), clients, tmpl, "lotse.referrals.v1"))
-        await handlers.ingest_records(repo, recs, namespace="")
+        await handle(AppendEntries(build_entries(recs, namespace="")), deps)
         if start and start % 100_000 == 0:
             print(f"  {start:,} entries ({start / (time.perf_counter() - t0):,.0f}/s)", flush=True)
     return time.perf_counter() - t0
@@ -83,7 +89,7 @@ async def fill(repo, n: int, clients: list[uuid.UUID], batch: int = 5000) -> flo
 
 def pct(samples: list[float], p: float) -> float:
     s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] * 1000
 
 
 async def timed(client: httpx.AsyncClient, urls: list[str]) -> list[float]:
@@ -97,8 +103,13 @@ async def timed(client: httpx.AsyncClient, urls: list[str]) -> list[float]:
 
 
 def summary(name: str, samples: list[float]) -> dict:
-    d = {"p50_ms": round(pct(samples, 50), 2), "p95_ms": round(pct(samples, 95), 2), "p99_ms": round(pct(samples, 99), 2),
-         "mean_ms": round(statistics.mean(samples) * 1000, 2), "requests": len(samples)}
+    d = {
+        "p50_ms": round(pct(samples, 50), 2),
+        "p95_ms": round(pct(samples, 95), 2),
+        "p99_ms": round(pct(samples, 99), 2),
+        "mean_ms": round(statistics.mean(samples) * 1000, 2),
+        "requests": len(samples),
+    }
     print(f"{name:34s} p50 {d['p50_ms']:6.2f} ms  p95 {d['p95_ms']:6.2f} ms  p99 {d['p99_ms']:6.2f} ms  (n={len(samples)})", flush=True)
     return d
 
@@ -110,22 +121,27 @@ async def main(n: int, requests: int, keep: bool) -> dict:
     logging.basicConfig(level=logging.WARNING)
     run = uuid.uuid4().hex[:8]
     schema = f"audit_qbench_{run}"
+    namespace = f"qbench{run}."
     clients = [uuid.uuid4() for _ in range(max(1, n // 20))]
     result: dict = {"n": n, "cpus": os.cpu_count()}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for cache in (0, 200_000):
-                settings = AuditSettings(topic_namespace=f"qbench{run}.", tree_head_interval_s=3600, network_file=None,
-                                         signing_key_file=Path(tmp) / "k.pem", node_cache_size=cache, log_level="WARNING")
-                app = bootstrap(settings, schema=schema, signing_key=Ed25519PrivateKey.generate(), org_names={})
+                settings = AuditSettings(
+                    topic_namespace=namespace,
+                    tree_head_interval_s=3600,
+                    signing_key_file=Path(tmp) / "k.pem",
+                    node_cache_size=cache,
+                    log_level="WARNING",
+                )
+                app = bootstrap(settings, schema=schema, signing_key=Ed25519PrivateKey.generate())
                 async with app.router.lifespan_context(app):
-                    repo = app.state.repo
+                    deps = app.state.deps
                     if cache == 0:
-                        took = await fill(repo, n, clients)
+                        took = await fill(deps, n, clients)
                         print(f"filled {n:,} entries in {took:.1f}s ({n / took:,.0f}/s)", flush=True)
                         result["fill_per_s"] = round(n / took)
-                        pool = app.state.runtime.pool
-                        await pool.execute("ANALYZE audit_log")
+                        await deps.db.pool.execute("ANALYZE audit_log")
                     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
                         await client.post("/v1/audit/tree-head", headers=HEADERS)
                         rng = random.Random(42 + cache)
@@ -139,9 +155,14 @@ async def main(n: int, requests: int, keep: bool) -> dict:
                             await timed(client, urls)  # warm the node cache with one pass
                         else:
                             await timed(client, urls[:20])
-                        result[key] = summary(f"inclusion proof ({'node cache warm' if cache else 'no node cache'})", await timed(client, urls))
+                        result[key] = summary(
+                            f"inclusion proof ({'node cache warm' if cache else 'no node cache'})", await timed(client, urls)
+                        )
     finally:
         if not keep:
+            from bench.audit_ingest import delete_namespace_topics
+
+            await delete_namespace_topics(KitSettings(), namespace)  # the platform topics the audit runtime created
             conn = await asyncpg.connect(KitSettings().database_url)
             try:
                 await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "consent.md"
 MARK_BEGIN = "<!-- bench:consent_decisions:begin -->"
 MARK_END = "<!-- bench:consent_decisions:end -->"
-RECIPIENTS = ["caritas-paderborn", "diakonie-paderborn-hoexter", "awo-paderborn", "in-via-paderborn", "ki-paderborn"]
+RECIPIENTS = ["caritas-paderborn", "diakonie-paderborn-hoexter", "awo-kreis-paderborn", "in-via-paderborn", "ki-kreis-paderborn"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ def env_for(port: int, namespace: str, schema: str, cache_size: int) -> dict[str
         LOTSE_CONSENT_DB_ROLE="lotse_consent_bench",
         LOTSE_CONSENT_HTTP_PORT=str(port),
         LOTSE_CONSENT_DECISION_CACHE_SIZE=str(cache_size),
-        LOTSE_NETWORK_FILE="/nonexistent",
+        LOTSE_NETWORK_FILE=str(REPO / "deploy" / "demo" / "network.yaml"),
         LOTSE_LOG_LEVEL="WARNING",
         LOTSE_CONSENT_EXPIRY_INTERVAL_S="60",
     )
@@ -128,7 +128,7 @@ async def seed(base: str, clients: int) -> list[uuid.UUID]:
                 "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
             }
             async with sem:
-                r = await c.post("/v1/consents", json=body, headers={"X-Lotse-Org": "jobcenter-paderborn"})
+                r = await c.post("/v1/consents", json=body, headers={"X-Lotse-Org": "jobcenter-kreis-paderborn"})
                 r.raise_for_status()
 
         await asyncio.gather(*(grant(cid) for cid in ids))

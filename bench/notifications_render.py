@@ -12,10 +12,11 @@ import argparse
 import time
 
 from services.notifications.adapters.templates import Catalog
-from services.notifications.domain.model import SUPPORTED_LANGUAGES, Channel, scrub
+from lotse_kit.i18n import LANGUAGES
+from services.notifications.domain.model import Channel, scrub
 from services.notifications.domain.routing import ROUTES
-from services.notifications.handlers import render
-from services.notifications.tests.test_templates import DIRECTORY, SAMPLES
+from services.notifications.handlers.deliveries import render
+from services.notifications.tests.test_i18n import DIRECTORY, SAMPLES
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     catalog = Catalog()
     jobs = [
         (r, lang, ch, scrub(r.trigger, SAMPLES[r.trigger].model_dump(mode="json")))
-        for r in ROUTES for lang in SUPPORTED_LANGUAGES for ch in r.channels if ch is not Channel.WEBHOOK
+        for r in ROUTES for lang in LANGUAGES for ch in r.channels if ch is not Channel.WEBHOOK
     ]
     for r, lang, ch, payload in jobs:  # warm the template cache
         render(catalog, DIRECTORY, r.template, ch, lang, r.trigger, payload, "jobcenter-pb")

@@ -3,6 +3,7 @@
 from . import topics, vocab
 from .envelope import DecodeError, Envelope, KafkaRecord, RawEvent, decode, decode_headers, decode_raw, encode, new_event, validate
 from .events import EVENTS, PARTNER_REFERRAL, SCHEMAS, EventSpec, spec_for, spec_of
+from .upcasting import upcaster
 
 __all__ = [
     "EVENTS",
@@ -21,6 +22,7 @@ __all__ = [
     "spec_for",
     "spec_of",
     "topics",
+    "upcaster",
     "validate",
     "vocab",
 ]

@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from .events import EventData, EventSpec, spec_for, spec_of
+from .events import EventData, EventSpec, current_of, spec_for, spec_of
+from .upcasting import UpcastError, upcast
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -188,7 +189,9 @@ def decode_raw(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], value: 
     )
 
 
-def _checked_attributes(type_: str, id_: str, source: str, time: str | None, dataschema: str | None) -> tuple[EventSpec, uuid.UUID, datetime]:
+def _checked_attributes(
+    type_: str, id_: str, source: str, time: str | None, dataschema: str | None
+) -> tuple[EventSpec, uuid.UUID, datetime]:
     spec = spec_for(type_, dataschema)
     if spec is None:
         raise DecodeError(DecodeError.UNKNOWN_TYPE, f"no contract for type {type_!r} with dataschema {dataschema!r}")
@@ -207,8 +210,9 @@ def _checked_attributes(type_: str, id_: str, source: str, time: str | None, dat
     return spec, event_id, parsed
 
 
-def _envelope(spec: EventSpec, event_id: uuid.UUID, type_: str, source: str, time: datetime, subject: str | None,
-              data: Any, acting_org: str | None) -> Envelope[Any]:
+def _envelope(
+    spec: EventSpec, event_id: uuid.UUID, type_: str, source: str, time: datetime, subject: str | None, data: Any, acting_org: str | None
+) -> Envelope[Any]:
     client_id = getattr(data, "client_id", None)
     if client_id is not None and subject is not None and subject != str(client_id):
         raise DecodeError(DecodeError.SCHEMA_INVALID, "ce_subject does not match data.client_id")
@@ -224,21 +228,42 @@ def _envelope(spec: EventSpec, event_id: uuid.UUID, type_: str, source: str, tim
     )
 
 
+def _schema_invalid(exc: ValidationError, prefix: str = "") -> DecodeError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return DecodeError(DecodeError.SCHEMA_INVALID, f"{prefix}{where}: {first['msg']} ({exc.error_count()} error(s))")
+
+
+def _upcast(spec: EventSpec, data: EventData) -> tuple[EventSpec, EventData]:
+    """Data valid under an older version, as the current version (see contracts/upcasting.py)."""
+    current = current_of(spec)
+    if current is None:
+        return spec, data
+    try:
+        upcast_json = upcast(spec.type, data.model_dump(mode="json"), spec.version, current.version)
+    except UpcastError as exc:
+        raise DecodeError(DecodeError.SCHEMA_INVALID, str(exc)) from exc
+    try:
+        return current, current.model.model_validate(upcast_json)
+    except ValidationError as exc:
+        raise _schema_invalid(exc, f"after upcasting v{spec.version} to v{current.version}: ") from exc
+
+
 def validate(raw: RawEvent) -> Envelope[Any]:
     spec, event_id, time = _checked_attributes(raw.type, raw.id, raw.source, raw.time, raw.dataschema)
     try:
         data = spec.model.model_validate(raw.data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise DecodeError(DecodeError.SCHEMA_INVALID, f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+        raise _schema_invalid(exc) from exc
+    spec, data = _upcast(spec, data)
     return _envelope(spec, event_id, raw.type, raw.source, time, raw.subject, data, raw.acting_org)
 
 
 def decode_headers(h: Mapping[str, str], value: bytes | None) -> Envelope[Any]:
     """`decode` for headers already read into a dict (lower-case names, text values).
 
-    Valid records take one pass: pydantic parses and validates the JSON bytes together. Anything
+    Valid records of the current version take one pass: pydantic parses and validates the JSON bytes
+    together; a record of an older version is then upcast (contracts/upcasting.py). Anything
     that fails goes through `decode_raw` + `validate` again, so an invalid record gets exactly the
     error (kind and reason) that the step-by-step path defines.
     """
@@ -247,6 +272,7 @@ def decode_headers(h: Mapping[str, str], value: bytes | None) -> Envelope[Any]:
         type_, source = h["ce_type"], h["ce_source"]
         spec, event_id, time = _checked_attributes(type_, h["ce_id"], source, h.get("ce_time"), h.get("ce_dataschema"))
         data = spec.model.__pydantic_validator__.validate_json(value) if value else spec.model.model_validate(None)
+        spec, data = _upcast(spec, data)
         return _envelope(spec, event_id, type_, source, time, h.get("ce_subject"), data, h.get("ce_actingorg"))
     except (DecodeError, ValidationError, ValueError):
         return validate(decode_raw(h, value))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, TypeAlias
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from . import topics
+from .upcasting import JsonData, upcaster
 from .vocab import (
     DataCategory,
     DeadlineKind,
@@ -46,7 +47,17 @@ class ClientEvent(EventData):
 
 
 # ---------------------------------------------------------------- clients
-class ClientRegistered(ClientEvent):
+# A residence title and how long it is valid: one fact, of the `residence_status` data category.
+# (No docstring: it would change the committed schemas that embed this model.)
+class ResidenceStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    title: ResidenceTitle | None = None
+    valid_until: date | None = None
+
+
+class ClientRegisteredV1(ClientEvent):
+    """`lotse.client.registered` v1, read from older records only: the decoder upcasts it to v2."""
+
     registering_org: OrgId
     responsible_org: OrgId
     preferred_language: LanguageTag
@@ -56,6 +67,31 @@ class ClientRegistered(ClientEvent):
     residence_valid_until: date | None = None
     legal_regime: LegalRegime | None = None
     registered_at: datetime
+
+
+class ClientRegistered(ClientEvent):
+    """v2: the residence title and its end date travel together as one `residence` object, the shape
+    `PersonalData.residence_status` already has. In v1 they were two unrelated top-level fields, so a
+    consumer could read an end date without the title it belongs to, and a data-category check had to
+    know that two field names make one category."""
+
+    registering_org: OrgId
+    responsible_org: OrgId
+    preferred_language: LanguageTag
+    languages: list[LanguageTag] = []
+    needs: list[Need] = []
+    residence: ResidenceStatus | None = None
+    legal_regime: LegalRegime | None = None
+    registered_at: datetime
+
+
+@upcaster("lotse.client.registered", from_version=1)
+def _client_registered_v1_to_v2(data: JsonData) -> JsonData:
+    """`residence_title` + `residence_valid_until` -> `residence: {title, valid_until}` (None when both are absent)."""
+    v2 = dict(data)
+    title, valid_until = v2.pop("residence_title", None), v2.pop("residence_valid_until", None)
+    v2["residence"] = None if title is None and valid_until is None else {"title": title, "valid_until": valid_until}
+    return v2
 
 
 class ClientUpdated(ClientEvent):
@@ -106,9 +142,7 @@ class ConsentWithdrawn(ClientEvent):
     consent_id: UUID
     withdrawn_at: datetime
     recorded_by_org: OrgId | None = None
-    disclosed_to: list[OrgId] = Field(
-        default=[], description="Organisations that already received data under this consent."
-    )
+    disclosed_to: list[OrgId] = Field(default=[], description="Organisations that already received data under this consent.")
 
 
 class ConsentExpired(ClientEvent):
@@ -204,12 +238,6 @@ class Contact(BaseModel):
     phone: str | None = None
     preferred_language: LanguageTag | None = None
     languages: list[LanguageTag] = []
-
-
-class ResidenceStatus(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    title: ResidenceTitle | None = None
-    valid_until: date | None = None
 
 
 class PersonalData(BaseModel):
@@ -312,11 +340,14 @@ class NotificationFailed(NotificationEvent):
 
 
 # ---------------------------------------------------------------- registry
+EventModel: TypeAlias = type[EventData]  # (inside EventSpec, `type` is the field)
+
+
 @dataclass(frozen=True)
 class EventSpec:
     type: str
     version: int
-    model: type[EventData]
+    model: EventModel
     topic: str | None  # None: the topic is chosen per record (partner topics)
     description: str
     schema_name: str | None = None  # defaults to "<type>.v<version>"
@@ -330,8 +361,10 @@ class EventSpec:
         return self.schema_name or f"{self.type}.v{self.version}"
 
 
+# A table, one contract per line: the formatter leaves it alone.
+# fmt: off
 _SPECS = [
-    EventSpec("lotse.client.registered", 1, ClientRegistered, topics.CLIENTS, "A client was registered by a member organisation."),
+    EventSpec("lotse.client.registered", 2, ClientRegistered, topics.CLIENTS, "A client was registered by a member organisation."),
     EventSpec("lotse.client.updated", 1, ClientUpdated, topics.CLIENTS, "A client's needs, languages or residence title changed."),
     EventSpec("lotse.case.handed_over", 1, CaseHandedOver, topics.CLIENTS, "Responsibility for a client moved to another organisation."),
     EventSpec("lotse.client.erased", 1, ClientErased, topics.CLIENTS, "A client's personal data was erased."),
@@ -353,8 +386,14 @@ _SPECS = [
     EventSpec("lotse.notification.delivered", 1, NotificationDelivered, topics.NOTIFICATIONS, "A notification reached its recipient."),
     EventSpec("lotse.notification.failed", 1, NotificationFailed, topics.NOTIFICATIONS, "A notification could not be delivered."),
 ]
+# fmt: on
 
 EVENTS: dict[str, EventSpec] = {s.type: s for s in _SPECS}
+
+# Older versions still decodable: a record with one of these dataschemas is upcast to the current version.
+PREVIOUS_VERSIONS = [
+    EventSpec("lotse.client.registered", 1, ClientRegisteredV1, topics.CLIENTS, "A client was registered by a member organisation."),
+]
 
 # The referral as a partner receives it on partner.<org>.inbox.v1: same type, own schema.
 PARTNER_REFERRAL = EventSpec(
@@ -366,7 +405,7 @@ PARTNER_REFERRAL = EventSpec(
     schema_name="lotse.referral.sent.partner.v1",
 )
 
-SCHEMAS: dict[str, EventSpec] = {s.dataschema: s for s in [*_SPECS, PARTNER_REFERRAL]}
+SCHEMAS: dict[str, EventSpec] = {s.dataschema: s for s in [*_SPECS, *PREVIOUS_VERSIONS, PARTNER_REFERRAL]}
 
 # Answers a partner system may publish on its own outbox topic.
 PARTNER_ANSWER_TYPES = ("lotse.referral.accepted", "lotse.referral.declined", "lotse.referral.completed")
@@ -378,6 +417,15 @@ def spec_for(event_type: str, dataschema: str | None = None) -> EventSpec | None
         spec = SCHEMAS[dataschema]
         return spec if spec.type == event_type else None
     return EVENTS.get(event_type)
+
+
+def current_of(spec: EventSpec) -> EventSpec | None:
+    """The current version of an older schema that must be upcast, or None when `spec` is read as it is
+    (it is current, or a variant with its own schema name such as the partner referral)."""
+    current = EVENTS.get(spec.type)
+    if spec.schema_name is not None or current is None or current.version <= spec.version:
+        return None
+    return current
 
 
 def spec_of(model: type[EventData]) -> EventSpec:

@@ -1,5 +1,6 @@
-"""Exports the contracts as committed files: one JSON Schema per event and one
-AsyncAPI 3.0 document per service.
+"""Exports the contracts as committed files: one JSON Schema per event schema (current and older
+versions) and one AsyncAPI 3.0 document per service, generated from the service's own declaration
+(`services/<name>/entrypoints/consumers.py: DECLARATION`), so the documents say what the code does.
 
     python -m contracts.export          # rewrite the files
     python -m contracts.export --check  # exit 1 if a committed file is stale
@@ -8,87 +9,58 @@ AsyncAPI 3.0 document per service.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import topics
-from .events import EVENTS, PARTNER_ANSWER_TYPES, PARTNER_REFERRAL, SCHEMAS, EventSpec
+from .events import EVENTS, SCHEMAS, EventSpec
+
+if TYPE_CHECKING:
+    from lotse_kit.declaration import ServiceDeclaration
 
 HERE = Path(__file__).parent
 SCHEMA_DIR = HERE / "schemas"
 ASYNCAPI_DIR = HERE / "asyncapi"
 
-PARTNER_INBOX = "partner.{orgId}.inbox.v1"
-PARTNER_OUTBOX = "partner.{orgId}.outbox.v1"
-
-_ALL = list(EVENTS)
-_REFERRAL_ANSWERS = list(PARTNER_ANSWER_TYPES)
-
-# Which service sends and receives what, by channel address -> event types.
-# The partner inbox's referral uses the partner schema (see PARTNER_REFERRAL).
-SERVICES: dict[str, dict[str, Any]] = {
-    "intake": {
-        "title": "Lotse intake service",
-        "description": "Client registry, referrals, process plans and deadlines. Owns the client's personal data.",
-        "send": {
-            topics.CLIENTS: ["lotse.client.registered", "lotse.client.updated", "lotse.case.handed_over", "lotse.client.erased"],
-            topics.REFERRALS: ["lotse.referral.sent", *_REFERRAL_ANSWERS, "lotse.referral.revoked"],
-            topics.DEADLINES: ["lotse.deadline.registered", "lotse.deadline.approaching", "lotse.deadline.missed", "lotse.deadline.resolved"],
-            topics.DISCLOSURE_REQUESTS: ["lotse.disclosure.requested"],
-        },
-        "receive": {
-            PARTNER_OUTBOX: _REFERRAL_ANSWERS,
-            topics.DISCLOSURES: ["lotse.disclosure.made", "lotse.disclosure.blocked"],
-        },
-    },
-    "consent": {
-        "title": "Lotse consent service",
-        "description": "Consent ledger, decision API and the only gate that writes personal data to partner topics.",
-        "send": {
-            topics.CONSENTS: ["lotse.consent.granted", "lotse.consent.withdrawn", "lotse.consent.expired"],
-            topics.DISCLOSURES: ["lotse.disclosure.made", "lotse.disclosure.blocked"],
-            PARTNER_INBOX: [PARTNER_REFERRAL.schema_id, *_REFERRAL_ANSWERS, "lotse.referral.revoked",
-                            "lotse.deadline.approaching", "lotse.deadline.missed", "lotse.consent.withdrawn",
-                            "lotse.consent.expired", "lotse.client.erased", "lotse.case.handed_over"],
-        },
-        "receive": {
-            topics.DISCLOSURE_REQUESTS: ["lotse.disclosure.requested"],
-            topics.REFERRALS: [*_REFERRAL_ANSWERS, "lotse.referral.revoked"],
-            topics.DEADLINES: ["lotse.deadline.approaching", "lotse.deadline.missed"],
-            topics.CLIENTS: ["lotse.client.erased", "lotse.case.handed_over"],
-        },
-    },
-    "notifications": {
-        "title": "Lotse notifications service",
-        "description": "Multilingual e-mail, SMS and signed webhooks to clients, caseworkers and partner systems.",
-        "send": {topics.NOTIFICATIONS: ["lotse.notification.delivered", "lotse.notification.failed"]},
-        "receive": {
-            topics.DEADLINES: ["lotse.deadline.approaching", "lotse.deadline.missed"],
-            topics.REFERRALS: ["lotse.referral.sent", "lotse.referral.accepted", "lotse.referral.declined"],
-            topics.CONSENTS: ["lotse.consent.granted", "lotse.consent.withdrawn"],
-            topics.CLIENTS: ["lotse.case.handed_over"],
-        },
-    },
-    "audit": {
-        "title": "Lotse audit service",
-        "description": "Tamper-evident (RFC 6962) log of every record on every lotse.*, partner.* and dead-letter topic.",
-        "send": {},
-        "receive": {
-            **{t: [s for s in _ALL if EVENTS[s].topic == t] for t in (*topics.INTERNAL_TOPICS, topics.DISCLOSURE_REQUESTS)},
-            PARTNER_INBOX: [PARTNER_REFERRAL.schema_id, *_REFERRAL_ANSWERS],
-            PARTNER_OUTBOX: _REFERRAL_ANSWERS,
-        },
-    },
-}
+# The services whose AsyncAPI documents are generated, each from its own declaration:
+# `services/<name>/entrypoints/consumers.py: DECLARATION` (a lotse_kit.declaration.ServiceDeclaration).
+SERVICES = ("intake", "consent", "notifications", "audit")
 
 
-def _spec_by_id(message_id: str) -> EventSpec:
+class DeclarationMissing(Exception):
+    """A service's declaration cannot be imported (or is not a ServiceDeclaration)."""
+
+
+def declaration(service: str) -> ServiceDeclaration:
+    """The service's own declaration of what it consumes and produces.
+
+    Imported here, lazily, so that `contracts` as a library never imports a service.
+    """
+    from lotse_kit.declaration import ServiceDeclaration
+
+    module_name = f"services.{service}.entrypoints.consumers"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an unfinished service must not hide the other exports
+        raise DeclarationMissing(f"{module_name} cannot be imported: {exc!r}") from exc
+    decl = getattr(module, "DECLARATION", None)
+    if not isinstance(decl, ServiceDeclaration):
+        raise DeclarationMissing(f"{module_name}.DECLARATION is not a ServiceDeclaration")
+    if decl.service != service:
+        raise DeclarationMissing(f"{module_name}.DECLARATION is for service {decl.service!r}")
+    return decl
+
+
+def spec_by_message_id(message_id: str) -> EventSpec:
+    """The contract a declaration's message id names (see `lotse_kit.declaration.message_id`)."""
+    if message_id in EVENTS:
+        return EVENTS[message_id]
     for spec in SCHEMAS.values():
-        if spec.schema_id == message_id or (spec.type == message_id and spec.schema_name is None):
+        if spec.schema_id == message_id:
             return spec
     raise KeyError(message_id)
 
@@ -126,19 +98,21 @@ def _channel_id(address: str) -> str:
     return address.replace("{", "").replace("}", "").replace(".", "-")
 
 
-def asyncapi(service: str) -> dict[str, Any]:
-    desc = SERVICES[service]
+def asyncapi(decl: ServiceDeclaration) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of one service, from its declaration."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for action in ("send", "receive"):
-        for address, message_ids in desc[action].items():
+    for action, by_channel in (("send", decl.produces()), ("receive", decl.consumes())):
+        for address, message_ids in by_channel.items():
+            if not message_ids:
+                continue
             cid = _channel_id(address)
             channel = channels.setdefault(cid, {"address": address, "messages": {}})
             if "{orgId}" in address:
                 channel["parameters"] = {"orgId": {"description": "Organisation id from the network configuration."}}
             for mid in message_ids:
-                spec = _spec_by_id(mid)
+                spec = spec_by_message_id(mid)
                 messages[mid] = {
                     "name": spec.type,
                     "title": mid,
@@ -156,7 +130,7 @@ def asyncapi(service: str) -> dict[str, Any]:
             }
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": desc["title"], "version": "1.0.0", "description": desc["description"]},
+        "info": {"title": decl.title, "version": "1.0.0", "description": decl.description},
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka", "description": "deploy/local stack"}},
         "channels": channels,
@@ -165,22 +139,34 @@ def asyncapi(service: str) -> dict[str, Any]:
     }
 
 
-def rendered() -> dict[Path, str]:
+def rendered_schemas() -> dict[Path, str]:
+    return {
+        SCHEMA_DIR / f"{spec.schema_id}.json": json.dumps(json_schema(spec), indent=2, sort_keys=True) + "\n" for spec in SCHEMAS.values()
+    }
+
+
+def rendered_asyncapi() -> tuple[dict[Path, str], dict[Path, str]]:
+    """Each service's AsyncAPI document, and (by document) why a service's declaration could not be read."""
     files: dict[Path, str] = {}
-    for spec in SCHEMAS.values():
-        files[SCHEMA_DIR / f"{spec.schema_id}.json"] = json.dumps(json_schema(spec), indent=2, sort_keys=True) + "\n"
+    missing: dict[Path, str] = {}
     for service in SERVICES:
-        doc = yaml.safe_dump(asyncapi(service), sort_keys=False, allow_unicode=True, width=120)
-        files[ASYNCAPI_DIR / f"{service}.yaml"] = doc
-    return files
+        path = ASYNCAPI_DIR / f"{service}.yaml"
+        try:
+            files[path] = yaml.safe_dump(asyncapi(declaration(service)), sort_keys=False, allow_unicode=True, width=120)
+        except DeclarationMissing as exc:
+            missing[path] = str(exc)
+    return files, missing
 
 
 def stale_files() -> list[str]:
-    """Files that differ from what the models produce, plus committed files no model produces."""
-    files = rendered()
+    """Files that differ from what the models and declarations produce, committed files nothing produces,
+    and documents that cannot be checked because their service's declaration cannot be read."""
+    asyncapi_files, missing = rendered_asyncapi()
+    files = {**rendered_schemas(), **asyncapi_files}
     stale = [str(p.relative_to(HERE)) for p, text in files.items() if not p.exists() or p.read_text() != text]
+    stale += [f"{p.relative_to(HERE)} (no declaration: {why})" for p, why in missing.items()]
     for d, pattern in ((SCHEMA_DIR, "*.json"), (ASYNCAPI_DIR, "*.yaml")):
-        stale += [str(p.relative_to(HERE)) + " (orphan)" for p in d.glob(pattern) if p not in files]
+        stale += [f"{p.relative_to(HERE)} (orphan)" for p in d.glob(pattern) if p not in files and p not in missing]
     return sorted(stale)
 
 
@@ -195,15 +181,20 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("contract exports are up to date")
         return 0
-    files = rendered()
+    # Writes what can be generated; a service whose declaration cannot be read keeps its committed document.
+    asyncapi_files, missing = rendered_asyncapi()
+    files = {**rendered_schemas(), **asyncapi_files}
     for d, pattern in ((SCHEMA_DIR, "*.json"), (ASYNCAPI_DIR, "*.yaml")):
         d.mkdir(exist_ok=True)
         for p in d.glob(pattern):
-            if p not in files:
+            if p not in files and p not in missing:
                 p.unlink()
     for path, text in files.items():
         path.write_text(text)
     print(f"wrote {len(files)} files")
+    if missing:
+        print("not generated (no declaration):", *(f"{p.relative_to(HERE)}: {why}" for p, why in missing.items()), sep="\n  ")
+        return 1
     return 0
 
 

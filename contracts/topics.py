@@ -1,8 +1,9 @@
 """Kafka topic names and their configuration.
 
-Internal `lotse.*` topics carry pseudonymous data only. Personal data travels on
-`lotse.disclosure-requests.v1` (read by the consent service alone) and on each
-partner's own inbox topic.
+Internal `lotse.*` topics are shared: they carry pseudonymous data, and personal data
+only where `contracts/privacy.py` lists a field with its category and the reason it
+travels there. Identifying personal data travels on `lotse.disclosure-requests.v1`
+(read by the consent service alone) and on each partner's own inbox topic.
 """
 
 from __future__ import annotations

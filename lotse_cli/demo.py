@@ -14,6 +14,8 @@ import httpx
 import typer
 from rich.console import Console
 
+from lotse_kit.settings import service_url
+
 app = typer.Typer(help="Demo data for the local network.", no_args_is_help=True)
 console = Console()
 
@@ -51,8 +53,8 @@ CASES: list[dict[str, Any]] = [
 
 @app.command("seed")
 def seed(
-    intake: str = "http://127.0.0.1:8001",
-    consent: str = "http://127.0.0.1:8002",
+    intake: str = service_url("intake"),
+    consent: str = service_url("consent"),
 ) -> None:
     """Register three clients, record consents and send referrals through the process plans."""
     with httpx.Client(timeout=30) as http:
@@ -74,7 +76,7 @@ def seed(
             else:
                 _check(r, 201, "send referral")
             console.print(f"[bold]{org}[/bold] registered client {client_id} ({case['client']['preferred_language']}): {outcome}")
-    console.print("Partner inboxes: `lotse topics list`; mail: .run/mail/new; audit: http://127.0.0.1:8004/v1/audit/entries")
+    console.print("Partner inboxes: `lotse topics list`; mail: .run/mail/new; audit: " + service_url("audit") + "/v1/audit/entries")
 
 
 def _check(r: httpx.Response, status: int, what: str) -> None:

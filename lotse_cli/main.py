@@ -27,7 +27,7 @@ from rich.table import Table
 from contracts import topics
 from lotse_kit.kafka import ensure_topics
 from lotse_kit.network import load_network
-from lotse_kit.settings import KitSettings
+from lotse_kit.settings import SERVICE_PORTS, KitSettings
 
 app = typer.Typer(help="Operate a Lotse network.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
@@ -40,7 +40,7 @@ app.add_typer(outbox_app, name="outbox")
 console = Console()
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_NETWORK = REPO / "deploy" / "demo" / "network.yaml"
-SERVICES = {"intake": 8001, "consent": 8002, "notifications": 8003, "audit": 8004}
+SERVICES = SERVICE_PORTS
 
 from lotse_cli.demo import app as demo_app  # noqa: E402
 

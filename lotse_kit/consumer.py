@@ -19,17 +19,14 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 import asyncpg
-import httpx
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -38,25 +35,12 @@ from contracts import DecodeError, Envelope, decode
 from contracts.topics import dlq, dlq_spec
 
 from . import metrics
+from .declaration import EventHandler
 from .kafka import ensure_topics
 from .logging import event_context
+from .retry import TRANSIENT_ERRORS, backoff
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    KafkaError,
-    httpx.TransportError,  # a peer service (e.g. the consent decision API) is unreachable
-)
 
 
 @dataclass(frozen=True)
@@ -104,7 +88,8 @@ async def _tolerant_parse(record: ConsumerRecord, original: Any) -> Any:
 
 async def _raw_body(msg: Any) -> bytes:
     # We decode CloudEvents ourselves; FastStream's JSON decoding would fail before us on poison records.
-    return msg.body
+    body: bytes = msg.body
+    return body
 
 
 @dataclass
@@ -121,13 +106,14 @@ class EventConsumer:
         name: str,
         pool_getter: Callable[[], asyncpg.Pool],
         bootstrap: str,
-        handlers: dict[str, Handler],
+        handlers: Mapping[str, EventHandler],
+        deps: Any = None,
         topics: Iterable[str] = (),
         pattern: str | None = None,
         max_attempts: int = 5,
         retry_base_s: float = 0.2,
         retry_max_s: float = 30.0,
-        auto_offset_reset: str = "earliest",
+        auto_offset_reset: Literal["latest", "earliest", "none"] = "earliest",
     ) -> None:
         if not topics and not pattern:
             raise ValueError("a consumer needs topics or a pattern")
@@ -136,7 +122,8 @@ class EventConsumer:
         self.pool_getter = pool_getter
         self.bootstrap = bootstrap
         self._dlq_ready: set[str] = set()
-        self.handlers = handlers
+        self.handlers = dict(handlers)
+        self.deps = deps
         self.topics = list(topics)
         self.pattern = pattern
         self.max_attempts = max_attempts
@@ -170,7 +157,7 @@ class EventConsumer:
         return bool(self.subscriber is not None and getattr(self.subscriber, "running", False))
 
     async def _on_message(self, body: bytes, msg: KafkaMessage) -> None:
-        record: ConsumerRecord = msg.raw_message  # type: ignore[assignment]
+        record: ConsumerRecord = msg.raw_message
         try:
             env = decode(record.headers or [], record.value)
         except DecodeError as exc:
@@ -188,7 +175,7 @@ class EventConsumer:
         finally:
             _delivery.reset(token)
 
-    async def _process(self, record: ConsumerRecord, env: Envelope[Any], handler: Handler) -> None:
+    async def _process(self, record: ConsumerRecord, env: Envelope[Any], handler: EventHandler) -> None:
         attempt = 0
         started = time.perf_counter()
         while True:
@@ -204,7 +191,10 @@ class EventConsumer:
                 return
             except TRANSIENT_ERRORS as exc:
                 delay = self._delay(attempt)
-                log.warning("transient failure; retrying", extra={"type": env.type, "attempt": attempt, "retry_in_s": round(delay, 2), "error": repr(exc)})
+                log.warning(
+                    "transient failure; retrying",
+                    extra={"type": env.type, "attempt": attempt, "retry_in_s": round(delay, 2), "error": repr(exc)},
+                )
                 await asyncio.sleep(delay)
                 continue
             except Exception as exc:  # a handler bug or an unexpected state: retry, then dead-letter
@@ -214,25 +204,36 @@ class EventConsumer:
                     await self._remember(record, env)
                     return
                 delay = self._delay(attempt)
-                log.warning("handler failed; retrying", extra={"type": env.type, "attempt": attempt, "retry_in_s": round(delay, 2), "error": repr(exc)})
+                log.warning(
+                    "handler failed; retrying",
+                    extra={"type": env.type, "attempt": attempt, "retry_in_s": round(delay, 2), "error": repr(exc)},
+                )
                 await asyncio.sleep(delay)
                 continue
             metrics.events_consumed.labels(self.service, self.name, record.topic, env.type, outcome).inc()
             metrics.handler_seconds.labels(self.service, self.name, env.type).observe(time.perf_counter() - started)
-            log.info("event processed" if outcome == "applied" else "duplicate event skipped", extra={"type": env.type, "topic": record.topic})
+            log.info(
+                "event processed" if outcome == "applied" else "duplicate event skipped", extra={"type": env.type, "topic": record.topic}
+            )
             return
 
-    async def _apply(self, record: ConsumerRecord, env: Envelope[Any], handler: Handler) -> str:
+    async def _apply(self, record: ConsumerRecord, env: Envelope[Any], handler: EventHandler) -> str:
         pool = self.pool_getter()
         async with pool.acquire() as conn, conn.transaction():
             first_time = await conn.fetchval(
                 """INSERT INTO processed_events (consumer, event_id, event_type, topic, "partition", "offset")
                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true""",
-                self.name, env.id, env.type, record.topic, record.partition, record.offset,
+                self.name,
+                env.id,
+                env.type,
+                record.topic,
+                record.partition,
+                record.offset,
             )
             if not first_time:
                 return "duplicate"
-            await handler(conn, env)
+            # The pool hands out a proxy that behaves as the connection it wraps.
+            await handler(env, cast(asyncpg.Connection, conn), self.deps)
         return "applied"
 
     async def _remember(self, record: ConsumerRecord, env: Envelope[Any]) -> None:
@@ -242,14 +243,19 @@ class EventConsumer:
                 await conn.execute(
                     """INSERT INTO processed_events (consumer, event_id, event_type, topic, "partition", "offset")
                        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-                    self.name, env.id, env.type, record.topic, record.partition, record.offset,
+                    self.name,
+                    env.id,
+                    env.type,
+                    record.topic,
+                    record.partition,
+                    record.offset,
                 )
         except TRANSIENT_ERRORS as exc:
             # The record is already in the DLQ; at worst a redelivery dead-letters it a second time.
             log.warning("could not mark dead-lettered event as processed", extra={"error": repr(exc)})
 
     def _delay(self, attempt: int) -> float:
-        return min(self.retry_base_s * 2 ** (attempt - 1), self.retry_max_s) * random.uniform(0.5, 1.0)
+        return backoff(attempt, self.retry_base_s, self.retry_max_s)
 
     async def dead_letter(self, record: ConsumerRecord, kind: str, reason: str, env: Envelope[Any] | None = None) -> None:
         """Publishes the record unchanged to `<topic>.dlq` with the reason; raises if Kafka refuses, so it is retried."""

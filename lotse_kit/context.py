@@ -14,7 +14,7 @@ from fastapi import Depends, Header
 
 from contracts.topics import ORG_ID_PATTERN
 
-from .problems import Problem
+from .errors import problem
 
 _ORG = re.compile(ORG_ID_PATTERN)
 
@@ -30,9 +30,14 @@ def request_context(
     x_lotse_actor: Annotated[str | None, Header(description="The acting caseworker or system.")] = None,
 ) -> RequestContext:
     if not x_lotse_org:
-        raise Problem(400, "Acting organisation missing", "Send the X-Lotse-Org header.", type_="urn:lotse:problem:no-acting-org")
+        raise problem(400, "Acting organisation missing", "Send the X-Lotse-Org header.", type_="urn:lotse:problem:no-acting-org")
     if not _ORG.match(x_lotse_org):
-        raise Problem(400, "Invalid acting organisation", f"X-Lotse-Org {x_lotse_org!r} is not an organisation id.", type_="urn:lotse:problem:no-acting-org")
+        raise problem(
+            400,
+            "Invalid acting organisation",
+            f"X-Lotse-Org {x_lotse_org!r} is not an organisation id.",
+            type_="urn:lotse:problem:no-acting-org",
+        )
     return RequestContext(acting_org=x_lotse_org, actor=x_lotse_actor)
 
 

@@ -7,6 +7,7 @@ recorded with a checksum in `<schema>.schema_migrations`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -94,9 +95,7 @@ async def provision(
                     await conn.execute(sql)
                 except asyncpg.PostgresError as exc:
                     raise MigrationError(f"migration {m.version} failed: {exc}") from exc
-                await conn.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)", m.version, m.checksum
-                )
+                await conn.execute(f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)", m.version, m.checksum)
                 applied.append(m.version)
     finally:
         await conn.close()
@@ -116,3 +115,54 @@ async def create_pool(dsn: str, *, schema: str, application_name: str, min_size:
         max_size=max_size,
         server_settings={"search_path": ident(schema), "application_name": application_name},
     )
+
+
+class Database:
+    """One service's schema, role and connection pool. Entrypoints and adapters get this, not the runtime."""
+
+    def __init__(
+        self, admin_dsn: str, *, service: str, schema: str, role: str, password: str, migrations: list[Migration], pool_max_size: int = 10
+    ) -> None:
+        self.admin_dsn = admin_dsn
+        self.service = service
+        self.schema = ident(schema)
+        self.role = ident(role)
+        self._password = password
+        self.migrations = migrations
+        self.pool_max_size = pool_max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def dsn(self) -> str:
+        """The service role's DSN (for dedicated connections: LISTEN, advisory locks)."""
+        return service_dsn(self.admin_dsn, self.role, self._password)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.service}: database pool used before start()")
+        return self._pool
+
+    async def start(self) -> None:
+        await provision(self.admin_dsn, schema=self.schema, role=self.role, password=self._password, migrations=self.migrations)
+        self._pool = await create_pool(self.dsn, schema=self.schema, application_name=f"lotse-{self.service}", max_size=self.pool_max_size)
+
+    async def connect(self, purpose: str) -> asyncpg.Connection:
+        """A dedicated connection outside the pool, named for `pg_stat_activity`."""
+        return await asyncpg.connect(
+            self.dsn, server_settings={"search_path": self.schema, "application_name": f"lotse-{self.service}-{purpose}"}
+        )
+
+    async def ping(self, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.pool.fetchval("SELECT 1")
+
+    async def close(self, timeout_s: float) -> None:
+        if self._pool is None:
+            return
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=timeout_s)
+        except TimeoutError:
+            log.error("closing the database pool timed out; terminating", extra={"timeout_s": timeout_s})
+            self._pool.terminate()
+        self._pool = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -32,8 +33,8 @@ def create_app(runtime: Runtime, routers: Iterable[APIRouter] = (), *, title: st
     @app.get("/health/ready", tags=["operations"])
     async def ready() -> JSONResponse:
         checks = await runtime.readiness()
-        down = {k: v for k, v in checks.items() if v != "up"}
-        body = {"status": "ready" if not down else "not ready", "service": runtime.service, "checks": checks}
+        down = {k: v for k, v in checks.items() if not str(v).startswith("up")}
+        body: dict[str, Any] = {"status": "ready" if not down else "not ready", "service": runtime.service, "checks": checks}
         if down:
             body["down"] = sorted(down)
         return JSONResponse(body, status_code=200 if not down else 503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -10,6 +11,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
 from contracts.topics import TopicSpec
+
+from .naming import Naming
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,22 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, client_id
         if not missing:
             return []
         new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=dict(s.config)) for s in missing]
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another process created them in between
             await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another process created them in between
         log.info("topics created", extra={"topics": [s.name for s in missing]})
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+class TopicAdmin:
+    """Creates topics by logical name in this deployment's namespace (e.g. a new partner's inbox)."""
+
+    def __init__(self, bootstrap: str, naming: Naming, *, client_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.naming = naming
+        self.client_id = client_id
+
+    async def ensure(self, specs: Iterable[TopicSpec]) -> list[str]:
+        """Creates the missing ones; returns the physical names created."""
+        return await ensure_topics(self.bootstrap, [self.naming.spec(s) for s in specs], client_id=self.client_id)

@@ -5,23 +5,36 @@ the local integration network. `load_network(path)` validates it completely and 
 `NetworkConfigError` naming the line and field of every problem, so a broken file
 stops the service at start instead of surfacing as odd behaviour later.
 
-Every service reads the same file through this module; intake is its main user.
+Every service reads the same file through this module, as an `OrgDirectory`.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError
 
 from contracts.topics import ORG_ID_PATTERN
 from contracts.vocab import Need, OrgKind
 
+from . import metrics
+
+log = logging.getLogger(__name__)
+
 SUPPORTED_VERSIONS = (1,)
+
+_STALE = Gauge(
+    "lotse_network_file_stale",
+    "1 while the network file on disk is invalid and the last good version is in force.",
+    registry=metrics.REGISTRY,
+)
 
 OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN)]
 ServiceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
@@ -143,7 +156,9 @@ def _cross_references(net: Network) -> list[tuple[tuple[Any, ...], str]]:
     seen_orgs: dict[str, int] = {}
     for i, org in enumerate(net.organisations):
         if org.id in seen_orgs:
-            errors.append((("organisations", i, "id"), f"duplicate organisation id {org.id!r} (first at organisations[{seen_orgs[org.id]}])"))
+            errors.append(
+                (("organisations", i, "id"), f"duplicate organisation id {org.id!r} (first at organisations[{seen_orgs[org.id]}])")
+            )
         seen_orgs.setdefault(org.id, i)
         seen_services: set[str] = set()
         for j, svc in enumerate(org.services):
@@ -153,22 +168,27 @@ def _cross_references(net: Network) -> list[tuple[tuple[Any, ...], str]]:
     seen_needs: dict[str, int] = {}
     for i, plan in enumerate(net.process_plans):
         if plan.need in seen_needs:
-            errors.append((("process_plans", i, "need"), f"need {plan.need.value!r} already has a process plan (process_plans[{seen_needs[plan.need]}])"))
+            errors.append(
+                (
+                    ("process_plans", i, "need"),
+                    f"need {plan.need.value!r} already has a process plan (process_plans[{seen_needs[plan.need]}])",
+                )
+            )
         seen_needs.setdefault(plan.need, i)
-        org = net.organisation(plan.organisation)
-        if org is None:
+        plan_org = net.organisation(plan.organisation)
+        if plan_org is None:
             errors.append((("process_plans", i, "organisation"), f"unknown organisation {plan.organisation!r}"))
             continue
-        svc = org.service(plan.service)
-        if svc is None:
-            errors.append((("process_plans", i, "service"), f"organisation {org.id!r} offers no service {plan.service!r}"))
-        elif plan.need not in svc.needs:
-            errors.append((("process_plans", i, "need"), f"service {org.id}/{svc.id} does not cover need {plan.need.value!r}"))
+        plan_svc = plan_org.service(plan.service)
+        if plan_svc is None:
+            errors.append((("process_plans", i, "service"), f"organisation {plan_org.id!r} offers no service {plan.service!r}"))
+        elif plan.need not in plan_svc.needs:
+            errors.append((("process_plans", i, "need"), f"service {plan_org.id}/{plan_svc.id} does not cover need {plan.need.value!r}"))
     try:
         from zoneinfo import ZoneInfo
 
         ZoneInfo(net.timezone)
-    except Exception:  # noqa: BLE001 - any failure means an unknown zone
+    except Exception:  # any failure means an unknown zone
         errors.append((("timezone",), f"unknown time zone {net.timezone!r}"))
     return errors
 
@@ -180,13 +200,22 @@ def parse_network(text: str, source: str = "<string>") -> Network:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise NetworkConfigError(source, [ConfigProblem(mark.line + 1 if mark else None, "(syntax)", str(getattr(exc, "problem", exc)))]) from exc
+        raise NetworkConfigError(
+            source, [ConfigProblem(mark.line + 1 if mark else None, "(syntax)", str(getattr(exc, "problem", exc)))]
+        ) from exc
     if not isinstance(data, dict):
-        raise NetworkConfigError(source, [ConfigProblem(1, "(root)", "the file must be a mapping with version, organisations and process_plans")])
+        raise NetworkConfigError(
+            source, [ConfigProblem(1, "(root)", "the file must be a mapping with version, organisations and process_plans")]
+        )
     version = data.get("version")
     if version not in SUPPORTED_VERSIONS:
         raise NetworkConfigError(
-            source, [ConfigProblem(_line_of(root, ("version",)), "version", f"unsupported version {version!r}; supported: {list(SUPPORTED_VERSIONS)}")]
+            source,
+            [
+                ConfigProblem(
+                    _line_of(root, ("version",)), "version", f"unsupported version {version!r}; supported: {list(SUPPORTED_VERSIONS)}"
+                )
+            ],
         )
     try:
         net = Network.model_validate(data)
@@ -207,3 +236,95 @@ def load_network(path: str | Path) -> Network:
     except OSError as exc:
         raise NetworkConfigError(p, [ConfigProblem(None, "(file)", f"cannot read: {exc.strerror or exc}")]) from exc
     return parse_network(text, str(p))
+
+
+# ---------------------------------------------------------------- the directory every service reads
+class OrgDirectory:
+    """The network as the running service sees it. One policy for every service:
+
+    - at start, a missing or invalid file raises `NetworkConfigError`: the service does not start
+      (`lotse_kit.serve.run` prints the line and field and exits 2);
+    - while running, the file is re-read when its modification time changes (checked at most every
+      `check_interval_s`), so adding a partner needs no restart;
+    - a file that became missing or invalid while running is not applied: the last good version
+      stays in force, the error is logged once per change, and `stale` says why (readiness shows it
+      as a warning, the `lotse_network_file_stale` gauge is 1) until a valid file is back.
+    """
+
+    def __init__(self, network: Network, *, path: Path | None = None, check_interval_s: float = 2.0) -> None:
+        self._network = network
+        self.path = path
+        self.check_interval_s = check_interval_s
+        self.stale: str | None = None
+        self._mtime = _mtime(path) if path else None
+        self._checked = time.monotonic()
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, check_interval_s: float = 2.0) -> OrgDirectory:
+        p = Path(path)
+        return cls(load_network(p), path=p, check_interval_s=check_interval_s)
+
+    @classmethod
+    def of(cls, network: Network) -> OrgDirectory:
+        """A fixed directory (tests, tools): never reloaded."""
+        return cls(network)
+
+    # ------------------------------------------------------------ reloading
+    @property
+    def network(self) -> Network:
+        if self.path is not None and time.monotonic() - self._checked >= self.check_interval_s:
+            self.reload()
+        return self._network
+
+    def reload(self) -> bool:
+        """Re-reads the file if it changed. Returns True when a new version was applied."""
+        assert self.path is not None
+        self._checked = time.monotonic()
+        mtime = _mtime(self.path)
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            self._network = load_network(self.path)
+        except NetworkConfigError as exc:
+            self.stale = str(exc)[:1000]
+            _STALE.set(1)
+            log.error("network file invalid; keeping the last good version", extra={"path": str(self.path), "error": self.stale})
+            return False
+        self.stale = None
+        _STALE.set(0)
+        log.info("network file reloaded", extra={"path": str(self.path), "organisations": len(self._network.organisations)})
+        return True
+
+    def health(self) -> str:
+        return "up" if self.stale is None else "up: last good version in force, file invalid"
+
+    # ------------------------------------------------------------ queries
+    def organisation(self, org_id: str) -> Organisation | None:
+        return self.network.organisation(org_id)
+
+    def has(self, org_id: str) -> bool:
+        return self.network.has_org(org_id)
+
+    def org_ids(self) -> list[str]:
+        return self.network.org_ids()
+
+    def name(self, org_id: str) -> str:
+        """The organisation's display name, or its id when it is not (or no longer) a member."""
+        org = self.network.organisation(org_id)
+        return org.name if org else org_id
+
+    def service_name(self, org_id: str, service_id: str) -> str:
+        svc = self.network.service(org_id, service_id)
+        return svc.name if svc else service_id
+
+    @property
+    def timezone(self) -> str:
+        return self.network.timezone
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

@@ -11,18 +11,21 @@ carry personal data (disclosure requests) that must not linger here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from contracts import Envelope, encode
+from contracts.events import SCHEMAS
 
 from . import metrics
+from .declaration import ServiceDeclaration, UndeclaredEvent
 from .logging import event_context
+from .retry import TRANSIENT_ERRORS, backoff
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,37 @@ async def enqueue(conn: asyncpg.Connection, env: Envelope[Any], topic: str) -> N
     await conn.execute(
         """INSERT INTO outbox (event_id, event_type, client_id, topic, key, value, headers)
            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
-        env.id, env.type, env.subject, topic, rec.key, rec.value, json.dumps(rec.headers_dict()),
+        env.id,
+        env.type,
+        env.subject,
+        topic,
+        rec.key,
+        rec.value,
+        json.dumps(rec.headers_dict()),
     )
     # Delivered at commit, so the relay never wakes for a row it cannot yet see.
     schema = await conn.fetchval("SELECT current_schema()")
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+
+
+class Outbox:
+    """The service's outbox: enqueues only what the service declared it produces."""
+
+    def __init__(self, declaration: ServiceDeclaration) -> None:
+        self.declaration = declaration
+
+    async def enqueue(self, conn: asyncpg.Connection, env: Envelope[Any], topic: str | None = None) -> None:
+        """Adds `env` for `topic` (default: its contract's topic) inside the caller's transaction."""
+        topic = topic or SCHEMAS[env.dataschema].topic
+        if topic is None:
+            raise ValueError(f"{env.type} has no fixed topic; name the partner topic")
+        if not self.declaration.may_publish(topic, env):
+            raise UndeclaredEvent(f"{self.declaration.service} does not declare {env.type} ({env.dataschema}) on {topic}")
+        await enqueue(conn, env, topic)
+
+
+# What makes the relay reconnect: the infrastructure's transient failures and any database error.
+_RELAY_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 
 
 class OutboxRelay:
@@ -91,7 +120,7 @@ class OutboxRelay:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("outbox relay did not finish its batch in time; rows left for the next leader", extra={"timeout_s": timeout_s})
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -101,20 +130,25 @@ class OutboxRelay:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        backoff = self.retry_base_s
+        failures = 0
         while not self._stopping.is_set():
             try:
                 await self._lead()
-                backoff = self.retry_base_s
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+                failures = 0
+            except _RELAY_ERRORS as exc:
                 self.is_leader = False
-                log.warning("outbox relay lost its database connection; reconnecting", extra={"error": repr(exc)})
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.retry_max_s)
+                failures += 1
+                delay = backoff(failures, self.retry_base_s, self.retry_max_s)
+                log.warning(
+                    "outbox relay lost its database connection; reconnecting", extra={"error": repr(exc), "retry_in_s": round(delay, 2)}
+                )
+                await self._sleep(delay)
 
     async def _lead(self) -> None:
         # A dedicated connection holds the advisory lock for as long as this relay leads.
-        conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema, "application_name": f"lotse-{self.service}-relay"})
+        conn = await asyncpg.connect(
+            self.dsn, server_settings={"search_path": self.schema, "application_name": f"lotse-{self.service}-relay"}
+        )
         try:
             while not self._stopping.is_set():
                 if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key):
@@ -137,10 +171,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            pass
 
     async def drain_once(self, conn: asyncpg.Connection) -> int:
         """Publishes one batch of due rows. Returns how many were published."""
@@ -164,15 +196,23 @@ class OutboxRelay:
             with event_context(r["event_id"], r["client_id"]):
                 if isinstance(res, BaseException):
                     metrics.outbox_publish_failures.labels(self.service).inc()
-                    delay = min(self.retry_base_s * 2 ** r["attempts"], self.retry_max_s) * random.uniform(0.5, 1.0)
+                    delay = backoff(r["attempts"] + 1, self.retry_base_s, self.retry_max_s)
                     log.warning(
                         "outbox publish failed; will retry",
-                        extra={"topic": r["topic"], "type": r["event_type"], "attempt": r["attempts"] + 1, "retry_in_s": round(delay, 2), "error": repr(res)},
+                        extra={
+                            "topic": r["topic"],
+                            "type": r["event_type"],
+                            "attempt": r["attempts"] + 1,
+                            "retry_in_s": round(delay, 2),
+                            "error": repr(res),
+                        },
                     )
                     await conn.execute(
                         """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
                                   next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1""",
-                        r["id"], repr(res)[:1000], delay,
+                        r["id"],
+                        repr(res)[:1000],
+                        delay,
                     )
                 else:
                     metrics.events_published.labels(self.service, r["topic"], r["event_type"]).inc()

@@ -1,109 +1,109 @@
-"""One service's wiring: database, broker, outbox relay, consumers, background workers.
+"""One service's lifecycle: database, broker, outbox relay, consumers, background workers, readiness.
 
-Services build a `Runtime` in their `bootstrap`, register consumers and workers,
-and hand it to `http.create_app`, whose lifespan starts and stops it.
+A service's `bootstrap` builds a `Runtime` from its `ServiceDeclaration`, hands the parts its
+handlers need (`runtime.db`, `runtime.outbox`, `runtime.topic_admin`, the `Naming`) to its `Deps`,
+calls `runtime.subscribe(deps)`, adds its workers, and gives the runtime to `http.create_app`, whose
+lifespan starts and stops it. Entrypoints and adapters never receive the runtime itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 from contracts.topics import TopicSpec, dlq_spec, platform_topics
 
 from . import db
-from .consumer import EventConsumer, Handler
-from .kafka import ensure_topics, make_broker
-from .outbox import OutboxRelay
+from .consumer import EventConsumer
+from .declaration import ServiceDeclaration
+from .kafka import TopicAdmin, ensure_topics, make_broker
+from .naming import Naming
+from .outbox import Outbox, OutboxRelay
 from .settings import KitSettings
+from .workers import Worker
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[["Runtime"], Awaitable[None]]
+Check = Callable[[], str]  # a readiness check: "up", "up: <warning>" or "down: <reason>"
 
 
-@dataclass
 class Runtime:
-    service: str
-    settings: KitSettings
-    migrations_dir: Path | None = None
-    schema: str | None = None  # defaults to the service name
-    role: str | None = None  # defaults to lotse_<schema>
-    topics: list[TopicSpec] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.schema = db.ident(self.schema or self.service.replace("-", "_"))
-        self.role = db.ident(self.role or f"lotse_{self.schema}")
-        self.broker = make_broker(self.settings.kafka_bootstrap, self.service, metadata_max_age_ms=self.settings.kafka_metadata_max_age_ms)
+    def __init__(
+        self,
+        declaration: ServiceDeclaration,
+        settings: KitSettings,
+        *,
+        migrations_dir: Path | None = None,
+        schema: str | None = None,
+        role: str | None = None,
+        extra_topics: list[TopicSpec] | None = None,
+    ) -> None:
+        self.declaration = declaration
+        self.service = declaration.service
+        self.settings = settings
+        schema = db.ident(schema or self.service.replace("-", "_"))
+        role = db.ident(role or f"lotse_{schema}")
+        self.naming = Naming(settings.topic_namespace, schema)
+        migrations = db.load_migrations("kit", db.KIT_MIGRATIONS)
+        if migrations_dir:
+            migrations += db.load_migrations(self.service, migrations_dir)
+        self.db = db.Database(
+            settings.database_url,
+            service=self.service,
+            schema=schema,
+            role=role,
+            password=settings.db_role_password.get_secret_value(),
+            migrations=migrations,
+        )
+        self.broker = make_broker(settings.kafka_bootstrap, self.service, metadata_max_age_ms=settings.kafka_metadata_max_age_ms)
+        self.topic_admin = TopicAdmin(settings.kafka_bootstrap, self.naming, client_id=f"lotse-{self.service}")
+        self.outbox = Outbox(declaration)
+        self.extra_topics = list(extra_topics or [])
         self.consumers: list[EventConsumer] = []
-        self._workers: list[Worker] = []
+        self._workers: list[tuple[str, Worker]] = []
+        self._checks: dict[str, Check] = {}
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.started = False
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------ wiring
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError(f"{self.service}: database pool used before start()")
-        return self._pool
-
-    @property
-    def dsn(self) -> str:
-        return db.service_dsn(self.settings.database_url, self.role, self.settings.db_role_password.get_secret_value())
-
-    def migrations(self) -> list[db.Migration]:
-        ms = db.load_migrations("kit", db.KIT_MIGRATIONS)
-        if self.migrations_dir:
-            ms += db.load_migrations(self.service, self.migrations_dir)
-        return ms
-
-    def topic(self, logical: str) -> str:
-        """The physical name of a contract topic in this deployment's namespace."""
-        return self.settings.topic_namespace + logical
-
-    def topic_pattern(self, logical_regex: str) -> str:
-        """Anchored at both ends, so `partner\\..*\\.outbox\\.v1` does not also match its own `.dlq`."""
-        body = logical_regex.removeprefix("^").removesuffix("$")
-        return "^" + re.escape(self.settings.topic_namespace) + f"(?:{body})$"
-
-    def consumer_group(self, name: str) -> str:
-        """Consumer group (and inbox) name: one per service schema, so test instances never share a group."""
-        return f"{self.settings.topic_namespace}lotse-{self.schema}-{name}"
-
-    def add_consumer(self, name: str, handlers: dict[str, Handler], *, topics: Iterable[str] = (), pattern: str | None = None) -> EventConsumer:
-        """Subscribes `handlers` to contract topics (logical names) or a regex over logical names."""
+    def subscribe(self, deps: Any) -> None:
+        """Registers a consumer for every declared (non-custom) subscription; handlers get `deps`."""
         if self.started:
-            raise RuntimeError("consumers must be added before start()")
-        consumer = EventConsumer(
-            service=self.service,
-            name=self.consumer_group(name),
-            pool_getter=lambda: self.pool,
-            bootstrap=self.settings.kafka_bootstrap,
-            handlers=handlers,
-            topics=[self.topic(t) for t in topics],
-            pattern=self.topic_pattern(pattern) if pattern else None,
-            max_attempts=self.settings.consumer_max_attempts,
-            retry_base_s=self.settings.consumer_retry_base_s,
-            retry_max_s=self.settings.consumer_retry_max_s,
-        )
-        consumer.register(self.broker)
-        self.consumers.append(consumer)
-        return consumer
+            raise RuntimeError("subscriptions must be made before start()")
+        for sub in self.declaration.subscriptions:
+            if sub.custom:
+                continue
+            consumer = EventConsumer(
+                service=self.service,
+                name=self.naming.consumer_group(sub.name),
+                pool_getter=lambda: self.db.pool,
+                bootstrap=self.settings.kafka_bootstrap,
+                handlers=sub.handlers,
+                deps=deps,
+                topics=[self.naming.topic(t) for t in sub.topics],
+                pattern=self.naming.topic_pattern(sub.pattern) if sub.pattern else None,
+                max_attempts=self.settings.consumer_max_attempts,
+                retry_base_s=self.settings.consumer_retry_base_s,
+                retry_max_s=self.settings.consumer_retry_max_s,
+            )
+            consumer.register(self.broker)
+            self.consumers.append(consumer)
 
-    def add_worker(self, worker: Worker) -> None:
-        """A long-running coroutine (a scheduler, an expiry job); it should return when `stopping` is set."""
-        self._workers.append(worker)
+    def add_worker(self, name: str, worker: Worker) -> None:
+        """A long-running coroutine given the stopping event; a `health()` method, if any, feeds readiness."""
+        self._workers.append((name, worker))
+        health = getattr(worker, "health", None)
+        if callable(health):
+            self._checks[f"worker:{name}"] = health
+
+    def add_check(self, name: str, check: Check) -> None:
+        self._checks[name] = check
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Runs at shutdown, after consumers and workers stopped (e.g. closing an HTTP client)."""
@@ -111,42 +111,44 @@ class Runtime:
 
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str], event_id: str) -> Any:
         """Publishes to a logical topic; the outbox relay calls this for every row."""
-        return await self.broker.publish(value, topic=self.topic(topic), key=key, headers=headers, correlation_id=event_id)
+        return await self.broker.publish(value, topic=self.naming.topic(topic), key=key, headers=headers, correlation_id=event_id)
 
-    async def ensure_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
-        physical = [TopicSpec(self.topic(s.name), s.partitions, s.config) for s in specs]
-        return await ensure_topics(self.settings.kafka_bootstrap, physical, client_id=f"lotse-{self.service}")
+    def _topic_specs(self) -> list[TopicSpec]:
+        known = {t.name: t for t in platform_topics()}
+        specs = [known.get(t, TopicSpec(t)) for t in self.declaration.own_topics()] + self.extra_topics
+        physical = [self.naming.spec(s) for s in specs]
+        for c in self.consumers:  # consumer topics are physical names already
+            physical += [dlq_spec(t) for t in c.topics]
+        return physical
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
-        await db.provision(s.database_url, schema=self.schema, role=self.role, password=s.db_role_password.get_secret_value(), migrations=self.migrations())
-        self._pool = await db.create_pool(self.dsn, schema=self.schema, application_name=f"lotse-{self.service}")
-        physical = [TopicSpec(self.topic(t.name), t.partitions, t.config) for t in self.topics]
-        known = {self.topic(t.name): t for t in platform_topics()}
-        for c in self.consumers:  # consumer topics are physical names already
-            physical += [TopicSpec(t, known[t].partitions, known[t].config) if t in known else TopicSpec(t) for t in c.topics]
-            physical += [dlq_spec(t) for t in c.topics]
-        if physical:
-            await ensure_topics(s.kafka_bootstrap, physical, client_id=f"lotse-{self.service}")
+        await self.db.start()
+        await ensure_topics(s.kafka_bootstrap, self._topic_specs(), client_id=f"lotse-{self.service}")
         await self.broker.start()
         self.relay = OutboxRelay(
-            service=self.service, dsn=self.dsn, schema=self.schema, publish=self.publish,
-            poll_interval_s=s.outbox_poll_interval_s, batch_size=s.outbox_batch_size,
-            retry_base_s=s.outbox_retry_base_s, retry_max_s=s.outbox_retry_max_s,
+            service=self.service,
+            dsn=self.db.dsn,
+            schema=self.db.schema,
+            publish=self.publish,
+            poll_interval_s=s.outbox_poll_interval_s,
+            batch_size=s.outbox_batch_size,
+            retry_base_s=s.outbox_retry_base_s,
+            retry_max_s=s.outbox_retry_max_s,
         )
         self.relay.start()
-        self._tasks = [asyncio.create_task(self._run_worker(w), name=f"{self.service}-worker-{i}") for i, w in enumerate(self._workers)]
+        self._tasks = [asyncio.create_task(self._run_worker(n, w), name=f"{self.service}-worker-{n}") for n, w in self._workers]
         self.started = True
-        log.info("service started", extra={"consumers": [c.name for c in self.consumers]})
+        log.info("service started", extra={"consumers": [c.name for c in self.consumers], "workers": [n for n, _ in self._workers]})
 
-    async def _run_worker(self, worker: Worker) -> None:
+    async def _run_worker(self, name: str, worker: Worker) -> None:
         try:
-            await worker(self)
+            await worker(self.stopping)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.critical("worker crashed", exc_info=True)
+            log.critical("worker crashed", extra={"worker": name}, exc_info=True)
             raise
 
     async def stop(self) -> None:
@@ -163,17 +165,18 @@ class Runtime:
         if self.relay:
             await self.relay.stop(timeout_s=limit)
         await self._bounded("stopping the broker", self.broker.stop(), limit)
+        # Workers see `stopping` and return; give them the same bound, then cancel what is left.
+        if self._tasks:
+            await self._bounded("stopping the workers", asyncio.gather(*self._tasks, return_exceptions=True), limit)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for callback in reversed(self._on_stop):
             try:
                 await callback()
-            except Exception:  # noqa: BLE001 - one failing hook must not keep the others from running
+            except Exception:  # one failing hook must not keep the others from running
                 log.warning("shutdown hook failed", exc_info=True)
-        if self._pool:
-            if not await self._bounded("closing the database pool", self._pool.close(), limit):
-                self._pool.terminate()
+        await self.db.close(limit)
         self.started = False
         log.info("service stopped")
 
@@ -182,28 +185,37 @@ class Runtime:
         try:
             await asyncio.wait_for(aw, timeout=timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("shutdown step timed out; continuing", extra={"step": step, "timeout_s": timeout_s})
             return False
 
     async def readiness(self) -> dict[str, Any]:
-        """Each component and whether it answers; the service is ready when all do."""
+        """Each component and whether it answers; the service is ready when none is down."""
         timeout = self.settings.readiness_timeout_s
         checks: dict[str, Any] = {}
         try:
-            async with asyncio.timeout(timeout):
-                await self.pool.fetchval("SELECT 1")
+            await self.db.ping(timeout)
             checks["postgres"] = "up"
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        except Exception as exc:  # any failure means not ready
             checks["postgres"] = f"down: {type(exc).__name__}"
         try:
             ok = await self.broker.ping(timeout=timeout)
             checks["kafka"] = "up" if ok else "down: no answer"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # any failure means not ready
             checks["kafka"] = f"down: {type(exc).__name__}"
         for c in self.consumers:
             checks[f"consumer:{c.name}"] = "up" if c.running else "down: not running"
         checks["outbox-relay"] = "up" if self.relay and self.relay.running else "down: not running"
         for t in self._tasks:
-            checks[f"worker:{t.get_name()}"] = "up" if not t.done() else "down: stopped"
+            if t.done():
+                checks[f"task:{t.get_name()}"] = "down: stopped"
+        for name, check in self._checks.items():
+            checks[name] = check()
         return checks
+
+
+def check_adapters(given: dict[str, Any], known: frozenset[str] | set[str], *, service: str) -> None:
+    """A service's `bootstrap(**adapters)` accepts only the adapters it knows: a typo must not pass silently."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"{service} bootstrap() got unknown adapters {unknown}; known: {sorted(known)}")

@@ -5,6 +5,15 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The one list of service ports (defaults; each is overridable with LOTSE_<SERVICE>_HTTP_PORT).
+# deploy/local/services.sh, the CLI and each service's settings read it from here.
+SERVICE_PORTS: dict[str, int] = {"intake": 8001, "consent": 8002, "notifications": 8003, "audit": 8004}
+
+
+def service_url(service: str, host: str = "127.0.0.1") -> str:
+    """The default base URL of a service on this machine."""
+    return f"http://{host}:{SERVICE_PORTS[service]}"
+
 
 class KitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOTSE_", extra="ignore")
@@ -35,6 +44,12 @@ class KitSettings(BaseSettings):
 
     readiness_timeout_s: float = Field(2.0, gt=0)
     shutdown_step_timeout_s: float = Field(
-        15.0, gt=0,
+        15.0,
+        gt=0,
         description="How long one shutdown step (outbox relay, broker, database pool) may take before it is cut short.",
     )
+
+
+if __name__ == "__main__":  # `python -m lotse_kit.settings`: "name port" lines for shell scripts
+    for _name, _port in SERVICE_PORTS.items():
+        print(_name, _port)

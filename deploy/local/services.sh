@@ -16,7 +16,13 @@ export LOTSE_NETWORK_FILE=${LOTSE_NETWORK_FILE:-$repo/deploy/demo/network.yaml}
 MAILSINK_PORT=${LOTSE_MAILSINK_PORT:-8025}
 export LOTSE_NOTIFICATIONS_SMTP_PORT=${LOTSE_NOTIFICATIONS_SMTP_PORT:-$MAILSINK_PORT}
 
-declare -A PORTS=([intake]=8001 [consent]=8002 [notifications]=8003 [audit]=8004)
+# The ports come from the one list in lotse_kit/settings.py (SERVICE_PORTS); LOTSE_<NAME>_HTTP_PORT overrides.
+declare -A PORTS=()
+while read -r name port; do
+  var="LOTSE_${name^^}_HTTP_PORT"
+  PORTS[$name]=${!var:-$port}
+done < <(cd "$repo" && "$PY" -m lotse_kit.settings)
+[ ${#PORTS[@]} -eq 4 ] || { printf '[services] ERROR: cannot read the service ports (is the venv installed? make install)\n' >&2; exit 1; }
 ORDER=(consent intake notifications audit)
 
 cd "$repo"  # `python -m services.<name>` resolves from the repository root

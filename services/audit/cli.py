@@ -27,8 +27,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from lotse_kit.settings import service_url
+
 from .domain.tree_head import TreeHead
-from .verify import ExportFormatError, ExportRow, Verdict, read_export, verify
+from .domain.verify import ExportFormatError, ExportRow, Verdict, read_export, verify
 
 app = typer.Typer(help="Verify and inspect the tamper-evident audit log.", no_args_is_help=True)
 out = Console()
@@ -91,7 +93,9 @@ def verify_cmd(
     public_key: Annotated[str | None, typer.Option("--public-key", help="Pinned Ed25519 key: PEM file or base64 raw public key.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, ndjson or csv")] = "auto",
     org: Annotated[str, typer.Option(help="X-Lotse-Org sent to the audit service.")] = DEFAULT_ORG,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on from 10,000 entries).")] = None,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on from 10,000 entries).")
+    ] = None,
 ) -> None:
     """Check an export against a signed tree head; print OK or the first bad index."""
     key = load_public_key(public_key) if public_key else None
@@ -134,7 +138,7 @@ def verify_cmd(
 
 @app.command("tree-head")
 def tree_head_cmd(
-    url: Annotated[str, typer.Option(help="Audit service base URL.")] = "http://127.0.0.1:8004",
+    url: Annotated[str, typer.Option(help="Audit service base URL.")] = service_url("audit"),
     org: Annotated[str, typer.Option(help="X-Lotse-Org sent to the audit service.")] = DEFAULT_ORG,
 ) -> None:
     """Print the latest signed tree head as JSON (keep it to verify an export later)."""

@@ -1,61 +1,76 @@
-"""Wires the consent service. Parameters let tests swap the clock, the network directory or the schema."""
+"""Wires the consent service: settings, network directory, adapters, runtime, consumers, workers, HTTP app.
+
+Tests pass their own settings, schema, clock and adapters (`directory=`, `receipt_texts=`, `cache=`);
+no mocks.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
-from contracts import topics
+from lotse_kit.clock import Clock, SystemClock
 from lotse_kit.http import create_app
+from lotse_kit.network import OrgDirectory
 from lotse_kit.runtime import Runtime
 
 from .adapters.decision_cache import DecisionCache
 from .adapters.decision_reader import DecisionReader
-from .adapters.network import OrgDirectory
 from .adapters.partner_topics import PartnerTopics
+from .adapters.receipt_texts import ReceiptTexts
 from .config import ConsentSettings
-from .entrypoints import consumers, http, workers
-from .handlers import Clock, Deps, utc_now
+from .entrypoints import http, workers
+from .entrypoints.consumers import DECLARATION
+from .handlers import Deps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# What tests (and tools) may swap: the network directory, the receipt wording, the decision cache (None: off).
+ADAPTERS = frozenset({"directory", "receipt_texts", "cache"})
+
 
 def bootstrap(
-    *,
     settings: ConsentSettings | None = None,
+    *,
     schema: str | None = None,
-    clock: Clock = utc_now,
-    directory: OrgDirectory | None = None,
-    run_expiry_worker: bool = True,
+    clock: Clock | None = None,
+    **adapters: Any,
 ) -> FastAPI:
+    unknown = set(adapters) - ADAPTERS
+    if unknown:
+        raise TypeError(f"bootstrap() got unknown adapters {sorted(unknown)}; known: {sorted(ADAPTERS)}")
     settings = settings or ConsentSettings()
-    runtime = Runtime(
-        service="consent",
-        settings=settings,
-        migrations_dir=MIGRATIONS,
-        schema=schema or settings.db_schema,
-        role=settings.db_role,
-        topics=[t for t in topics.platform_topics() if t.name in (topics.CONSENTS, topics.DISCLOSURES)],
-    )
-    reader = DecisionReader(lambda: runtime.pool, settings.decision_connections) if settings.decision_connections else None
+    # A missing or invalid network file raises NetworkConfigError here: the service does not start.
+    directory: OrgDirectory = adapters["directory"] if "directory" in adapters else OrgDirectory.from_file(settings.network_file)
+    if "cache" in adapters:
+        cache = adapters["cache"]
+    else:
+        cache = DecisionCache(settings.decision_cache_size) if settings.decision_cache_size > 0 else None
+
+    runtime = Runtime(DECLARATION, settings, migrations_dir=MIGRATIONS, schema=schema or settings.db_schema, role=settings.db_role)
+    reader = DecisionReader(runtime.db, settings.decision_connections) if settings.decision_connections else None
     deps = Deps(
-        pool_getter=lambda: runtime.pool,
+        db=runtime.db,
+        outbox=runtime.outbox,
+        clock=clock or SystemClock(),
+        directory=directory,
+        partner_topics=PartnerTopics(runtime.topic_admin),
+        receipt_texts=adapters.get("receipt_texts") or ReceiptTexts(),
+        cache=cache,
         reader=reader,
-        partner_topics=PartnerTopics(runtime.ensure_topics),
-        directory=directory if directory is not None else OrgDirectory.from_file(settings.network_file),
-        cache=DecisionCache(settings.decision_cache_size) if settings.decision_cache_size > 0 else None,
-        clock=clock,
         default_validity=timedelta(days=settings.default_validity_days),
         max_validity=timedelta(days=settings.max_validity_days),
         expiry_batch_size=settings.expiry_batch_size,
     )
-    consumers.register(runtime, deps)
+    runtime.subscribe(deps)
+    runtime.add_check("network", directory.health)
     if reader is not None:
-        runtime.add_worker(lambda rt: reader.run(rt.stopping))
-    if run_expiry_worker:
-        runtime.add_worker(workers.expiry_worker(deps, settings.expiry_interval_s))
+        runtime.add_worker("decision-connections", reader)
+    if settings.expiry_worker_enabled:
+        runtime.add_worker(workers.EXPIRY, workers.expiry_worker(deps, interval_s=settings.expiry_interval_s))
     app = create_app(runtime, [http.router(deps)], title="Lotse consent service")
     app.state.deps = deps
     return app

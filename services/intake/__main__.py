@@ -2,11 +2,11 @@
 
 import sys
 
+from lotse_kit.network import NetworkConfigError
 from lotse_kit.serve import run
 
 from .bootstrap import bootstrap
 from .config import IntakeSettings
-from lotse_kit.network import NetworkConfigError
 
 if __name__ == "__main__":
     sys.exit(run("intake", IntakeSettings, bootstrap, config_errors=(NetworkConfigError,)))

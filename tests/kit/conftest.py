@@ -12,7 +12,7 @@ import pytest
 from contracts import Envelope, new_event
 from contracts.events import ClientRegistered
 from contracts.topics import TopicSpec
-from lotse_kit import outbox
+from lotse_kit.declaration import EventHandler, Publication, ServiceDeclaration, Subscription
 from lotse_kit.kafka import ensure_topics
 from lotse_kit.runtime import Runtime
 from lotse_kit.settings import KitSettings
@@ -40,7 +40,7 @@ def registered(client_id: uuid.UUID | None = None, org: str = "jobcenter-paderbo
     return new_event(data, source="/lotse/kittest", acting_org=org)
 
 
-async def record_effect(conn: asyncpg.Connection, env: Envelope[Any]) -> None:
+async def record_effect(env: Envelope[Any], conn: asyncpg.Connection, deps: Any) -> None:
     await conn.execute("INSERT INTO effects (event_id, client_id, note) VALUES ($1, $2, $3)", env.id, env.data.client_id, env.type)
 
 
@@ -51,15 +51,21 @@ async def topic(kafka_bootstrap: str, unique: str) -> str:
     return name
 
 
+def declaration(topic: str, handlers: dict[str, EventHandler] | None = None, *, group: str | None = None) -> ServiceDeclaration:
+    """A test service that writes lotse.client.registered to `topic` and, given handlers, consumes them there."""
+    subs = (Subscription(group or f"kittest-{topic}", channels=(topic,), handlers=handlers),) if handlers else ()
+    return ServiceDeclaration(
+        "kittest", "Kit test service", "Exercises the kit against the real broker and database.",
+        subscriptions=subs, publications=(Publication(topic, ("lotse.client.registered",)),),
+    )
+
+
 @pytest.fixture
-def make_runtime(infra: Any, unique: str) -> Callable[..., Runtime]:
-    def make(suffix: str = "", **settings: Any) -> Runtime:
-        return Runtime(
-            service="kittest",
-            settings=fast_settings(**settings),
-            migrations_dir=MIGRATIONS,
-            schema=f"kt_{unique}{suffix}",
-        )
+def make_runtime(infra: Any, unique: str, topic: str) -> Callable[..., Runtime]:
+    def make(suffix: str = "", *, handlers: dict[str, EventHandler] | None = None, deps: Any = None, **settings: Any) -> Runtime:
+        rt = Runtime(declaration(topic, handlers), fast_settings(**settings), migrations_dir=MIGRATIONS, schema=f"kt_{unique}{suffix}")
+        rt.subscribe(deps)
+        return rt
 
     return make
 
@@ -74,5 +80,5 @@ async def runtimes() -> AsyncIterator[list[Runtime]]:
 
 
 async def publish_via_outbox(rt: Runtime, env: Envelope[Any], topic: str) -> None:
-    async with rt.pool.acquire() as conn, conn.transaction():
-        await outbox.enqueue(conn, env, topic)
+    async with rt.db.pool.acquire() as conn, conn.transaction():
+        await rt.outbox.enqueue(conn, env, topic)

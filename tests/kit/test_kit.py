@@ -21,13 +21,12 @@ from tests.kit.conftest import publish_via_outbox, record_effect, registered
 
 
 async def effects(rt) -> list[asyncpg.Record]:
-    return await rt.pool.fetch("SELECT event_id, client_id, note FROM effects ORDER BY note")
+    return await rt.db.pool.fetch("SELECT event_id, client_id, note FROM effects ORDER BY note")
 
 
 async def test_publish_consume_db_round_trip(make_runtime, runtimes, topic, kafka_bootstrap):
     producer = make_runtime("p")
-    consumer = make_runtime("c")
-    consumer.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    consumer = make_runtime("c", handlers={"lotse.client.registered": record_effect})
     for rt in (producer, consumer):
         await rt.start()
         runtimes.append(rt)
@@ -38,15 +37,14 @@ async def test_publish_consume_db_round_trip(make_runtime, runtimes, topic, kafk
     rows = await eventually(lambda: effects(consumer))
     assert [(r["event_id"], r["client_id"]) for r in rows] == [(env.id, env.data.client_id)]
     # The relay deleted the published row, and the record on the topic is our CloudEvent keyed by client id.
-    assert await producer.pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await producer.db.pool.fetchval("SELECT count(*) FROM outbox") == 0
     [rec] = await read_topic(kafka_bootstrap, topic)
     assert rec.key == str(env.data.client_id).encode()
     assert decode(rec.headers, rec.value).id == env.id
 
 
 async def test_poison_message_goes_to_dlq_and_next_good_one_is_processed(make_runtime, runtimes, topic, kafka_bootstrap):
-    rt = make_runtime()
-    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    rt = make_runtime(handlers={"lotse.client.registered": record_effect})
     await rt.start()
     runtimes.append(rt)
 
@@ -84,11 +82,10 @@ async def test_poison_message_goes_to_dlq_and_next_good_one_is_processed(make_ru
 
 
 async def test_rejected_event_is_dead_lettered_with_reason(make_runtime, runtimes, topic, kafka_bootstrap):
-    async def refuse(conn, env):
+    async def refuse(env, conn, deps):
         raise Rejected(f"organisation {env.acting_org} may not do that")
 
-    rt = make_runtime()
-    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": refuse}, topics=[topic])
+    rt = make_runtime(handlers={"lotse.client.registered": refuse})
     await rt.start()
     runtimes.append(rt)
     env = registered(org="awo-paderborn")
@@ -101,36 +98,9 @@ async def test_rejected_event_is_dead_lettered_with_reason(make_runtime, runtime
     assert h["ce_id"] == str(env.id)
 
 
-async def test_redelivery_after_crash_between_db_commit_and_offset_commit_is_applied_once(make_runtime, runtimes, topic):
-    rt = make_runtime()
-    consumer = rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
-    calls: list[uuid.UUID] = []
-    original = consumer._apply
-
-    async def crash_after_commit(record, env, handler):
-        outcome = await original(record, env, handler)
-        calls.append(env.id)
-        if len(calls) == 1:
-            # The DB transaction committed; dying now leaves the offset uncommitted, so Kafka redelivers.
-            raise RuntimeError("simulated crash before the offset commit")
-        return outcome
-
-    consumer._apply = crash_after_commit
-    await rt.start()
-    runtimes.append(rt)
-    env = registered()
-    await publish_via_outbox(rt, env, topic)
-
-    await eventually(lambda: len(calls) >= 2, timeout=30)
-    rows = await effects(rt)
-    assert [r["event_id"] for r in rows] == [env.id]
-    assert await rt.pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.id) == 1
-
-
 async def test_redelivery_across_a_restart_is_applied_once(make_runtime, runtimes, topic, kafka_bootstrap):
     """After a restart, the same event delivered again (as a producer retry or replay would) changes nothing."""
-    rt = make_runtime()
-    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    rt = make_runtime(handlers={"lotse.client.registered": record_effect})
     await rt.start()
     env = registered()
     await publish_via_outbox(rt, env, topic)
@@ -138,12 +108,12 @@ async def test_redelivery_across_a_restart_is_applied_once(make_runtime, runtime
     await rt.stop()
 
     # A new process on the same schema and consumer group.
-    again = make_runtime()
-    consumer = again.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    again = make_runtime(handlers={"lotse.client.registered": record_effect})
+    [consumer] = again.consumers
     await again.start()
     runtimes.append(again)
     await produce_raw(kafka_bootstrap, topic, [(encode(env).key, encode(env).value, encode(env).headers)])
-    await eventually(lambda: again.pool.fetchval(
+    await eventually(lambda: again.db.pool.fetchval(
         "SELECT count(*) FROM processed_events WHERE event_id = $1", env.id))
     await eventually(lambda: _duplicates_seen(consumer.name))
     assert [r["event_id"] for r in await effects(again)] == [env.id]
@@ -163,14 +133,14 @@ async def test_outbox_publishes_rows_written_while_kafka_was_down(infra, make_ru
         for env in envs:
             await publish_via_outbox(rt, env, topic)
         # While the broker is away the rows stay, and the relay records its failed attempts.
-        await eventually(lambda: rt.pool.fetchval("SELECT count(*) FROM outbox WHERE attempts > 0"), timeout=90)
-        assert await rt.pool.fetchval("SELECT count(*) FROM outbox") == 5
+        await eventually(lambda: rt.db.pool.fetchval("SELECT count(*) FROM outbox WHERE attempts > 0"), timeout=90)
+        assert await rt.db.pool.fetchval("SELECT count(*) FROM outbox") == 5
     finally:
         infra.start_kafka()
 
     records = await read_topic(kafka_bootstrap, topic, until=5, timeout=120, settle=2.0)
     assert sorted(decode(r.headers, r.value).id for r in records) == sorted(e.id for e in envs)
-    await eventually(lambda: rt.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+    await eventually(lambda: rt.db.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
 
 
 async def test_only_one_relay_leads_per_service(make_runtime, runtimes, topic, kafka_bootstrap):
@@ -192,7 +162,7 @@ async def test_outbox_enqueue_refuses_to_run_outside_a_transaction(make_runtime,
     rt = make_runtime()
     await rt.start()
     runtimes.append(rt)
-    async with rt.pool.acquire() as conn:
+    async with rt.db.pool.acquire() as conn:
         from lotse_kit import outbox
 
         with pytest.raises(RuntimeError, match="inside the transaction"):
@@ -220,8 +190,7 @@ async def test_migrations_are_recorded_idempotent_and_guarded(database_url, uniq
 
 
 async def test_health_ready_and_metrics(make_runtime, topic):
-    rt = make_runtime()
-    rt.add_consumer(f"kittest-{topic}", {"lotse.client.registered": record_effect}, topics=[topic])
+    rt = make_runtime(handlers={"lotse.client.registered": record_effect})
     app = create_app(rt)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http:
@@ -237,7 +206,7 @@ async def test_health_ready_and_metrics(make_runtime, topic):
             assert "lotse_outbox_backlog" in text
             assert "lotse_events_published_total" in text
 
-            await rt.pool.close()  # the database goes away under the service
+            await rt.db.pool.close()  # the database goes away under the service
             down = await http.get("/health/ready")
             assert down.status_code == 503
             assert "postgres" in down.json()["down"]
@@ -276,8 +245,78 @@ async def test_shutdown_is_bounded_when_a_publish_never_completes(make_runtime, 
     started = time.monotonic()
     await asyncio.wait_for(rt.stop(), timeout=30)
     assert time.monotonic() - started < 10
-    conn = await asyncpg.connect(rt.dsn, server_settings={"search_path": rt.schema})
+    conn = await rt.db.connect("test")
     try:
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", env.id) == 1
     finally:
         await conn.close()
+
+
+async def test_killed_between_db_commit_and_offset_commit_kafka_redelivers_and_the_effect_happens_once(
+    make_runtime, runtimes, topic, unique, kafka_bootstrap
+):
+    """The consumer process dies (SIGKILL) after its database commit and before its offset commit.
+
+    Kafka must deliver the record again to the group's next member, and the effect must still happen once.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    schema = f"kt_{unique}"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.kit.crash_consumer", topic, schema],
+        cwd=repo, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        out: list[str] = []
+
+        def wait_started() -> bool:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                out.append(line)
+                if line.strip() == "started":
+                    return True
+            return False
+
+        assert await asyncio.wait_for(asyncio.to_thread(wait_started), timeout=60), "".join(out)
+        env = registered()
+        rec = encode(env)
+        await produce_raw(kafka_bootstrap, topic, [(rec.key, rec.value, rec.headers)])
+        code = await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=60)
+        out.append(proc.stdout.read())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == -signal.SIGKILL, "".join(out)  # it really died, in the window
+
+    # Same schema (same processed_events) and same consumer group: the group's next member.
+    again = make_runtime(handlers={"lotse.client.registered": record_effect})
+    [consumer] = again.consumers
+    await again.start()
+    runtimes.append(again)
+    # The offset was never committed, so Kafka delivers the record again; the kit sees it was applied.
+    await eventually(lambda: _duplicates_seen(consumer.name), timeout=60)
+    assert [r["event_id"] for r in await effects(again)] == [env.id]
+    assert await again.db.pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.id) == 1
+
+
+async def test_outbox_refuses_an_event_the_service_did_not_declare(make_runtime, runtimes, topic):
+    from contracts import new_event
+    from contracts.events import ConsentExpired
+    from lotse_kit.declaration import UndeclaredEvent
+
+    rt = make_runtime()
+    await rt.start()
+    runtimes.append(rt)
+    from datetime import UTC, datetime
+
+    expired = new_event(ConsentExpired(client_id=uuid.uuid4(), consent_id=uuid.uuid4(), expired_at=datetime.now(UTC)), source="/lotse/kittest")
+    async with rt.db.pool.acquire() as conn, conn.transaction():
+        with pytest.raises(UndeclaredEvent, match="does not declare lotse.consent.expired"):
+            await rt.outbox.enqueue(conn, expired, topic)
+        # The declared one on the declared topic goes through.
+        await rt.outbox.enqueue(conn, registered(), topic)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+
+from lotse_kit.db import Database
 
 from ..domain import merkle
 from ..domain.entries import Entry
@@ -17,9 +19,23 @@ from ..domain.tree_head import TreeHead
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ENTRY_COLUMNS = (
-    "idx", "topic", "partition", "offset", "logical_topic", "kind", "event_id", "event_type",
-    "client_id", "acting_org", "orgs", "event_time", "entry", "leaf_hash",
+    "idx",
+    "topic",
+    "partition",
+    "offset",
+    "logical_topic",
+    "kind",
+    "event_id",
+    "event_type",
+    "client_id",
+    "acting_org",
+    "orgs",
+    "event_time",
+    "entry",
+    "leaf_hash",
 )
 _SELECT_ENTRY = "SELECT idx, entry, leaf_hash, logged_at FROM audit_log"
 
@@ -76,14 +92,19 @@ class NodeCache:
 
 
 class AuditRepository:
-    def __init__(self, pool_getter: Any, *, schema: str, node_cache_size: int = 200_000) -> None:
-        self._pool_getter = pool_getter
-        self.schema = schema
+    """All SQL of the audit service, over the service's `Database` (its pool exists once the runtime started)."""
+
+    def __init__(self, db: Database, *, node_cache_size: int = 200_000) -> None:
+        self.db = db
         self.cache = NodeCache(node_cache_size)
 
     @property
+    def schema(self) -> str:
+        return self.db.schema
+
+    @property
     def pool(self) -> asyncpg.Pool:
-        return self._pool_getter()
+        return self.db.pool
 
     @property
     def append_lock(self) -> str:
@@ -115,10 +136,26 @@ class AuditRepository:
             frontier = await self._load(conn, merkle.frontier_for_append(start, end))
             nodes = merkle.nodes_completed_by_append(start, [e.leaf_hash for e in new], frontier)
             await conn.copy_records_to_table(
-                "audit_log", schema_name=self.schema, columns=ENTRY_COLUMNS,
+                "audit_log",
+                schema_name=self.schema,
+                columns=ENTRY_COLUMNS,
                 records=[
-                    (start + i, e.topic, e.partition, e.offset, e.logical_topic, e.kind, e.event_id, e.event_type,
-                     e.client_id, e.acting_org, e.orgs, e.event_time, e.entry, e.leaf_hash)
+                    (
+                        start + i,
+                        e.topic,
+                        e.partition,
+                        e.offset,
+                        e.logical_topic,
+                        e.kind,
+                        e.event_id,
+                        e.event_type,
+                        e.client_id,
+                        e.acting_org,
+                        e.orgs,
+                        e.event_time,
+                        e.entry,
+                        e.leaf_hash,
+                    )
                     for i, e in enumerate(new)
                 ],
             )
@@ -133,7 +170,8 @@ class AuditRepository:
         rows = await conn.fetch(
             """SELECT u.t, u.p, (SELECT max(a."offset") FROM audit_log a WHERE a.topic = u.t AND a."partition" = u.p) AS hi
                FROM unnest($1::text[], $2::int[]) AS u(t, p)""",
-            [t for t, _ in parts], [p for _, p in parts],
+            [t for t, _ in parts],
+            [p for _, p in parts],
         )
         highest = {(r["t"], r["p"]): r["hi"] for r in rows if r["hi"] is not None}
         suspects = [e for e in entries if (e.topic, e.partition) in highest and e.offset <= highest[(e.topic, e.partition)]]
@@ -143,7 +181,9 @@ class AuditRepository:
             """SELECT a.topic, a."partition", a."offset" FROM audit_log a
                JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS u(t, p, o)
                  ON a.topic = u.t AND a."partition" = u.p AND a."offset" = u.o""",
-            [e.topic for e in suspects], [e.partition for e in suspects], [e.offset for e in suspects],
+            [e.topic for e in suspects],
+            [e.partition for e in suspects],
+            [e.offset for e in suspects],
         )
         return {(r["topic"], r["partition"], r["offset"]) for r in found}
 
@@ -170,6 +210,11 @@ class AuditRepository:
             out.update(loaded)
         return out
 
+    async def compute(self, f: Callable[[merkle.NodeGetter], T]) -> T:
+        """Runs a tree computation (a root, a proof) with the stored nodes it needs, loaded in one query."""
+        keys = merkle.needed_nodes(f)
+        return f(merkle.with_nodes(await self.nodes(keys)))
+
     async def _load(self, conn: asyncpg.Connection, keys: Iterable[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
         keys = list(keys)
         if not keys:
@@ -181,7 +226,9 @@ class AuditRepository:
                UNION ALL
                SELECT n.level, n.idx, n.hash FROM tree_nodes n
                JOIN unnest($2::smallint[], $3::bigint[]) AS u(l, i) ON n.level = u.l AND n.idx = u.i""",
-            leaves, [lv for lv, _ in inner], [i for _, i in inner],
+            leaves,
+            [lv for lv, _ in inner],
+            [i for _, i in inner],
         )
         found = {(r["level"], r["idx"]): bytes(r["hash"]) for r in rows}
         if len(found) != len(set(keys)):
@@ -207,7 +254,13 @@ class AuditRepository:
         await self.pool.execute(
             """INSERT INTO tree_heads (tree_size, timestamp_ms, root_hash, signature, key_id, public_key, requested_by)
                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-            head.tree_size, head.timestamp_ms, head.root_hash, head.signature, head.key_id, head.public_key, requested_by,
+            head.tree_size,
+            head.timestamp_ms,
+            head.root_hash,
+            head.signature,
+            head.key_id,
+            head.public_key,
+            requested_by,
         )
 
     # ------------------------------------------------------------ entries
@@ -262,6 +315,10 @@ def _stored(row: asyncpg.Record) -> StoredEntry:
 
 def _head(row: asyncpg.Record) -> TreeHead:
     return TreeHead(
-        tree_size=row["tree_size"], timestamp_ms=row["timestamp_ms"], root_hash=bytes(row["root_hash"]),
-        signature=bytes(row["signature"]), key_id=row["key_id"], public_key=bytes(row["public_key"]),
+        tree_size=row["tree_size"],
+        timestamp_ms=row["timestamp_ms"],
+        root_hash=bytes(row["root_hash"]),
+        signature=bytes(row["signature"]),
+        key_id=row["key_id"],
+        public_key=bytes(row["public_key"]),
     )

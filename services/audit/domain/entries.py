@@ -23,13 +23,13 @@ are stored as written and hashed as stored; verifiers never re-serialise them.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 import json
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 import orjson
@@ -53,8 +53,16 @@ _DLQ_HEADER_PREFIX = "lotse_dlq_"
 
 # Event data fields that name an organisation; they make an entry findable by `org`.
 ORG_FIELDS = (
-    "registering_org", "responsible_org", "updated_by_org", "requested_by_org", "from_org", "to_org",
-    "collecting_org", "recorded_by_org", "recipient", "recipient_org",
+    "registering_org",
+    "responsible_org",
+    "updated_by_org",
+    "requested_by_org",
+    "from_org",
+    "to_org",
+    "collecting_org",
+    "recorded_by_org",
+    "recipient",
+    "recipient_org",
 )
 ORG_LIST_FIELDS = ("recipients", "disclosed_to")
 
@@ -115,7 +123,7 @@ def canonical_json(doc: Any) -> bytes:
 
 
 def logical_topic(physical: str, namespace: str) -> str:
-    return physical[len(namespace):] if namespace and physical.startswith(namespace) else physical
+    return physical[len(namespace) :] if namespace and physical.startswith(namespace) else physical
 
 
 def topic_carries_personal_data(logical: str) -> bool:
@@ -257,7 +265,7 @@ def _topic_facts(physical: str, namespace: str) -> _TopicFacts:
 def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
     """The log entry for one record. Never raises for any content of the record."""
     facts = _topic_facts(record.topic, namespace)
-    logical, is_dlq, base, personal = facts.logical, facts.is_dlq, facts.base, facts.personal
+    logical, is_dlq, personal = facts.logical, facts.is_dlq, facts.personal
     value = record.value or b""
     doc: dict[str, Any] = {
         "v": ENTRY_VERSION,
@@ -279,7 +287,7 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
 
     # Dead-letter metadata the kit's consumer adds.
     if is_dlq or _DLQ_HEADER_PREFIX + "error_kind" in headers:
-        dead_letter: dict[str, Any] = {k[len(_DLQ_HEADER_PREFIX):]: v for k, v in headers.items() if k.startswith(_DLQ_HEADER_PREFIX)}
+        dead_letter: dict[str, Any] = {k[len(_DLQ_HEADER_PREFIX) :]: v for k, v in headers.items() if k.startswith(_DLQ_HEADER_PREFIX)}
         if personal and "reason" in dead_letter:
             # A handler's error text may quote the data; on personal-data topics keep only its hash.
             dead_letter["reason_sha256"] = _sha256(dead_letter.pop("reason").encode())
@@ -305,12 +313,20 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
             is_cloudevent = kind != KIND_UNDECODABLE
             if error is not None:
                 # The reason quotes no values (see contracts.envelope); on personal-data topics keep only its hash anyway.
-                doc["error"] = {"kind": error.kind, **({"reason_sha256": _sha256(error.reason.encode())} if personal else {"reason": error.reason[:500]})}
+                doc["error"] = {
+                    "kind": error.kind,
+                    **({"reason_sha256": _sha256(error.reason.encode())} if personal else {"reason": error.reason[:500]}),
+                }
     doc["kind"] = kind
 
     # CloudEvents attributes: as decoded where the record is a CloudEvent, else whatever headers are readable.
     if is_cloudevent:
-        ce: dict[str, Any] = {"specversion": SPECVERSION, "id": headers["ce_id"], "type": headers["ce_type"], "source": headers["ce_source"]}
+        ce: dict[str, Any] = {
+            "specversion": SPECVERSION,
+            "id": headers["ce_id"],
+            "type": headers["ce_type"],
+            "source": headers["ce_source"],
+        }
         for name in ("time", "subject", "dataschema"):
             val = headers.get("ce_" + name)
             if val is not None:
@@ -346,12 +362,16 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
     if acting_org:
         orgs.add(acting_org)
     source = ce.get("source")
-    if isinstance(source, str) and source.startswith("/partners/") and _ORG.match(source[len("/partners/"):]):
-        orgs.add(source[len("/partners/"):])
+    if isinstance(source, str) and source.startswith("/partners/") and _ORG.match(source[len("/partners/") :]):
+        orgs.add(source[len("/partners/") :])
     if facts.partner:
         orgs.add(facts.partner)
 
-    event_time = (env.time if env is not None else None) or _parse_time(ce.get("time")) or datetime.fromtimestamp((record.timestamp or 0) / 1000, UTC)
+    event_time = (
+        (env.time if env is not None else None)
+        or _parse_time(ce.get("time"))
+        or datetime.fromtimestamp((record.timestamp or 0) / 1000, UTC)
+    )
     entry = canonical_json(doc)
     return Entry(
         topic=record.topic,
@@ -373,6 +393,11 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
 def log_order(record: RecordLike) -> tuple[int, str, int, int]:
     """The order in which a batch is appended: record time, then position. Deterministic for a given batch."""
     return (record.timestamp or 0, record.topic, record.partition, record.offset)
+
+
+def build_entries(records: Sequence[RecordLike], *, namespace: str, presorted: bool = False) -> list[Entry]:
+    """The entries for a batch of records, in the order they are appended (CPU only)."""
+    return [build_entry(r, namespace=namespace) for r in (records if presorted else sorted(records, key=log_order))]
 
 
 def parse_entry(entry: bytes) -> dict[str, Any] | None:

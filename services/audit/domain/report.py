@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.topics import DLQ_SUFFIX, partner_of
+from lotse_kit.i18n import choose_language
 
-from .i18n import choose_language
 from .tree_head import TreeHead, b64
 
 
@@ -137,7 +137,7 @@ def build_report(
     *,
     head: TreeHead | None,
     language: str | None,
-    generated_at_ms: int,
+    generated_at: datetime,
 ) -> SubjectReport:
     """`items`: (log index, entry document or None, whether the entry matches its leaf hash), in index order."""
     consents: dict[str, ConsentItem] = {}
@@ -175,9 +175,14 @@ def build_report(
         if etype == "lotse.consent.granted":
             cid = str(data.get("consent_id"))
             c = consents.get(cid) or ConsentItem(
-                consent_id=cid, collecting_org=data.get("collecting_org"), recipients=_str_list(data.get("recipients")),
-                purposes=_str_list(data.get("purposes")), categories=_str_list(data.get("categories")),
-                legal_basis=_str_list(data.get("legal_basis")), granted_at=data.get("granted_at"), valid_until=data.get("valid_until"),
+                consent_id=cid,
+                collecting_org=data.get("collecting_org"),
+                recipients=_str_list(data.get("recipients")),
+                purposes=_str_list(data.get("purposes")),
+                categories=_str_list(data.get("categories")),
+                legal_basis=_str_list(data.get("legal_basis")),
+                granted_at=data.get("granted_at"),
+                valid_until=data.get("valid_until"),
             )
             c.log_entries.append(index)
             consents[cid] = c
@@ -192,20 +197,37 @@ def build_report(
             c.log_entries.append(index)
             consents[cid] = c
         elif etype == "lotse.disclosure.made":
-            disclosures.append(DisclosureItem(
-                recipient=str(data.get("recipient")), purpose=data.get("purpose"), categories=_str_list(data.get("categories")),
-                consent_id=data.get("consent_id"), at=data.get("disclosed_at") or at, log_entry=index,
-            ))
+            disclosures.append(
+                DisclosureItem(
+                    recipient=str(data.get("recipient")),
+                    purpose=data.get("purpose"),
+                    categories=_str_list(data.get("categories")),
+                    consent_id=data.get("consent_id"),
+                    at=data.get("disclosed_at") or at,
+                    log_entry=index,
+                )
+            )
         elif etype == "lotse.disclosure.blocked":
-            blocked.append(BlockedItem(
-                recipient=str(data.get("recipient")), purpose=data.get("purpose"), categories=_str_list(data.get("categories")),
-                missing_categories=_str_list(data.get("missing_categories")), at=data.get("blocked_at") or at, log_entry=index,
-            ))
+            blocked.append(
+                BlockedItem(
+                    recipient=str(data.get("recipient")),
+                    purpose=data.get("purpose"),
+                    categories=_str_list(data.get("categories")),
+                    missing_categories=_str_list(data.get("missing_categories")),
+                    at=data.get("blocked_at") or at,
+                    log_entry=index,
+                )
+            )
         elif etype in _REFERRAL_STATUS and data.get("referral_id"):
             rid = str(data["referral_id"])
             r = referrals.get(rid) or ReferralItem(
-                referral_id=rid, from_org=data.get("from_org"), to_org=data.get("to_org"), service=data.get("service"),
-                status="sent", sent_at=None, updated_at=None,
+                referral_id=rid,
+                from_org=data.get("from_org"),
+                to_org=data.get("to_org"),
+                service=data.get("service"),
+                status="sent",
+                sent_at=None,
+                updated_at=None,
             )
             if etype == "lotse.referral.sent":
                 r.sent_at = data.get("sent_at") or at
@@ -218,8 +240,11 @@ def build_report(
             r.log_entries.append(index)
             referrals[rid] = r
         elif etype == "lotse.case.handed_over":
-            handovers.append(HandoverItem(from_org=str(data.get("from_org")), to_org=str(data.get("to_org")),
-                                          at=data.get("handed_over_at") or at, log_entry=index))
+            handovers.append(
+                HandoverItem(
+                    from_org=str(data.get("from_org")), to_org=str(data.get("to_org")), at=data.get("handed_over_at") or at, log_entry=index
+                )
+            )
         elif etype in ("lotse.client.registered", "lotse.client.updated"):
             if data.get("preferred_language"):
                 preferred.insert(0, data.get("preferred_language"))  # the latest first
@@ -231,7 +256,7 @@ def build_report(
     return SubjectReport(
         client_id=client_id,
         language=choose_language(language, *preferred),
-        generated_at=datetime.fromtimestamp(generated_at_ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        generated_at=generated_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         tree_head=_head_summary(head),
         entries_examined=examined,
         tampered_entries=tampered,

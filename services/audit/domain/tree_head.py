@@ -16,6 +16,7 @@ import base64
 import hashlib
 import struct
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +26,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ALGORITHM = "ed25519"
 _V1 = 0
 _TREE_HASH = 1
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(when: datetime) -> int:
+    """Milliseconds since the epoch, exactly (the STH timestamp unit)."""
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def b64(data: bytes) -> str:

@@ -8,24 +8,23 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from contracts.topics import ORG_ID_PATTERN
 from lotse_kit.context import Ctx
-from lotse_kit.problems import Problem
+from lotse_kit.errors import Invalid, problem
 
-from .. import handlers
-from ..adapters.repository import AuditRepository, EntryFilter, StoredEntry
-from ..config import AuditSettings
+from .. import views
+from ..adapters.repository import EntryFilter, StoredEntry
+from ..domain.commands import SignTreeHead
 from ..domain.entries import parse_entry
 from ..domain.tree_head import TreeHead, b64
-from .report_document import render_html
+from ..handlers import Deps, handle
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,11 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
-        return int(text[len(_CURSOR_PREFIX):])
+        return int(text[len(_CURSOR_PREFIX) :])
     except ValueError:
-        raise Problem(400, "Invalid cursor", "Pass the next_cursor of a previous page unchanged.", type_="urn:lotse:problem:invalid-cursor") from None
+        raise problem(
+            400, "Invalid cursor", "Pass the next_cursor of a previous page unchanged.", type_="urn:lotse:problem:invalid-cursor"
+        ) from None
 
 
 def entry_json(e: StoredEntry) -> dict[str, Any]:
@@ -56,28 +57,19 @@ def entry_json(e: StoredEntry) -> dict[str, Any]:
     }
 
 
-def _out_of_range(exc: Exception) -> Problem:
-    return Problem(400, "Out of range", str(exc), type_="urn:lotse:problem:out-of-range")
+def accessed(ctx: Any, what: str, **extra: Any) -> None:
+    log.info("audit log read", extra={"acting_org": ctx.acting_org, "actor": ctx.actor, "what": what, **extra})
 
 
-def router(repo: AuditRepository, settings: AuditSettings, key: Ed25519PrivateKey, org_names: Mapping[str, str] | None = None) -> APIRouter:
+def router(deps: Deps) -> APIRouter:
     api = APIRouter(prefix="/v1/audit", tags=["audit"])
-
-    async def latest_head() -> TreeHead:
-        head = await repo.latest_tree_head()
-        if head is None:
-            raise Problem(404, "No signed tree head yet", "The log has not signed a tree head yet; try again shortly.", type_="urn:lotse:problem:no-tree-head")
-        return head
-
-    def accessed(ctx: Any, what: str, **extra: Any) -> None:
-        log.info("audit log read", extra={"acting_org": ctx.acting_org, "actor": ctx.actor, "what": what, **extra})
 
     @api.get("/entries")
     async def list_entries(
         ctx: Ctx,
         client_id: uuid.UUID | None = None,
         org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN)] = None,
-        type: Annotated[str | None, Query(max_length=200)] = None,  # noqa: A002 - the API's name
+        type: Annotated[str | None, Query(max_length=200)] = None,  # the API's name (shadows the builtin)
         time_from: Annotated[datetime | None, Query(alias="from", description="event time >= from (RFC 3339)")] = None,
         time_to: Annotated[datetime | None, Query(alias="to", description="event time < to (RFC 3339)")] = None,
         cursor: str | None = None,
@@ -86,70 +78,61 @@ def router(repo: AuditRepository, settings: AuditSettings, key: Ed25519PrivateKe
         """Entries in log order, filtered; follow `next_cursor` for the next page (stable: the log only grows)."""
         for name, t in (("from", time_from), ("to", time_to)):
             if t is not None and t.tzinfo is None:
-                raise Problem(422, "Invalid request", f"{name}: needs a UTC offset", type_="urn:lotse:problem:validation")
-        limit = min(limit, settings.page_max)
+                raise Invalid(f"{name}: needs a UTC offset")
         after = decode_cursor(cursor) if cursor else None
         f = EntryFilter(client_id=str(client_id) if client_id else None, org=org, type=type, time_from=time_from, time_to=time_to)
-        rows = await repo.entries(f, after=after, limit=limit)
+        page = await views.entries(deps, f, after=after, limit=limit)
         accessed(ctx, "entries", filter={"client_id": f.client_id, "org": org, "type": type})
         return {
-            "items": [entry_json(r) for r in rows],
-            "next_cursor": encode_cursor(rows[-1].index) if len(rows) == limit else None,
+            "items": [entry_json(r) for r in page.items],
+            "next_cursor": encode_cursor(page.items[-1].index) if page.more and page.items else None,
         }
 
     @api.get("/entries/{index}")
     async def get_entry(ctx: Ctx, index: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
-        e = await repo.entry(index)
-        if e is None:
-            raise Problem(404, "No such entry", f"The log has no entry {index}.", type_="urn:lotse:problem:no-such-entry")
+        e = await views.entry(deps, index)
         accessed(ctx, "entry", index=index)
         return entry_json(e)
 
     @api.get("/tree-head")
     async def get_tree_head(ctx: Ctx) -> dict[str, Any]:
         """The latest signed tree head (RFC 6962 get-sth shape)."""
-        return (await latest_head()).to_json()
+        return (await views.latest_tree_head(deps)).to_json()
 
     @api.post("/tree-head", status_code=201)
     async def sign_tree_head(ctx: Ctx) -> dict[str, Any]:
         """Signs a tree head over the log as it is now."""
-        head = await handlers.sign_tree_head(repo, key, requested_by=ctx.acting_org)
+        head: TreeHead = await handle(SignTreeHead(requested_by=ctx.acting_org), deps)
         return head.to_json()
 
     @api.get("/entries/{index}/inclusion-proof")
-    async def inclusion_proof(ctx: Ctx, index: Annotated[int, Path(ge=0)], tree_size: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    async def inclusion_proof(
+        ctx: Ctx, index: Annotated[int, Path(ge=0)], tree_size: Annotated[int | None, Query(ge=1)] = None
+    ) -> dict[str, Any]:
         """RFC 9162 §2.1.3 audit path for the entry in the tree of `tree_size` (default: the latest signed head)."""
-        size = tree_size if tree_size is not None else (await latest_head()).tree_size
-        try:
-            path = await handlers.inclusion_proof(repo, index, size)
-        except handlers.OutOfRange as exc:
-            raise _out_of_range(exc) from None
-        e = await repo.entry(index)
-        assert e is not None
-        return {"leaf_index": index, "tree_size": size, "leaf_hash": b64(e.leaf_hash), "audit_path": [b64(h) for h in path]}
+        p = await views.inclusion_proof(deps, index, tree_size)
+        return {
+            "leaf_index": p.index,
+            "tree_size": p.tree_size,
+            "leaf_hash": b64(p.leaf_hash),
+            "audit_path": [b64(h) for h in p.audit_path],
+        }
 
     @api.get("/consistency-proof")
     async def consistency_proof(ctx: Ctx, first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)]) -> dict[str, Any]:
         """RFC 9162 §2.1.4 proof that the tree of size `second` extends the tree of size `first`."""
-        try:
-            proof = await handlers.consistency_proof(repo, first, second)
-        except handlers.OutOfRange as exc:
-            raise _out_of_range(exc) from None
+        proof = await views.consistency_proof(deps, first, second)
         return {"first": first, "second": second, "consistency": [b64(h) for h in proof]}
 
     @api.get("/export")
     async def export(
         ctx: Ctx,
-        format: Literal["ndjson", "csv"] = "ndjson",  # noqa: A002
+        format: Literal["ndjson", "csv"] = "ndjson",
         tree_size: Annotated[int | None, Query(ge=0, description="Export entries [0, tree_size); default: the latest signed head.")] = None,
     ) -> StreamingResponse:
         """The log, streamed in index order with constant memory; verify it with `lotse audit verify`."""
-        size = tree_size if tree_size is not None else (await latest_head()).tree_size
-        current = await repo.size()
-        if size > current:
-            raise _out_of_range(ValueError(f"tree_size {size} exceeds the log's size {current}"))
+        size, rows = await views.export(deps, tree_size)
         accessed(ctx, "export", tree_size=size, format=format)
-        rows = repo.stream(EntryFilter(before_size=size), fetch_rows=settings.export_fetch_rows)
         body = _ndjson(rows) if format == "ndjson" else _csv(rows)
         media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
         headers = {"X-Lotse-Tree-Size": str(size), "Content-Disposition": f'attachment; filename="audit-{size}.{format}"'}
@@ -159,14 +142,14 @@ def router(repo: AuditRepository, settings: AuditSettings, key: Ed25519PrivateKe
     async def subject_report(
         ctx: Ctx,
         client_id: uuid.UUID,
-        format: Literal["json", "html"] = "json",  # noqa: A002
+        format: Literal["json", "html"] = "json",
         lang: Annotated[str | None, Query(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = None,
     ) -> JSONResponse | HTMLResponse:
         """GDPR Art. 15: who received which of the client's data, when, under which consent; consents and their status."""
-        report = await handlers.subject_report(repo, handlers.ReportRequest(client_id=str(client_id), language=lang))
+        report = await views.subject_report(deps, str(client_id), lang)
         accessed(ctx, "subject-report", client_id=str(client_id))
         if format == "html":
-            return HTMLResponse(render_html(report, org_names), headers={"Content-Language": report.language})
+            return HTMLResponse(views.subject_report_html(deps, report), headers={"Content-Language": report.language})
         return JSONResponse(report.to_json(), headers={"Content-Language": report.language})
 
     return api
@@ -186,7 +169,20 @@ async def _ndjson(rows: AsyncIterator[StoredEntry]) -> AsyncIterator[bytes]:
         yield ("\n".join(buf) + "\n").encode()
 
 
-CSV_COLUMNS = ("index", "leaf_hash", "topic", "partition", "offset", "kind", "event_type", "event_id", "client_id", "acting_org", "event_time", "entry_b64")
+CSV_COLUMNS = (
+    "index",
+    "leaf_hash",
+    "topic",
+    "partition",
+    "offset",
+    "kind",
+    "event_type",
+    "event_id",
+    "client_id",
+    "acting_org",
+    "event_time",
+    "entry_b64",
+)
 
 
 async def _csv(rows: AsyncIterator[StoredEntry]) -> AsyncIterator[bytes]:
@@ -197,8 +193,22 @@ async def _csv(rows: AsyncIterator[StoredEntry]) -> AsyncIterator[bytes]:
     async for r in rows:
         doc = parse_entry(r.entry) or {}
         pos, ce = doc.get("position") or {}, doc.get("ce") or {}
-        w.writerow((r.index, b64(r.leaf_hash), pos.get("topic"), pos.get("partition"), pos.get("offset"), doc.get("kind"),
-                    ce.get("type"), ce.get("id"), doc.get("client_id"), doc.get("acting_org"), ce.get("time"), b64(r.entry)))
+        w.writerow(
+            (
+                r.index,
+                b64(r.leaf_hash),
+                pos.get("topic"),
+                pos.get("partition"),
+                pos.get("offset"),
+                doc.get("kind"),
+                ce.get("type"),
+                ce.get("id"),
+                doc.get("client_id"),
+                doc.get("acting_org"),
+                ce.get("time"),
+                b64(r.entry),
+            )
+        )
         n += 1
         if n % _CHUNK == 0:
             yield out.getvalue().encode()

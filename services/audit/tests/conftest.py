@@ -18,14 +18,30 @@ from fastapi import FastAPI
 
 from contracts import Envelope, encode, new_event, topics
 from contracts.events import PARTNER_REFERRAL
+from lotse_kit.clock import ManualClock
 from lotse_kit.kafka import ensure_topics
+from lotse_kit.network import OrgDirectory, parse_network
 from services.audit.bootstrap import bootstrap
 from services.audit.config import AuditSettings
+from services.audit.handlers import Deps
 from tests.kafka_helpers import eventually, produce_raw
 
 PARTNER = "caritas-paderborn"
 ORG = "jobcenter-paderborn"
 AUDITOR = {"X-Lotse-Org": "datenschutz-kreis"}
+# The time every test service's clock shows (tree heads and reports are dated with it).
+CLOCK_START = datetime(2026, 3, 2, 9, 30, 15, 123000, tzinfo=UTC)
+
+NETWORK = parse_network(f"""
+version: 1
+district: test
+name: Test network
+timezone: Europe/Berlin
+organisations:
+  - {{id: {ORG}, name: Jobcenter Paderborn, kind: jobcenter, languages: [de], contact_email: jc@example.org}}
+  - {{id: {PARTNER}, name: Caritasverband Paderborn, kind: welfare_association, languages: [de], contact_email: c@example.org}}
+""")
+DIRECTORY = OrgDirectory.of(NETWORK)
 
 
 def audit_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSettings:
@@ -37,7 +53,6 @@ def audit_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSet
         ingest_retry_max_s=0.5,
         tree_head_interval_s=3600,  # tests sign on demand
         signing_key_file=tmp_path / "audit-key.pem",
-        network_file=None,
         outbox_poll_interval_s=0.2,
     )
     base.update(overrides)
@@ -45,8 +60,16 @@ def audit_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSet
 
 
 def audit_topics() -> list[topics.TopicSpec]:
-    names = [topics.CLIENTS, topics.CONSENTS, topics.REFERRALS, topics.DISCLOSURES, topics.DISCLOSURE_REQUESTS,
-             topics.partner_inbox(PARTNER), topics.partner_outbox(PARTNER), topics.dlq(topics.REFERRALS)]
+    names = [
+        topics.CLIENTS,
+        topics.CONSENTS,
+        topics.REFERRALS,
+        topics.DISCLOSURES,
+        topics.DISCLOSURE_REQUESTS,
+        topics.partner_inbox(PARTNER),
+        topics.partner_outbox(PARTNER),
+        topics.dlq(topics.REFERRALS),
+    ]
     return [topics.TopicSpec(n, partitions=2) for n in names]
 
 
@@ -58,6 +81,7 @@ class Audit:
     schema: str
     key: Ed25519PrivateKey
     bootstrap_servers: str
+    clock: ManualClock
 
     @property
     def namespace(self) -> str:
@@ -67,8 +91,12 @@ class Audit:
         return self.namespace + logical
 
     @property
+    def deps(self) -> Deps:
+        return self.app.state.deps
+
+    @property
     def pool(self) -> asyncpg.Pool:
-        return self.app.state.runtime.pool
+        return self.deps.db.pool
 
     async def produce(self, logical_topic: str, *envs: Envelope[Any]) -> None:
         recs = [encode(e) for e in envs]
@@ -77,11 +105,11 @@ class Audit:
     async def size(self) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM audit_log")
 
-    async def wait_for_size(self, n: int, timeout: float = 40.0) -> None:
+    async def wait_for_size(self, n: int, within_s: float = 40.0) -> None:
         async def reached() -> bool:
             return await self.size() >= n
 
-        await eventually(reached, timeout=timeout)
+        await eventually(reached, timeout=within_s)
 
     async def sign(self) -> dict[str, Any]:
         r = await self.http.post("/v1/audit/tree-head", headers=AUDITOR)
@@ -91,10 +119,13 @@ class Audit:
 
 @asynccontextmanager
 async def running_audit(settings: AuditSettings, schema: str, key: Ed25519PrivateKey, bootstrap_servers: str) -> AsyncIterator[Audit]:
-    app = bootstrap(settings, schema=schema, signing_key=key, org_names={PARTNER: "Caritasverband Paderborn"})
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            yield Audit(app, client, settings, schema, key, bootstrap_servers)
+    clock = ManualClock(CLOCK_START)
+    app = bootstrap(settings, schema=schema, clock=clock, signing_key=key, directory=DIRECTORY)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        yield Audit(app, client, settings, schema, key, bootstrap_servers, clock)
 
 
 @pytest.fixture
@@ -122,11 +153,19 @@ def partner_referral(client_id: uuid.UUID, consent_id: uuid.UUID, **personal: An
     from contracts.events import Contact, Identity, PartnerReferral, PersonalData
 
     data = PartnerReferral(
-        client_id=client_id, referral_id=uuid.uuid4(), from_org=ORG, to_org=PARTNER, service="migrationsberatung",
-        consent_id=consent_id, categories=["identity", "contact"],
+        client_id=client_id,
+        referral_id=uuid.uuid4(),
+        from_org=ORG,
+        to_org=PARTNER,
+        service="migrationsberatung",
+        consent_id=consent_id,
+        categories=["identity", "contact"],
         personal_data=PersonalData(
-            identity=Identity(given_name=personal.get("given_name", "Olena"), family_name=personal.get("family_name", "Kovalenko"),
-                              date_of_birth=personal.get("date_of_birth")),
+            identity=Identity(
+                given_name=personal.get("given_name", "Olena"),
+                family_name=personal.get("family_name", "Kovalenko"),
+                date_of_birth=personal.get("date_of_birth"),
+            ),
             contact=Contact(email=personal.get("email", "olena.kovalenko@example.org"), phone=personal.get("phone", "+49 5251 123456")),
         ),
         free_text="Olena needs help with the Jobcenter letter",

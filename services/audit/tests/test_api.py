@@ -25,19 +25,38 @@ def b64d(s: str) -> bytes:
 
 
 def registered(client_id, org=ORG):
-    return new_event(ClientRegistered(client_id=client_id, registering_org=org, responsible_org=org, preferred_language="ar",
-                                      registered_at=now()), source="/lotse/intake", acting_org=org)
+    return new_event(
+        ClientRegistered(client_id=client_id, registering_org=org, responsible_org=org, preferred_language="ar", registered_at=now()),
+        source="/lotse/intake",
+        acting_org=org,
+    )
 
 
 def consent(client_id):
-    return new_event(ConsentGranted(client_id=client_id, consent_id=uuid.uuid4(), collecting_org=ORG, recipients=[PARTNER],
-                                    purposes=["referral"], categories=["identity", "needs"], legal_basis=["GDPR Art. 6(1)(a)"],
-                                    form="paper", information_language="ar", granted_at=now()), source="/lotse/consent", acting_org=ORG)
+    return new_event(
+        ConsentGranted(
+            client_id=client_id,
+            consent_id=uuid.uuid4(),
+            collecting_org=ORG,
+            recipients=[PARTNER],
+            purposes=["referral"],
+            categories=["identity", "needs"],
+            legal_basis=["GDPR Art. 6(1)(a)"],
+            form="paper",
+            information_language="ar",
+            granted_at=now(),
+        ),
+        source="/lotse/consent",
+        acting_org=ORG,
+    )
 
 
 def referral(client_id, to_org):
-    return new_event(ReferralSent(client_id=client_id, referral_id=uuid.uuid4(), from_org=ORG, to_org=to_org, service="beratung",
-                                  sent_at=now()), source="/lotse/intake", acting_org=ORG)
+    return new_event(
+        ReferralSent(client_id=client_id, referral_id=uuid.uuid4(), from_org=ORG, to_org=to_org, service="beratung", sent_at=now()),
+        source="/lotse/intake",
+        acting_org=ORG,
+    )
 
 
 def check_head(head: dict, public: Ed25519PublicKey) -> bytes:
@@ -94,11 +113,14 @@ async def test_proofs_check_out_with_an_independent_verifier(audit):
         assert rfc9162.verify_consistency(m, n, rfc9162.mth(served[:m]), root, [b64d(p) for p in c["consistency"]]), m
     c = (await audit.http.get("/v1/audit/consistency-proof", params={"first": 14, "second": 24}, headers=AUDITOR)).json()
     assert rfc9162.verify_consistency(14, 24, first_root, root, [b64d(p) for p in c["consistency"]])
-    assert not rfc9162.verify_consistency(14, 24, rfc9162.mth(served[:13] + [b"forged"]), root, [b64d(p) for p in c["consistency"]])
+    assert not rfc9162.verify_consistency(14, 24, rfc9162.mth([*served[:13], b"forged"]), root, [b64d(p) for p in c["consistency"]])
 
     # Out of range and invalid requests are problem+json.
-    for url, params in (("/v1/audit/entries/24/inclusion-proof", {"tree_size": 24}), ("/v1/audit/entries/0/inclusion-proof", {"tree_size": 99}),
-                        ("/v1/audit/consistency-proof", {"first": 20, "second": 10})):
+    for url, params in (
+        ("/v1/audit/entries/24/inclusion-proof", {"tree_size": 24}),
+        ("/v1/audit/entries/0/inclusion-proof", {"tree_size": 99}),
+        ("/v1/audit/consistency-proof", {"first": 20, "second": 10}),
+    ):
         r = await audit.http.get(url, params=params, headers=AUDITOR)
         assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json", r.text
         assert r.json()["type"] == "urn:lotse:problem:out-of-range"
@@ -134,7 +156,9 @@ async def test_filters_pagination_and_export(audit):
     assert await indexes(**{"from": (t0 + timedelta(hours=1)).isoformat()}) == []
     assert len(await indexes(**{"from": (t0 - timedelta(hours=1)).isoformat(), "to": (t0 + timedelta(hours=1)).isoformat()})) == 5
     first_page = (await audit.http.get("/v1/audit/entries", params={"limit": 2}, headers=AUDITOR)).json()
-    second_page = (await audit.http.get("/v1/audit/entries", params={"limit": 2, "cursor": first_page["next_cursor"]}, headers=AUDITOR)).json()
+    second_page = (
+        await audit.http.get("/v1/audit/entries", params={"limit": 2, "cursor": first_page["next_cursor"]}, headers=AUDITOR)
+    ).json()
     assert [i["index"] for i in first_page["items"]] == [0, 1] and [i["index"] for i in second_page["items"]] == [2, 3]
 
     bad = await audit.http.get("/v1/audit/entries", params={"cursor": "nonsense"}, headers=AUDITOR)

@@ -31,9 +31,9 @@ def test_configured_key_wins_and_missing_key_is_an_error_without_generation(tmp_
     assert kid(load_signing_key(raw, tmp_path / "unused.pem", generate=True)) == kid(key)
     assert kid(load_signing_key(pem(key).decode(), tmp_path / "unused.pem", generate=True)) == kid(key)
     assert not (tmp_path / "unused.pem").exists()
-    with pytest.raises(SigningKeyError):
+    with pytest.raises(SigningKeyError, match="no audit signing key"):
         load_signing_key(None, tmp_path / "absent.pem", generate=False)
-    with pytest.raises(SigningKeyError):
+    with pytest.raises(SigningKeyError, match="neither PEM nor base64"):
         load_signing_key("not a key", tmp_path / "x.pem", generate=False)
 
 

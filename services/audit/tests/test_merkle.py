@@ -50,7 +50,7 @@ def build(entries: list[bytes], rng: random.Random) -> Store:
     i = 0
     while i < len(entries):
         n = rng.randint(1, 9)
-        store.append(entries[i:i + n])
+        store.append(entries[i : i + n])
         i += n
     return store
 
@@ -103,10 +103,10 @@ def test_tampering_breaks_proofs():
     path = merkle.inclusion_path(11, 37, store.get)
     assert not rfc9162.verify_inclusion(rfc9162.hash_leaf(b"t11 changed"), 11, 37, path, root)
     assert not rfc9162.verify_inclusion(rfc9162.hash_leaf(entries[11]), 12, 37, path, root)
-    bad = [bytes(32)] + path[1:]
+    bad = [bytes(32), *path[1:]]
     assert not rfc9162.verify_inclusion(rfc9162.hash_leaf(entries[11]), 11, 37, bad, root)
     proof = merkle.consistency_proof(20, 37, store.get)
-    other = rfc9162.mth(entries[:19] + [b"forged"])
+    other = rfc9162.mth([*entries[:19], b"forged"])
     assert not rfc9162.verify_consistency(20, 37, other, root, proof)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from babel.dates import format_datetime
 from markupsafe import escape
 
 from contracts import new_event, topics
@@ -18,8 +20,10 @@ from contracts.events import (
     ReferralAccepted,
     ReferralSent,
 )
-from services.audit.domain import i18n
-from services.audit.tests.conftest import AUDITOR, ORG, PARTNER, now, partner_referral
+from services.audit.adapters.report_document import CATALOGUE, category_label
+from services.audit.domain.report import build_report
+from services.audit.domain.tree_head import epoch_ms
+from services.audit.tests.conftest import AUDITOR, CLOCK_START, ORG, PARTNER, now, partner_referral
 
 OTHER = "awo-paderborn"
 
@@ -28,45 +32,114 @@ def ev(data, source="/lotse/consent"):
     return new_event(data, source=source, acting_org=ORG)
 
 
-@pytest.mark.parametrize("lang", i18n.SUPPORTED)
-def test_every_language_has_every_word(lang):
-    assert i18n.keys_missing(lang) == set()
-    assert all(v.strip() for v in i18n.words(lang).values())
+def registered_entry(client_id: str, *languages: str) -> dict:
+    data = {"client_id": client_id, "preferred_language": languages[0], "languages": list(languages[1:])}
+    return {"client_id": client_id, "topic": topics.CLIENTS, "kind": "event", "ce": {"type": "lotse.client.registered"}, "data": data}
 
 
-def test_language_choice():
-    assert i18n.choose_language(None, "uk-UA", "de") == "uk"
-    assert i18n.choose_language("fr", None, "ar") == "ar"
-    assert i18n.choose_language("fr", "ti") == "de"
+@pytest.mark.parametrize(
+    ("requested", "client_languages", "expected"),
+    [
+        ("uk-UA", ("de",), "uk"),  # the requested language wins (region subtags ignored)
+        (None, ("ar", "fa"), "ar"),  # else the client's preferred language
+        ("fr", ("ti", "fa"), "fa"),  # unsupported ones are skipped, the client's other languages count
+        ("fr", ("ti",), "en"),  # none supported: the kit's fallback
+    ],
+)
+def test_report_language_is_chosen_with_the_kit_policy(requested, client_languages, expected):
+    client = str(uuid.uuid4())
+    report = build_report(
+        client, [(0, registered_entry(client, *client_languages), True)], head=None, language=requested, generated_at=CLOCK_START
+    )
+    assert report.language == expected
 
 
 async def test_subject_report_shows_who_received_what_under_which_consent(audit):
     client, stranger = uuid.uuid4(), uuid.uuid4()
     consent_a, consent_b = uuid.uuid4(), uuid.uuid4()
     t = now()
-    await audit.produce(topics.CLIENTS, ev(ClientRegistered(client_id=client, registering_org=ORG, responsible_org=ORG,
-                                                            preferred_language="uk", languages=["uk", "ru"], registered_at=t), "/lotse/intake"),
-                        ev(ClientRegistered(client_id=stranger, registering_org=ORG, responsible_org=ORG, preferred_language="de",
-                                            registered_at=t), "/lotse/intake"))
-    await audit.produce(topics.CONSENTS,
-                        ev(ConsentGranted(client_id=client, consent_id=consent_a, collecting_org=ORG, recipients=[PARTNER],
-                                          purposes=["referral"], categories=["identity", "contact", "needs"], legal_basis=["GDPR Art. 6(1)(a)"],
-                                          form="paper", information_language="uk", granted_at=t, valid_until=t + timedelta(days=365))),
-                        ev(ConsentGranted(client_id=client, consent_id=consent_b, collecting_org=ORG, recipients=[OTHER],
-                                          purposes=["contact_for_notifications"], categories=["contact"], legal_basis=["GDPR Art. 6(1)(a)"],
-                                          form="paper", information_language="uk", granted_at=t)))
-    await audit.produce(topics.DISCLOSURES,
-                        ev(DisclosureMade(client_id=client, request_id=uuid.uuid4(), recipient=PARTNER, purpose="referral",
-                                          categories=["identity", "contact"], consent_id=consent_a, payload_sha256="a" * 64, disclosed_at=t)),
-                        ev(DisclosureBlocked(client_id=client, request_id=uuid.uuid4(), recipient=OTHER, purpose="referral",
-                                             categories=["identity", "health"], reason="no consent", missing_categories=["identity", "health"],
-                                             blocked_at=t)))
+    await audit.produce(
+        topics.CLIENTS,
+        ev(
+            ClientRegistered(
+                client_id=client, registering_org=ORG, responsible_org=ORG, preferred_language="uk", languages=["uk", "ru"], registered_at=t
+            ),
+            "/lotse/intake",
+        ),
+        ev(
+            ClientRegistered(client_id=stranger, registering_org=ORG, responsible_org=ORG, preferred_language="de", registered_at=t),
+            "/lotse/intake",
+        ),
+    )
+    await audit.produce(
+        topics.CONSENTS,
+        ev(
+            ConsentGranted(
+                client_id=client,
+                consent_id=consent_a,
+                collecting_org=ORG,
+                recipients=[PARTNER],
+                purposes=["referral"],
+                categories=["identity", "contact", "needs"],
+                legal_basis=["GDPR Art. 6(1)(a)"],
+                form="paper",
+                information_language="uk",
+                granted_at=t,
+                valid_until=t + timedelta(days=365),
+            )
+        ),
+        ev(
+            ConsentGranted(
+                client_id=client,
+                consent_id=consent_b,
+                collecting_org=ORG,
+                recipients=[OTHER],
+                purposes=["contact_for_notifications"],
+                categories=["contact"],
+                legal_basis=["GDPR Art. 6(1)(a)"],
+                form="paper",
+                information_language="uk",
+                granted_at=t,
+            )
+        ),
+    )
+    await audit.produce(
+        topics.DISCLOSURES,
+        ev(
+            DisclosureMade(
+                client_id=client,
+                request_id=uuid.uuid4(),
+                recipient=PARTNER,
+                purpose="referral",
+                categories=["identity", "contact"],
+                consent_id=consent_a,
+                payload_sha256="a" * 64,
+                disclosed_at=t,
+            )
+        ),
+        ev(
+            DisclosureBlocked(
+                client_id=client,
+                request_id=uuid.uuid4(),
+                recipient=OTHER,
+                purpose="referral",
+                categories=["identity", "health"],
+                reason="no consent",
+                missing_categories=["identity", "health"],
+                blocked_at=t,
+            )
+        ),
+    )
     await audit.produce(topics.partner_inbox(PARTNER), partner_referral(client, consent_a, date_of_birth=date(1990, 4, 12)))
     referral_id = uuid.uuid4()
-    await audit.produce(topics.REFERRALS,
-                        ev(ReferralSent(client_id=client, referral_id=referral_id, from_org=ORG, to_org=PARTNER, service="migrationsberatung",
-                                        sent_at=t), "/lotse/intake"),
-                        ev(ReferralAccepted(client_id=client, referral_id=referral_id, to_org=PARTNER, accepted_at=t), "/lotse/intake"))
+    await audit.produce(
+        topics.REFERRALS,
+        ev(
+            ReferralSent(client_id=client, referral_id=referral_id, from_org=ORG, to_org=PARTNER, service="migrationsberatung", sent_at=t),
+            "/lotse/intake",
+        ),
+        ev(ReferralAccepted(client_id=client, referral_id=referral_id, to_org=PARTNER, accepted_at=t), "/lotse/intake"),
+    )
     await audit.wait_for_size(9)
     # Withdrawn after the disclosure, and logged after the first tree head: only a later head covers it.
     await audit.sign()
@@ -74,11 +147,14 @@ async def test_subject_report_shows_who_received_what_under_which_consent(audit)
     await audit.wait_for_size(10)
     before = (await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)).json()
     assert {c["consent_id"]: c["status"] for c in before["consents"]} == {str(consent_a): "active", str(consent_b): "active"}
+    audit.clock.advance(minutes=5)
     head = await audit.sign()
+    assert head["timestamp"] == epoch_ms(CLOCK_START) + 5 * 60 * 1000  # dated by the service's clock
 
     r = await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)
     assert r.status_code == 200 and r.headers["content-language"] == "uk"
     report = r.json()
+    assert report["generated_at"] == "2026-03-02T09:35:15Z"
     assert report["client_id"] == str(client) and report["language"] == "uk"
     assert report["tree_head"]["tree_size"] == head["tree_size"] == 10
     assert report["tampered_entries"] == [] and report["entries_examined"] == 9  # the stranger's entry is not examined
@@ -86,7 +162,12 @@ async def test_subject_report_shows_who_received_what_under_which_consent(audit)
     assert consents[str(consent_a)]["status"] == "active" and consents[str(consent_a)]["recipients"] == [PARTNER]
     assert consents[str(consent_b)]["status"] == "withdrawn" and consents[str(consent_b)]["withdrawn_at"]
     [made] = report["disclosures"]
-    assert (made["recipient"], made["categories"], made["consent_id"], made["purpose"]) == (PARTNER, ["identity", "contact"], str(consent_a), "referral")
+    assert (made["recipient"], made["categories"], made["consent_id"], made["purpose"]) == (
+        PARTNER,
+        ["identity", "contact"],
+        str(consent_a),
+        "referral",
+    )
     [delivery] = report["deliveries"]
     assert (delivery["recipient"], delivery["categories"]) == (PARTNER, ["contact", "identity"])
     [blocked] = report["blocked"]
@@ -105,13 +186,18 @@ async def test_subject_report_shows_who_received_what_under_which_consent(audit)
     html = await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html"}, headers=AUDITOR)
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     page = html.text
-    assert 'lang="uk" dir="ltr"' in page and i18n.words("uk")["title"] in page
+    assert 'lang="uk" dir="ltr"' in page and CATALOGUE.gettext("uk", "Your data protection report (Art. 15 GDPR)") in page
     assert "Caritasverband Paderborn" in page  # organisation names from the network configuration
-    assert str(escape(i18n.words("uk")["cat_identity"])) in page and "відкликана" in page
+    assert str(escape(category_label("uk", "identity"))) in page and "відкликана" in page
+    assert "Ваш звіт про захист даних" in page  # the Ukrainian catalogue, not a fallback
+    # "Created on": the service's clock, in the client's locale and the network's time zone
+    created = format_datetime(CLOCK_START + timedelta(minutes=5), "medium", tzinfo=ZoneInfo("Europe/Berlin"), locale="uk")
+    assert str(escape(created)) in page and "10:35:15" in created
     assert "Olena" not in page
 
     for lang in ("ar", "fa"):
         page = (await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html", "lang": lang}, headers=AUDITOR)).text
-        assert f'lang="{lang}" dir="rtl"' in page and i18n.words(lang)["disclosures"] in page
+        assert f'lang="{lang}" dir="rtl"' in page and CATALOGUE.gettext(lang, "Who received your data") in page
+    assert "، " in page  # the Arabic-script list separator between categories
     de = (await audit.http.get(f"/v1/audit/subjects/{stranger}/report", params={"format": "html"}, headers=AUDITOR)).text
     assert 'lang="de"' in de and "Keine Einträge." in de

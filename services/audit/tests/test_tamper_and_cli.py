@@ -15,20 +15,24 @@ from typer.testing import CliRunner
 
 from contracts import new_event, topics
 from contracts.events import ClientRegistered
-from services.audit import handlers
+from lotse_kit.kafka import ensure_topics
 from services.audit.bootstrap import bootstrap
 from services.audit.cli import app as cli
+from services.audit.domain.commands import SignTreeHead
+from services.audit.handlers import handle
 from services.audit.tests import rfc9162
-from lotse_kit.kafka import ensure_topics
-from services.audit.tests.conftest import AUDITOR, ORG, audit_settings, now
+from services.audit.tests.conftest import AUDITOR, DIRECTORY, ORG, audit_settings, now
 from tests.kafka_helpers import eventually, produce_raw
 
 runner = CliRunner()
 
 
 def registered(client_id):
-    return new_event(ClientRegistered(client_id=client_id, registering_org=ORG, responsible_org=ORG, preferred_language="tr",
-                                      registered_at=now()), source="/lotse/intake", acting_org=ORG)
+    return new_event(
+        ClientRegistered(client_id=client_id, registering_org=ORG, responsible_org=ORG, preferred_language="tr", registered_at=now()),
+        source="/lotse/intake",
+        acting_org=ORG,
+    )
 
 
 async def export_to(audit, path, fmt="ndjson"):
@@ -75,7 +79,13 @@ async def test_one_changed_byte_is_detected(audit, admin_db, tmp_path):
     victim = 4
     original = bytes(await audit.pool.fetchval("SELECT entry FROM audit_log WHERE idx = $1", victim))
     pos = original.index(b'"kind":"event"') + len(b'"kind":"')
-    await superuser_change(admin_db, audit.schema, f"UPDATE {audit.schema}.audit_log SET entry = set_byte(entry, $1, get_byte(entry, $1) # 1) WHERE idx = $2", pos, victim)
+    await superuser_change(
+        admin_db,
+        audit.schema,
+        f"UPDATE {audit.schema}.audit_log SET entry = set_byte(entry, $1, get_byte(entry, $1) # 1) WHERE idx = $2",
+        pos,
+        victim,
+    )
     changed = bytes(await audit.pool.fetchval("SELECT entry FROM audit_log WHERE idx = $1", victim))
     assert sum(a != b for a, b in zip(original, changed, strict=True)) == 1
 
@@ -91,7 +101,12 @@ async def test_one_changed_byte_is_detected(audit, admin_db, tmp_path):
     assert not rfc9162.verify_inclusion(rfc9162.hash_leaf(base64.b64decode(served["entry_b64"])), victim, 9, path, root)
     # (the untouched neighbour still verifies)
     neighbour = (await audit.http.get("/v1/audit/entries/3", headers=AUDITOR)).json()
-    npath = [base64.b64decode(p) for p in (await audit.http.get("/v1/audit/entries/3/inclusion-proof", params={"tree_size": 9}, headers=AUDITOR)).json()["audit_path"]]
+    npath = [
+        base64.b64decode(p)
+        for p in (await audit.http.get("/v1/audit/entries/3/inclusion-proof", params={"tree_size": 9}, headers=AUDITOR)).json()[
+            "audit_path"
+        ]
+    ]
     assert rfc9162.verify_inclusion(rfc9162.hash_leaf(base64.b64decode(neighbour["entry_b64"])), 3, 9, npath, root)
 
     # The subject report names the entry it can no longer trust.
@@ -99,7 +114,9 @@ async def test_one_changed_byte_is_detected(audit, admin_db, tmp_path):
     assert report["tampered_entries"] == [victim] and report["entries_examined"] == 9
 
     # Rewriting the recorded leaf hash as well only moves the failure to the root.
-    await superuser_change(admin_db, audit.schema, f"UPDATE {audit.schema}.audit_log SET leaf_hash = $1 WHERE idx = $2", rfc9162.hash_leaf(changed), victim)
+    await superuser_change(
+        admin_db, audit.schema, f"UPDATE {audit.schema}.audit_log SET leaf_hash = $1 WHERE idx = $2", rfc9162.hash_leaf(changed), victim
+    )
     await export_to(audit, tmp_path / "worse.ndjson")
     code, out = run_cli(tmp_path / "worse.ndjson", "--tree-head", sth, "--public-key", pub)
     assert code == 1 and "is not the signed root" in out, out
@@ -120,21 +137,25 @@ def free_port() -> int:
 async def test_cli_verifies_a_running_service_by_url(infra, kafka_bootstrap, topic_namespace, unique, tmp_path, signing_key):
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + topics.CLIENTS, partitions=1)])
     port = free_port()
-    app = bootstrap(audit_settings(topic_namespace, tmp_path, http_port=port), schema=f"audit_{unique}", signing_key=signing_key, org_names={})
+    app = bootstrap(
+        audit_settings(topic_namespace, tmp_path, http_port=port), schema=f"audit_{unique}", signing_key=signing_key, directory=DIRECTORY
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: server.started, timeout=30)
         await produce_raw(kafka_bootstrap, topic_namespace + topics.CLIENTS, [(None, b"junk", []) for _ in range(25)])
-        repo = app.state.repo
+        deps = app.state.deps
 
         async def logged() -> bool:
-            return await repo.size() == 25
+            return await deps.repo.size() == 25
 
         await eventually(logged, timeout=40)
-        await handlers.sign_tree_head(repo, signing_key)
+        await handle(SignTreeHead(), deps)
         raw = base64.b64encode(signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-        result = await asyncio.to_thread(runner.invoke, cli, ["verify", "--url", f"http://127.0.0.1:{port}", "--public-key", raw, "--progress"])
+        result = await asyncio.to_thread(
+            runner.invoke, cli, ["verify", "--url", f"http://127.0.0.1:{port}", "--public-key", raw, "--progress"]
+        )
         assert result.exit_code == 0 and result.stdout.startswith("OK: 25 entries"), result.output
         result = await asyncio.to_thread(runner.invoke, cli, ["tree-head", "--url", f"http://127.0.0.1:{port}"])
         assert json.loads(result.stdout)["tree_size"] == 25

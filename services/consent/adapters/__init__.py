@@ -1,1 +1,1 @@
-"""I/O for the consent service: PostgreSQL, the network file, partner topics and the decision cache."""
+"""I/O for the consent service: PostgreSQL (repository.py), partner topics, the decision cache and connections, receipt texts, metrics."""

@@ -7,6 +7,8 @@ connections checked out of the kit's pool for the life of the process and
 hands them out through a queue; before they are ready (start-up) or when one
 broke, queries go through the pool as usual.
 
+The reader is a worker (`reader(stopping)` holds the connections until the service
+stops); `reader.read(query)` runs a repository query on one of them.
 This belongs in the kit (a pool option for hot read paths); see docs/consent.md.
 """
 
@@ -19,7 +21,8 @@ from typing import TypeVar
 
 import asyncpg
 
-from lotse_kit.consumer import TRANSIENT_ERRORS
+from lotse_kit.db import Database
+from lotse_kit.retry import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +31,17 @@ Query = Callable[[asyncpg.Connection | asyncpg.Pool], Awaitable[T]]
 
 
 class DecisionReader:
-    def __init__(self, pool_getter: Callable[[], asyncpg.Pool], size: int) -> None:
-        self.pool_getter = pool_getter
+    def __init__(self, db: Database, size: int) -> None:
+        if size < 1:
+            raise ValueError("size must be positive; use the pool instead")
+        self.db = db
         self.size = size
         self._idle: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
         self._held: list[asyncpg.Connection] = []
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def __call__(self, stopping: asyncio.Event) -> None:
         """Holds the connections until the service stops (a runtime worker)."""
-        pool = self.pool_getter()
+        pool = self.db.pool
         try:
             for _ in range(self.size):
                 conn = await pool.acquire()
@@ -50,9 +55,12 @@ class DecisionReader:
             for conn in held:
                 await pool.release(conn)
 
-    async def __call__(self, query: Query[T]) -> T:
+    def health(self) -> str:
+        return "up" if len(self._held) >= self.size else f"up: {len(self._held)} of {self.size} decision connections held"
+
+    async def read(self, query: Query[T]) -> T:
         if self._idle.empty() and not self._held:
-            return await query(self.pool_getter())  # not started (or stopped): use the pool
+            return await query(self.db.pool)  # not started (or stopped): use the pool
         conn = await self._idle.get()
         try:
             result = await query(conn)
@@ -66,12 +74,12 @@ class DecisionReader:
         return result
 
     async def _replace(self, broken: asyncpg.Connection) -> None:
-        pool = self.pool_getter()
+        pool = self.db.pool
         if broken in self._held:
             self._held.remove(broken)
         try:
             await pool.release(broken)
-        except Exception:  # noqa: BLE001 - a broken connection may fail to release; the pool drops it
+        except Exception:  # a broken connection may fail to release; the pool drops it
             log.debug("could not release a broken decision connection", exc_info=True)
         try:
             fresh = await pool.acquire()

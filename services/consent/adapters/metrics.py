@@ -7,8 +7,14 @@ from prometheus_client import Counter
 from lotse_kit.metrics import REGISTRY
 
 decisions = Counter(
-    "lotse_consent_decisions_total", "Decision API answers.", ["allowed", "cache"], registry=REGISTRY,
+    "lotse_consent_decisions_total",
+    "Decision API answers.",
+    ["allowed", "cache"],
+    registry=REGISTRY,
 )
 gate_decisions = Counter(
-    "lotse_consent_gate_decisions_total", "Disclosure gate outcomes.", ["outcome"], registry=REGISTRY,
+    "lotse_consent_gate_decisions_total",
+    "Disclosure gate outcomes.",
+    ["outcome"],
+    registry=REGISTRY,
 )

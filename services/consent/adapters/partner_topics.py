@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
 
 from contracts import topics
-from contracts.topics import TopicSpec
-
-EnsureTopics = Callable[[Iterable[TopicSpec]], Awaitable[object]]
+from lotse_kit.kafka import TopicAdmin
 
 
 class PartnerTopics:
-    def __init__(self, ensure_topics: EnsureTopics) -> None:
-        self._ensure_topics = ensure_topics
+    def __init__(self, topic_admin: TopicAdmin) -> None:
+        self._topic_admin = topic_admin
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
+
+    def ready(self, org_id: str) -> bool:
+        """Whether this process has made sure the partner's topics exist."""
+        return org_id in self._ready
 
     async def ensure(self, org_id: str) -> None:
         if org_id in self._ready:
             return
         async with self._lock:
             if org_id not in self._ready:
-                await self._ensure_topics(topics.partner_topics(org_id))
+                await self._topic_admin.ensure(topics.partner_topics(org_id))
                 self._ready.add(org_id)

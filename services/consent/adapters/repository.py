@@ -46,7 +46,7 @@ def _consent(r: asyncpg.Record) -> Consent:
         withdrawn_at=r["withdrawn_at"],
         withdrawal_recorded_by_org=r["withdrawal_recorded_by_org"],
         expired_at=r["expired_at"],
-        disclosed_to=tuple(r["disclosed_to"]) if "disclosed_to" in r.keys() else (),
+        disclosed_to=tuple(r.get("disclosed_to") or ()),
     )
 
 
@@ -56,10 +56,24 @@ async def insert_consent(conn: asyncpg.Connection, c: Consent) -> None:
                form, form_reason, informed_purpose, informed_consequences, informed_right_to_withdraw,
                information_language, interpreter_used, notice_version, granted_at, valid_until, recorded_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)""",
-        c.consent_id, c.client_id, c.collecting_org, list(c.recipients), [p.value for p in c.purposes],
-        [x.value for x in c.categories], list(c.legal_basis), c.form.value, c.form_reason, c.information.purpose,
-        c.information.consequences_of_refusal, c.information.right_to_withdraw, c.information_language,
-        c.interpreter_used, c.notice_version, c.granted_at, c.valid_until, c.recorded_by,
+        c.consent_id,
+        c.client_id,
+        c.collecting_org,
+        list(c.recipients),
+        [p.value for p in c.purposes],
+        [x.value for x in c.categories],
+        list(c.legal_basis),
+        c.form.value,
+        c.form_reason,
+        c.information.purpose,
+        c.information.consequences_of_refusal,
+        c.information.right_to_withdraw,
+        c.information_language,
+        c.interpreter_used,
+        c.notice_version,
+        c.granted_at,
+        c.valid_until,
+        c.recorded_by,
     )
 
 
@@ -88,7 +102,9 @@ async def lock_client_consents(conn: asyncpg.Connection, client_id: UUID) -> lis
 async def mark_withdrawn(conn: asyncpg.Connection, consent_id: UUID, *, at: datetime, by_org: str) -> None:
     await conn.execute(
         "UPDATE consents SET status = 'withdrawn', withdrawn_at = $2, withdrawal_recorded_by_org = $3 WHERE consent_id = $1",
-        consent_id, at, by_org,
+        consent_id,
+        at,
+        by_org,
     )
 
 
@@ -97,7 +113,8 @@ async def claim_due_expiries(conn: asyncpg.Connection, *, now: datetime, limit: 
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM consents c WHERE c.status = 'active' AND c.valid_until <= $1
              ORDER BY c.valid_until LIMIT $2 FOR UPDATE SKIP LOCKED""",
-        now, limit,
+        now,
+        limit,
     )
     return [_consent(r) for r in rows]
 
@@ -116,7 +133,8 @@ async def bump_version(conn: asyncpg.Connection, client_id: UUID, *, erased_at: 
            ON CONFLICT (client_id) DO UPDATE
               SET version = client_versions.version + 1, erased_at = coalesce(client_versions.erased_at, EXCLUDED.erased_at)
            RETURNING version""",
-        client_id, erased_at,
+        client_id,
+        erased_at,
     )
 
 
@@ -177,8 +195,19 @@ async def insert_disclosure(conn: asyncpg.Connection, d: DisclosureRecord) -> bo
                consent_id, reason, missing_categories, payload_sha256, partner_event_id, decided_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (request_id) DO NOTHING RETURNING true""",
-        d.request_id, d.client_id, d.referral_id, d.from_org, d.recipient, d.purpose.value, [c.value for c in d.categories],
-        d.outcome, d.consent_id, d.reason, [c.value for c in d.missing_categories], d.payload_sha256, d.partner_event_id,
+        d.request_id,
+        d.client_id,
+        d.referral_id,
+        d.from_org,
+        d.recipient,
+        d.purpose.value,
+        [c.value for c in d.categories],
+        d.outcome,
+        d.consent_id,
+        d.reason,
+        [c.value for c in d.missing_categories],
+        d.payload_sha256,
+        d.partner_event_id,
         d.decided_at,
     )
     return bool(inserted)
@@ -189,16 +218,12 @@ async def disclosure_decided(conn: asyncpg.Connection, request_id: UUID) -> bool
 
 
 async def recipients_of_consent(conn: asyncpg.Connection, consent_id: UUID) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT DISTINCT recipient FROM disclosures WHERE consent_id = $1 AND outcome = 'made' ORDER BY 1", consent_id
-    )
+    rows = await conn.fetch("SELECT DISTINCT recipient FROM disclosures WHERE consent_id = $1 AND outcome = 'made' ORDER BY 1", consent_id)
     return [r["recipient"] for r in rows]
 
 
 async def recipients_of_client(conn: asyncpg.Connection, client_id: UUID) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT DISTINCT recipient FROM disclosures WHERE client_id = $1 AND outcome = 'made' ORDER BY 1", client_id
-    )
+    rows = await conn.fetch("SELECT DISTINCT recipient FROM disclosures WHERE client_id = $1 AND outcome = 'made' ORDER BY 1", client_id)
     return [r["recipient"] for r in rows]
 
 
@@ -209,14 +234,13 @@ async def serving_recipients(conn: asyncpg.Connection, client_id: UUID, *, now: 
             WHERE d.client_id = $1 AND d.outcome = 'made' AND c.status = 'active' AND c.valid_until > $2
               AND d.recipient = ANY(c.recipients)
             ORDER BY 1""",
-        client_id, now,
+        client_id,
+        now,
     )
     return [r["recipient"] for r in rows]
 
 
 async def referral_parties(conn: asyncpg.Connection, referral_id: UUID) -> tuple[set[str], set[str]]:
     """(senders, recipients) of a referral, as far as it went through the gate."""
-    rows = await conn.fetch(
-        "SELECT from_org, recipient FROM disclosures WHERE referral_id = $1 AND outcome = 'made'", referral_id
-    )
+    rows = await conn.fetch("SELECT from_org, recipient FROM disclosures WHERE referral_id = $1 AND outcome = 'made'", referral_id)
     return {r["from_org"] for r in rows}, {r["recipient"] for r in rows}

@@ -19,10 +19,12 @@ from uuid import UUID
 
 from contracts.vocab import DataCategory, Purpose
 
+from .errors import ConsentRuleViolation
+
 GDPR_CONSENT = "GDPR Art. 6(1)(a)"
 GDPR_EXPLICIT_SPECIAL = "GDPR Art. 9(2)(a)"
 SGB_X_CONSENT = "§67b SGB X"
-NOTICE_VERSION = "consent-notice-2025-1"  # the version of the receipt/notice texts in domain/receipts.py
+NOTICE_VERSION = "consent-notice-2025-1"  # the version of the receipt texts (locale/*/LC_MESSAGES/messages.po)
 
 
 class ConsentForm(StrEnum):
@@ -35,15 +37,6 @@ class ConsentStatus(StrEnum):
     ACTIVE = "active"
     WITHDRAWN = "withdrawn"
     EXPIRED = "expired"
-
-
-class ConsentRuleViolation(ValueError):
-    """A consent that may not be recorded. `field` names the request field at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)

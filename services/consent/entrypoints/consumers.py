@@ -1,42 +1,38 @@
-"""Event consumers: the disclosure gate and the partner forwarder."""
+"""What the consent service consumes and produces: its consumers and outbox topics, declared once.
+
+The runtime subscribes exactly these subscriptions with `handlers.EVENT_HANDLERS`; the outbox
+refuses anything not published here; the AsyncAPI document is generated from this declaration.
+"""
 
 from __future__ import annotations
 
-from functools import partial
+from contracts import PARTNER_REFERRAL, topics
+from lotse_kit.declaration import PARTNER_INBOX, Publication, ServiceDeclaration, Subscription
 
-from contracts import topics
-from lotse_kit.runtime import Runtime
-
-from .. import handlers
-from ..domain.forwarding import FORWARDING_RULES
-from ..handlers import Deps
+from ..domain.forwarding import FORWARDED_TYPES
+from ..handlers import EVENT_HANDLERS
 
 GATE = "disclosure-gate"
 FORWARDER = "partner-forwarder"
 
-# Events this service forwards but produces itself (consent withdrawn/expired) are forwarded in the
-# transaction that produces them, not by consuming its own topic.
-_OWN = {"lotse.consent.withdrawn", "lotse.consent.expired"}
+_GATE_TYPES = ("lotse.disclosure.requested",)
 
-
-def register(runtime: Runtime, deps: Deps) -> None:
-    runtime.add_consumer(
-        GATE,
-        {"lotse.disclosure.requested": partial(_gate, deps=deps)},
-        topics=[topics.DISCLOSURE_REQUESTS],
-    )
-    forward = {t: partial(_forward, deps=deps) for t in FORWARDING_RULES if t not in _OWN}
-    forward["lotse.client.erased"] = partial(_erased, deps=deps)
-    runtime.add_consumer(FORWARDER, forward, topics=[topics.REFERRALS, topics.DEADLINES, topics.CLIENTS])
-
-
-async def _gate(conn, env, *, deps: Deps) -> None:  # type: ignore[no-untyped-def]
-    await handlers.gate_disclosure_request(conn, env, deps)
-
-
-async def _forward(conn, env, *, deps: Deps) -> None:  # type: ignore[no-untyped-def]
-    await handlers.forward_to_partners(conn, env, deps)
-
-
-async def _erased(conn, env, *, deps: Deps) -> None:  # type: ignore[no-untyped-def]
-    await handlers.record_client_erasure(conn, env, deps)
+DECLARATION = ServiceDeclaration(
+    service="consent",
+    title="Lotse consent service",
+    description="Consent ledger, decision API and the only gate that writes personal data to partner topics.",
+    subscriptions=(
+        Subscription(GATE, channels=(topics.DISCLOSURE_REQUESTS,), handlers={t: EVENT_HANDLERS[t] for t in _GATE_TYPES}),
+        Subscription(
+            FORWARDER,
+            channels=(topics.REFERRALS, topics.DEADLINES, topics.CLIENTS),
+            handlers={t: h for t, h in EVENT_HANDLERS.items() if t not in _GATE_TYPES},
+        ),
+    ),
+    publications=(
+        Publication(topics.CONSENTS, ("lotse.consent.granted", "lotse.consent.withdrawn", "lotse.consent.expired")),
+        Publication(topics.DISCLOSURES, ("lotse.disclosure.made", "lotse.disclosure.blocked")),
+        # The gate's referral with exactly the consented data, and the copies of forwarded events.
+        Publication(PARTNER_INBOX, (PARTNER_REFERRAL.schema_id, *FORWARDED_TYPES)),
+    ),
+)

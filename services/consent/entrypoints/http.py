@@ -1,4 +1,7 @@
-"""HTTP API: consents, withdrawals, receipts and the decision API."""
+"""HTTP API: consents, withdrawals, receipts and the decision API. Thin: parse, call handlers or views, return.
+
+Refusals are domain errors (domain/errors.py); the kit turns them into problem+json.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from contracts.events import LanguageTag, OrgId
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.context import Ctx
-from lotse_kit.problems import Problem
 
-from .. import handlers
-from ..domain.model import Consent, ConsentForm, ConsentRuleViolation, InformationGiven
-from ..domain.receipts import UnsupportedLanguage, receipt, receipt_language
-from ..handlers import Deps
+from .. import views
+from ..domain.commands import RecordConsent, WithdrawConsent
+from ..domain.model import Consent, ConsentForm, InformationGiven
+from ..handlers import Deps, handle
 
 
 class InformationIn(BaseModel):
@@ -81,23 +83,32 @@ class DecisionOut(BaseModel):
 def _out(c: Consent, now: datetime) -> ConsentOut:
     status = c.status(now)
     return ConsentOut(
-        consent_id=c.consent_id, client_id=c.client_id, status=status.value, collecting_org=c.collecting_org,
-        recipients=list(c.recipients), purposes=list(c.purposes), categories=list(c.categories),
-        legal_basis=list(c.legal_basis), form=c.form, form_reason=c.form_reason,
+        consent_id=c.consent_id,
+        client_id=c.client_id,
+        status=status.value,
+        collecting_org=c.collecting_org,
+        recipients=list(c.recipients),
+        purposes=list(c.purposes),
+        categories=list(c.categories),
+        legal_basis=list(c.legal_basis),
+        form=c.form,
+        form_reason=c.form_reason,
         information=InformationIn(
-            purpose=c.information.purpose, consequences_of_refusal=c.information.consequences_of_refusal,
+            purpose=c.information.purpose,
+            consequences_of_refusal=c.information.consequences_of_refusal,
             right_to_withdraw=c.information.right_to_withdraw,
         ),
-        information_language=c.information_language, interpreter_used=c.interpreter_used,
-        notice_version=c.notice_version, granted_at=c.granted_at, valid_until=c.valid_until,
-        withdrawn_at=c.withdrawn_at, withdrawal_recorded_by_org=c.withdrawal_recorded_by_org,
+        information_language=c.information_language,
+        interpreter_used=c.interpreter_used,
+        notice_version=c.notice_version,
+        granted_at=c.granted_at,
+        valid_until=c.valid_until,
+        withdrawn_at=c.withdrawn_at,
+        withdrawal_recorded_by_org=c.withdrawal_recorded_by_org,
         expired_at=c.expired_at or (c.valid_until if status.value == "expired" else None),
-        disclosed_to=list(c.disclosed_to), recorded_by=c.recorded_by,
+        disclosed_to=list(c.disclosed_to),
+        recorded_by=c.recorded_by,
     )
-
-
-def _not_found(exc: Exception) -> Problem:
-    return Problem(404, "Consent not found", str(exc), type_="urn:lotse:problem:consent-not-found")
 
 
 def router(deps: Deps) -> APIRouter:
@@ -106,74 +117,52 @@ def router(deps: Deps) -> APIRouter:
     @r.post("/v1/consents", status_code=201, response_model=ConsentOut)
     async def record_consent(body: ConsentIn, ctx: Ctx) -> ConsentOut:
         """Records a consent (ISO/IEC TS 27560 fields, §67b SGB X) and emits lotse.consent.granted."""
-        collecting = body.collecting_org or ctx.acting_org
-        if collecting != ctx.acting_org:
-            raise Problem(
-                403, "Not the collecting organisation",
-                f"X-Lotse-Org {ctx.acting_org} cannot record a consent collected by {collecting}.",
-                type_="urn:lotse:problem:not-collecting-org",
-            )
-        try:
-            consent = await handlers.grant_consent(
-                deps,
-                handlers.GrantConsent(
-                    client_id=body.client_id, collecting_org=collecting, recipients=body.recipients,
-                    purposes=body.purposes, categories=body.categories, form=body.form, form_reason=body.form_reason,
-                    information=InformationGiven(
-                        body.information.purpose, body.information.consequences_of_refusal, body.information.right_to_withdraw
-                    ),
-                    information_language=body.information_language, interpreter_used=body.interpreter_used,
-                    valid_until=body.valid_until, recorded_by=ctx.actor,
+        consent = await handle(
+            RecordConsent(
+                client_id=body.client_id,
+                acting_org=ctx.acting_org,
+                collecting_org=body.collecting_org,
+                recipients=body.recipients,
+                purposes=body.purposes,
+                categories=body.categories,
+                form=body.form,
+                form_reason=body.form_reason,
+                information=InformationGiven(
+                    body.information.purpose, body.information.consequences_of_refusal, body.information.right_to_withdraw
                 ),
-            )
-        except ConsentRuleViolation as exc:
-            raise Problem(
-                422, "Consent cannot be recorded", exc.message, type_="urn:lotse:problem:consent-invalid",
-                errors=[{"field": exc.field, "message": exc.message, "type": "consent_rule"}],
-            ) from exc
-        return _out(consent, deps.clock())
+                information_language=body.information_language,
+                interpreter_used=body.interpreter_used,
+                valid_until=body.valid_until,
+                recorded_by=ctx.actor,
+            ),
+            deps,
+        )
+        return _out(consent, deps.clock.now())
 
     @r.get("/v1/consents/{consent_id}", response_model=ConsentOut)
     async def read_consent(consent_id: UUID) -> ConsentOut:
-        try:
-            return _out(await handlers.get_consent(deps, consent_id), deps.clock())
-        except handlers.NotFound as exc:
-            raise _not_found(exc) from exc
+        return _out(await views.get_consent(deps, consent_id), deps.clock.now())
 
     @r.post("/v1/consents/{consent_id}/withdraw", response_model=ConsentOut)
     async def withdraw(consent_id: UUID, ctx: Ctx) -> ConsentOut:
         """The client's withdrawal (GDPR Art. 7(3)), recorded by any member organisation; effective at once."""
-        try:
-            consent = await handlers.withdraw_consent(deps, consent_id, by_org=ctx.acting_org)
-        except handlers.NotFound as exc:
-            raise _not_found(exc) from exc
-        except handlers.Conflict as exc:
-            raise Problem(409, "Consent already expired", str(exc), type_="urn:lotse:problem:consent-expired") from exc
-        return _out(consent, deps.clock())
+        consent = await handle(WithdrawConsent(consent_id, by_org=ctx.acting_org), deps)
+        return _out(consent, deps.clock.now())
 
     @r.get("/v1/clients/{client_id}/consents", response_model=list[ConsentOut])
     async def client_consents(client_id: UUID) -> list[ConsentOut]:
         """The client's consents, newest first, with their status now."""
-        now = deps.clock()
-        return [_out(c, now) for c in await handlers.list_client_consents(deps, client_id)]
+        now = deps.clock.now()
+        return [_out(c, now) for c in await views.list_client_consents(deps, client_id)]
 
     @r.get("/v1/consents/{consent_id}/receipt")
     async def consent_receipt(
         consent_id: UUID,
-        lang: Annotated[str | None, Query(description="de, en, uk, ar, ru, tr or fa; default: the language the client was informed in.")] = None,
+        lang: Annotated[
+            str | None, Query(description="de, en, uk, ar, ru, tr or fa; default: the language the client was informed in.")
+        ] = None,
     ) -> dict[str, Any]:
-        try:
-            consent = await handlers.get_consent(deps, consent_id)
-        except handlers.NotFound as exc:
-            raise _not_found(exc) from exc
-        try:
-            language = receipt_language(lang, consent.information_language)
-        except UnsupportedLanguage as exc:
-            raise Problem(
-                422, "Unsupported receipt language", str(exc), type_="urn:lotse:problem:validation",
-                errors=[{"field": "lang", "message": str(exc), "type": "unsupported_language"}],
-            ) from exc
-        return receipt(consent, lang=language, now=deps.clock(), org_name=deps.directory.name)
+        return await views.consent_receipt(deps, consent_id, lang)
 
     @r.get("/v1/decisions", response_model=DecisionOut, tags=["decisions"])
     async def decision(
@@ -183,7 +172,7 @@ def router(deps: Deps) -> APIRouter:
         category: Annotated[list[DataCategory], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     ) -> JSONResponse:
         """May `recipient` receive these categories of the client's data for `purpose`, right now?"""
-        d = await handlers.check_decision(deps, client_id=client_id, recipient=recipient, purpose=purpose, categories=category)
+        d = await views.check_decision(deps, client_id=client_id, recipient=recipient, purpose=purpose, categories=category)
         return JSONResponse(d.as_dict())
 
     return r

@@ -1,37 +1,21 @@
-"""Background workers: the consent expiry job."""
+"""Background workers: the consent expiry job. (The decision API's connections are held by
+`adapters.decision_reader.DecisionReader`, itself a worker.)"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+from lotse_kit.workers import PeriodicWorker, periodic
 
-from lotse_kit.consumer import TRANSIENT_ERRORS
-from lotse_kit.runtime import Runtime
+from ..domain.commands import ExpireDueConsents
+from ..handlers import Deps, handle
 
-from .. import handlers
-from ..handlers import Deps
-
-log = logging.getLogger(__name__)
+EXPIRY = "consent-expiry"
 
 
-def expiry_worker(deps: Deps, interval_s: float):  # type: ignore[no-untyped-def]
-    """Runs the expiry job every `interval_s` (at once again while a full batch was expired) until shutdown."""
+def expiry_worker(deps: Deps, *, interval_s: float) -> PeriodicWorker:
+    """Expires due consents every `interval_s`, at once again while a full batch was expired."""
 
-    async def run(runtime: Runtime) -> None:
-        while not runtime.stopping.is_set():
-            try:
-                n = await handlers.expire_due_consents(deps)
-            except TRANSIENT_ERRORS as exc:
-                log.warning("expiry job failed; will retry", extra={"error": repr(exc)})
-                n = 0
-            except Exception:
-                log.error("expiry job failed; will retry", exc_info=True)
-                n = 0
-            if n >= deps.expiry_batch_size:
-                continue
-            try:
-                await asyncio.wait_for(runtime.stopping.wait(), timeout=interval_s)
-            except asyncio.TimeoutError:
-                pass
+    async def step() -> bool:
+        limit = deps.expiry_batch_size
+        return await handle(ExpireDueConsents(limit=limit), deps) >= limit
 
-    return run
+    return periodic(EXPIRY, step, interval_s=interval_s)

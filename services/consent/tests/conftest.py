@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from contracts import encode, new_event, topics
 from contracts.events import Contact, DisclosureRequested, Identity, PersonalData, ResidenceStatus
 from contracts.vocab import DataCategory, Need, Purpose, ResidenceTitle
+from lotse_kit.clock import ManualClock
 from lotse_kit.kafka import ensure_topics
-from services.consent.adapters.network import OrgDirectory
+from lotse_kit.network import OrgDirectory, parse_network
 from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.handlers import Deps
@@ -27,25 +28,19 @@ CARITAS = "caritas-paderborn"
 DIAKONIE = "diakonie-paderborn-hoexter"
 KI = "ki-paderborn"
 
-DIRECTORY = OrgDirectory(
-    {
-        JOBCENTER: "Jobcenter Kreis Paderborn",
-        CARITAS: "Caritasverband Paderborn",
-        DIAKONIE: "Diakonie Paderborn-Höxter",
-        KI: "Kommunales Integrationszentrum Kreis Paderborn",
-    }
-)
+NETWORK = f"""
+version: 1
+district: test
+name: Consent test network
+organisations:
+  - {{id: {JOBCENTER}, name: Jobcenter Kreis Paderborn, kind: jobcenter, languages: [de], contact_email: jc@test.example}}
+  - {{id: {CARITAS}, name: Caritasverband Paderborn, kind: welfare_association, languages: [de], contact_email: c@test.example}}
+  - {{id: {DIAKONIE}, name: Diakonie Paderborn-Höxter, kind: welfare_association, languages: [de], contact_email: d@test.example}}
+  - {{id: {KI}, name: Kommunales Integrationszentrum Kreis Paderborn, kind: kommunales_integrationszentrum, languages: [de],
+      contact_email: ki@test.example}}
+"""
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
+DIRECTORY = OrgDirectory.of(parse_network(NETWORK, "consent-tests"))
 
 
 @dataclass
@@ -53,7 +48,7 @@ class Service:
     app: FastAPI
     http: httpx.AsyncClient
     deps: Deps
-    clock: FakeClock
+    clock: ManualClock
     namespace: str
     bootstrap: str
 
@@ -104,7 +99,11 @@ def full_personal_data() -> PersonalData:
 
 
 def disclosure_request(
-    client_id: uuid.UUID, *, to_org: str = CARITAS, categories: list[DataCategory] | None = None, request_id: uuid.UUID | None = None,
+    client_id: uuid.UUID,
+    *,
+    to_org: str = CARITAS,
+    categories: list[DataCategory] | None = None,
+    request_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
 ) -> Any:
     data = DisclosureRequested(
@@ -125,9 +124,13 @@ def disclosure_request(
 
 def fast_settings(namespace: str, **overrides: Any) -> ConsentSettings:
     base: dict[str, Any] = dict(
-        topic_namespace=namespace, network_file=None,
-        outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05, consumer_retry_max_s=0.2, consumer_max_attempts=3,
+        topic_namespace=namespace,
+        outbox_poll_interval_s=0.2,
+        outbox_retry_base_s=0.2,
+        outbox_retry_max_s=1.0,
+        consumer_retry_base_s=0.05,
+        consumer_retry_max_s=0.2,
+        consumer_max_attempts=3,
         expiry_interval_s=0.3,
     )
     base.update(overrides)
@@ -138,8 +141,10 @@ def fast_settings(namespace: str, **overrides: Any) -> ConsentSettings:
 async def service(infra: Any, kafka_bootstrap: str, topic_namespace: str, unique: str) -> AsyncIterator[Service]:
     # The platform topics this service consumes; in a deployment `lotse topics ensure` creates them.
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + t.name, 1, t.config) for t in topics.platform_topics()])
-    clock = FakeClock()
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     app = bootstrap(settings=fast_settings(topic_namespace), schema=f"consent_{unique}", clock=clock, directory=DIRECTORY)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            yield Service(app, client, app.state.deps, clock, topic_namespace, kafka_bootstrap)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        yield Service(app, client, app.state.deps, clock, topic_namespace, kafka_bootstrap)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from contracts import decode, new_event, topics
 from contracts.events import ClientErased
-from services.consent.handlers import expire_due_consents
+from lotse_kit.network import NetworkConfigError
+from services.consent.bootstrap import bootstrap
+from services.consent.config import ConsentSettings
+from services.consent.domain.commands import ExpireDueConsents
+from services.consent.handlers import handle
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, JOBCENTER, KI, Service, consent_body, disclosure_request
@@ -30,8 +37,8 @@ async def test_67b_requires_all_three_pieces_of_information(service: Service) ->
     r = await _post(service, consent_body(uuid.uuid4(), information={"purpose": True, "right_to_withdraw": True}))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "information.consequences_of_refusal"
     # Nothing was recorded and nothing announced.
-    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM consents") == 0
-    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox") == 0
+    assert await service.deps.db.pool.fetchval("SELECT count(*) FROM consents") == 0
+    assert await service.deps.db.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 async def test_oral_consent_needs_a_documented_reason(service: Service) -> None:
@@ -46,19 +53,20 @@ async def test_oral_consent_needs_a_documented_reason(service: Service) -> None:
 async def test_legal_basis_validity_and_collecting_org(service: Service) -> None:
     plain = await service.grant(categories=["identity"])
     assert plain["legal_basis"] == ["GDPR Art. 6(1)(a)", "§67b SGB X"]
-    assert datetime.fromisoformat(plain["valid_until"]) == service.clock.now + timedelta(days=365)
+    assert datetime.fromisoformat(plain["valid_until"]) == service.clock.now() + timedelta(days=365)
     health = await service.grant(categories=["identity", "health"])
     assert "GDPR Art. 9(2)(a)" in health["legal_basis"]
 
-    too_long = (service.clock.now + timedelta(days=731)).isoformat()
+    too_long = (service.clock.now() + timedelta(days=731)).isoformat()
     r = await _post(service, consent_body(uuid.uuid4(), valid_until=too_long))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "valid_until"
-    r = await _post(service, consent_body(uuid.uuid4(), valid_until=(service.clock.now - timedelta(days=1)).isoformat()))
+    r = await _post(service, consent_body(uuid.uuid4(), valid_until=(service.clock.now() - timedelta(days=1)).isoformat()))
     assert r.status_code == 422
     r = await _post(service, consent_body(uuid.uuid4(), recipients=["no-such-org"]))
     assert r.status_code == 422 and "no-such-org" in r.json()["detail"]
+    assert r.json()["type"] == "urn:lotse:problem:consent-invalid" and r.json()["errors"][0]["field"] == "recipients"
     r = await _post(service, consent_body(uuid.uuid4(), collecting_org=CARITAS), org=JOBCENTER)
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.json()["type"] == "urn:lotse:problem:not-collecting-org"
     r = await service.http.post("/v1/consents", json=consent_body(uuid.uuid4()))
     assert r.status_code == 400  # no acting organisation
 
@@ -72,23 +80,25 @@ async def test_client_consents_newest_first_with_status(service: Service) -> Non
     r = await service.http.get(f"/v1/clients/{client}/consents")
     assert [(c["consent_id"], c["status"]) for c in r.json()] == [(second["consent_id"], "active"), (first["consent_id"], "withdrawn")]
     assert (await service.http.get(f"/v1/clients/{uuid.uuid4()}/consents")).json() == []
-    assert (await service.http.post(f"/v1/consents/{uuid.uuid4()}/withdraw", headers={"X-Lotse-Org": JOBCENTER})).status_code == 404
+    missing = await service.http.post(f"/v1/consents/{uuid.uuid4()}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    assert missing.status_code == 404 and missing.json()["type"] == "urn:lotse:problem:consent-not-found"
 
 
 async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(service: Service) -> None:
     client = uuid.uuid4()
-    consent = await service.grant(client, valid_until=(service.clock.now + timedelta(hours=1)).isoformat())
+    consent = await service.grant(client, valid_until=(service.clock.now() + timedelta(hours=1)).isoformat())
     await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
-    await eventually(lambda: service.deps.pool_getter().fetchval("SELECT count(*) FROM disclosures"))
+    await eventually(lambda: service.deps.db.pool.fetchval("SELECT count(*) FROM disclosures"))
 
     # Three replicas run the job at once; the service's own worker (same clock) is a fourth. One event in all.
     service.clock.advance(hours=2)
     d = await service.decision(client, CARITAS, "referral", ["identity"])
     assert d["allowed"] is False and d["reason"].startswith("expired")  # even before any job ran
-    results = await asyncio.gather(expire_due_consents(service.deps), expire_due_consents(service.deps), expire_due_consents(service.deps))
+    expire = ExpireDueConsents(limit=service.deps.expiry_batch_size)
+    results = await asyncio.gather(handle(expire, service.deps), handle(expire, service.deps), handle(expire, service.deps))
     assert sum(results) <= 1
-    await eventually(lambda: service.deps.pool_getter().fetchval("SELECT status = 'expired' FROM consents"))
-    assert await expire_due_consents(service.deps) == 0
+    await eventually(lambda: service.deps.db.pool.fetchval("SELECT status = 'expired' FROM consents"))
+    assert await handle(expire, service.deps) == 0
 
     events = await read_topic(service.bootstrap, service.topic(topics.CONSENTS), until=2, settle=1.5)
     expired = [decode(r.headers, r.value) for r in events if decode(r.headers, r.value).type == "lotse.consent.expired"]
@@ -101,14 +111,14 @@ async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(servi
     r = await service.http.get(f"/v1/consents/{consent['consent_id']}")
     assert r.json()["status"] == "expired"
     w = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
-    assert w.status_code == 409
+    assert w.status_code == 409 and w.json()["type"] == "urn:lotse:problem:consent-expired"
 
 
 async def test_erasure_blocks_every_later_decision_and_tells_recipients(service: Service) -> None:
     client = uuid.uuid4()
     await service.grant(client)
     await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
-    await eventually(lambda: service.deps.pool_getter().fetchval("SELECT count(*) FROM disclosures"))
+    await eventually(lambda: service.deps.db.pool.fetchval("SELECT count(*) FROM disclosures"))
 
     erased = ClientErased(client_id=client, requested_by_org=JOBCENTER, erased_at=datetime.now(UTC))
     await service.send(new_event(erased, source="/lotse/intake", acting_org=JOBCENTER), topics.CLIENTS)
@@ -116,3 +126,10 @@ async def test_erasure_blocks_every_later_decision_and_tells_recipients(service:
     assert [decode(r.headers, r.value).type for r in inbox] == ["lotse.referral.sent", "lotse.client.erased"]
     d = await service.decision(client, CARITAS, "referral", ["identity"])
     assert d["allowed"] is False and d["reason"].startswith("erased")
+
+
+def test_bootstrap_refuses_unknown_adapters_and_a_missing_network_file(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"unknown adapters \['clok'\]"):
+        bootstrap(ConsentSettings(), clok=None)
+    with pytest.raises(NetworkConfigError, match="cannot read"):
+        bootstrap(ConsentSettings(network_file=tmp_path / "missing.yaml"))

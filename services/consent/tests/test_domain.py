@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import EVENTS
-from contracts.export import SERVICES
 from contracts.vocab import DataCategory as C
 from contracts.vocab import Purpose as P
+from lotse_kit.declaration import PARTNER_INBOX
+from services.consent.domain.errors import ConsentRuleViolation
 from services.consent.domain.forwarding import FORWARDING_RULES, forwarded_event_id, recipients
 from services.consent.domain.model import (
     ConsentForm,
-    ConsentRuleViolation,
     ConsentStatus,
     InformationGiven,
     decide,
@@ -27,11 +27,21 @@ NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 
 def consent(**kw):
     base = dict(
-        consent_id=uuid.uuid4(), client_id=uuid.uuid4(), collecting_org="jobcenter-paderborn",
-        recipients=["caritas-paderborn"], purposes=[P.REFERRAL], categories=[C.IDENTITY, C.CONTACT],
-        form=ConsentForm.WRITTEN, form_reason=None, information=InformationGiven(True, True, True),
-        information_language="de", interpreter_used=False, valid_until=None, now=NOW,
-        default_validity=timedelta(days=365), max_validity=timedelta(days=730),
+        consent_id=uuid.uuid4(),
+        client_id=uuid.uuid4(),
+        collecting_org="jobcenter-paderborn",
+        recipients=["caritas-paderborn"],
+        purposes=[P.REFERRAL],
+        categories=[C.IDENTITY, C.CONTACT],
+        form=ConsentForm.WRITTEN,
+        form_reason=None,
+        information=InformationGiven(True, True, True),
+        information_language="de",
+        interpreter_used=False,
+        valid_until=None,
+        now=NOW,
+        default_validity=timedelta(days=365),
+        max_validity=timedelta(days=730),
     )
     base.update(kw)
     return new_consent(**base)
@@ -74,14 +84,16 @@ def test_67b_rules() -> None:
         consent(form=ConsentForm.ORAL)
     assert exc.value.field == "form_reason"
     assert consent(form=ConsentForm.ORAL, form_reason="by telephone").form is ConsentForm.ORAL
-    with pytest.raises(ConsentRuleViolation):
+    with pytest.raises(ConsentRuleViolation, match="at most 730 days ahead"):
         consent(valid_until=NOW + timedelta(days=731))
     assert consent(categories=[C.HEALTH]).legal_basis == ("GDPR Art. 6(1)(a)", "GDPR Art. 9(2)(a)", "§67b SGB X")
 
 
 def test_forwarding_table_covers_the_published_contract() -> None:
-    """Every event type the consent service announces for partner inboxes has a rule, and only those."""
-    inbox_types = {m for m in SERVICES["consent"]["send"]["partner.{orgId}.inbox.v1"] if m in EVENTS}
+    """Every event type the consent service declares for partner inboxes has a rule, and only those."""
+    from services.consent.entrypoints.consumers import DECLARATION
+
+    inbox_types = {m for m in DECLARATION.produces()[PARTNER_INBOX] if m in EVENTS}
     assert set(FORWARDING_RULES) == inbox_types - {"lotse.referral.sent"}  # referrals go through the gate
     for event_type, rule in FORWARDING_RULES.items():
         assert event_type in EVENTS and rule.why

@@ -6,13 +6,16 @@ import asyncio
 import hashlib
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts import decode, new_event, topics
 from contracts.events import DeadlineApproaching, ReferralAccepted
 from contracts.vocab import DataCategory, DeadlineKind
 from services.consent.adapters.decision_cache import DecisionCache
-from services.consent.handlers import Deps, check_decision, gate_disclosure_request, withdraw_consent
+from services.consent.domain.commands import WithdrawConsent
+from services.consent.handlers import EVENT_HANDLERS, handle
+from services.consent.views import check_decision
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, DIAKONIE, JOBCENTER, KI, Service, disclosure_request
@@ -23,7 +26,7 @@ def _types(records) -> list[str]:
 
 
 async def _outcomes(svc: Service, client_id: uuid.UUID) -> list[str]:
-    rows = await svc.deps.pool_getter().fetch("SELECT outcome FROM disclosures WHERE client_id = $1 ORDER BY decided_at", client_id)
+    rows = await svc.deps.db.pool.fetch("SELECT outcome FROM disclosures WHERE client_id = $1 ORDER BY decided_at", client_id)
     return [r["outcome"] for r in rows]
 
 
@@ -101,8 +104,8 @@ async def test_withdrawal_after_intakes_check_blocks_the_disclosure(service: Ser
     assert env.data.reason.startswith("withdrawn")
     assert await _outcomes(service, client) == ["blocked"]
     # Nothing was written for the partner (its topics were never even needed).
-    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox WHERE topic LIKE 'partner.%'") == 0
-    assert CARITAS not in service.deps.partner_topics._ready
+    assert await service.deps.db.pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE 'partner.%'") == 0
+    assert not service.deps.partner_topics.ready(CARITAS)
 
 
 async def test_withdrawal_is_forwarded_to_partners_that_received_data(service: Service) -> None:
@@ -124,8 +127,8 @@ async def test_withdrawal_is_forwarded_to_partners_that_received_data(service: S
     consents = await read_topic(service.bootstrap, service.topic(topics.CONSENTS), until=2, settle=0.5)
     assert _types(consents) == ["lotse.consent.granted", "lotse.consent.withdrawn"]
     # KI never received data, so it is not told.
-    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(KI)) == 0
-    assert KI not in service.deps.partner_topics._ready
+    assert await service.deps.db.pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(KI)) == 0
+    assert not service.deps.partner_topics.ready(KI)
 
 
 async def test_redelivered_and_resent_requests_reach_the_partner_once(service: Service) -> None:
@@ -140,7 +143,7 @@ async def test_redelivered_and_resent_requests_reach_the_partner_once(service: S
     await service.send(resent, topics.DISCLOSURE_REQUESTS)
 
     async def all_three_consumed() -> bool:
-        n = await service.deps.pool_getter().fetchval(
+        n = await service.deps.db.pool.fetchval(
             "SELECT count(*) FROM processed_events WHERE event_id = ANY($1::uuid[])", [request.id, resent.id]
         )
         return n == 2
@@ -163,8 +166,13 @@ async def test_partners_get_answers_deadlines_but_not_others_events(service: Ser
     answer = ReferralAccepted(client_id=client, referral_id=request.data.referral_id, to_org=CARITAS, from_org=JOBCENTER, accepted_at=now)
     await service.send(new_event(answer, source="/lotse/intake", acting_org=CARITAS), topics.REFERRALS)
     deadline = DeadlineApproaching(
-        client_id=client, deadline_id=uuid.uuid4(), kind=DeadlineKind.RESIDENCE_TITLE_EXPIRY, due_at=now + timedelta(days=14),
-        responsible_org=JOBCENTER, lead_time_days=14, days_left=14,
+        client_id=client,
+        deadline_id=uuid.uuid4(),
+        kind=DeadlineKind.RESIDENCE_TITLE_EXPIRY,
+        due_at=now + timedelta(days=14),
+        responsible_org=JOBCENTER,
+        lead_time_days=14,
+        days_left=14,
     )
     deadline_env = new_event(deadline, source="/lotse/intake", acting_org=JOBCENTER)
     await service.send(deadline_env, topics.DEADLINES)
@@ -177,24 +185,20 @@ async def test_partners_get_answers_deadlines_but_not_others_events(service: Ser
     forwarded = decode(inbox[1].headers, inbox[1].value)
     assert forwarded.data == deadline and forwarded.id != deadline_env.id
     # Diakonie is a named recipient but never received data: it does not serve the client.
-    assert await service.deps.pool_getter().fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(DIAKONIE)) == 0
-    assert DIAKONIE not in service.deps.partner_topics._ready
+    assert await service.deps.db.pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(DIAKONIE)) == 0
+    assert not service.deps.partner_topics.ready(DIAKONIE)
 
 
 async def test_withdrawal_on_one_replica_is_seen_by_anothers_cache_at_once(service: Service) -> None:
     client = uuid.uuid4()
     consent = await service.grant(client)
-    pool = service.deps.pool_getter
-    other_replica = Deps(
-        pool_getter=pool, partner_topics=service.deps.partner_topics, directory=service.deps.directory,
-        cache=DecisionCache(100), clock=service.clock,
-    )
+    other_replica = replace(service.deps, cache=DecisionCache(100), reader=None)
     args = dict(client_id=client, recipient=CARITAS, purpose="referral", categories=[DataCategory.IDENTITY])
     assert (await check_decision(other_replica, **args)).allowed
     assert (await check_decision(other_replica, **args)).allowed
     assert other_replica.cache is not None and other_replica.cache.hits == 1  # the second answer came from the cache
 
-    await withdraw_consent(service.deps, uuid.UUID(consent["consent_id"]), by_org=JOBCENTER)
+    await handle(WithdrawConsent(uuid.UUID(consent["consent_id"]), by_org=JOBCENTER), service.deps)
     after = await check_decision(other_replica, **args)
     assert not after.allowed and after.reason.startswith("withdrawn")
 
@@ -203,11 +207,12 @@ async def test_withdrawal_waits_for_a_disclosure_in_progress_and_names_its_recip
     client = uuid.uuid4()
     consent = await service.grant(client)
     request = disclosure_request(client, to_org=CARITAS)
-    async with service.deps.pool_getter().acquire() as conn:
+    async with service.deps.db.pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        await gate_disclosure_request(conn, request, service.deps)  # the gate decided "allowed" and holds its locks
-        withdrawal = asyncio.create_task(withdraw_consent(service.deps, uuid.UUID(consent["consent_id"]), by_org=KI))
+        gate = EVENT_HANDLERS["lotse.disclosure.requested"]
+        await gate(request, conn, service.deps)  # the gate decided "allowed" and holds its locks
+        withdrawal = asyncio.create_task(handle(WithdrawConsent(uuid.UUID(consent["consent_id"]), by_org=KI), service.deps))
         await asyncio.sleep(0.5)
         assert not withdrawal.done(), "a withdrawal must wait for the disclosure that is being committed"
         await tx.commit()

@@ -18,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.vocab import DataCategory, Purpose
 
+from ..domain.errors import ConsentUnavailable
+
 log = logging.getLogger(__name__)
+
+__all__ = ["ConsentDecisions", "ConsentUnavailable", "Decision", "HttpConsentDecisions"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,6 @@ class Decision:
     consent_id: uuid.UUID | None
     reason: str
     missing_categories: list[DataCategory] = field(default_factory=list)
-
-
-class ConsentUnavailable(Exception):
-    """The decision could not be obtained; intake then sends nothing (fail closed)."""
 
 
 class ConsentDecisions(Protocol):

@@ -6,7 +6,9 @@ import calendar as _cal
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from contracts.vocab import DeadlineKind
+from contracts.vocab import DeadlineKind, ResidenceTitle
+
+from .errors import Invalid
 
 CHANCEN_MONTHS = 18
 
@@ -41,6 +43,31 @@ def add_months_bgb(start: date, months: int) -> date:
 def chancen_aufenthalt_last_day(valid_from: date) -> date:
     """Last valid day of a §104c title valid from `valid_from`: 18 months, not extendable."""
     return add_months_bgb(valid_from, CHANCEN_MONTHS)
+
+
+def residence_deadline(title: ResidenceTitle | None, valid_until: date | None, valid_from: date | None) -> tuple[DeadlineKind, date] | None:
+    """The automatic deadline for a residence title: (kind, last valid day), or None."""
+    if title is None:
+        return None
+    if title is ResidenceTitle.CHANCEN_104C:
+        last = chancen_aufenthalt_last_day(valid_from) if valid_from else valid_until
+        return (DeadlineKind.CHANCEN_AUFENTHALT_END, last) if last else None
+    return (DeadlineKind.RESIDENCE_TITLE_EXPIRY, valid_until) if valid_until else None
+
+
+RESIDENCE_KINDS = (DeadlineKind.RESIDENCE_TITLE_EXPIRY, DeadlineKind.CHANCEN_AUFENTHALT_END)
+
+
+def check_104c(
+    title: ResidenceTitle | None, valid_until: date | None, valid_from: date | None, field: str = "residence_valid_until"
+) -> date | None:
+    """For a §104c title given with its first day, the last day is computed; a contradicting valid_until is refused."""
+    if title is ResidenceTitle.CHANCEN_104C and valid_from:
+        last = chancen_aufenthalt_last_day(valid_from)
+        if valid_until and valid_until != last:
+            raise Invalid(field, f"a §104c title valid from {valid_from} ends on {last} (18 months, §188(2) BGB), not {valid_until}")
+        return last
+    return valid_until
 
 
 def legal_note(kind: DeadlineKind, last_day: date | None) -> str | None:
@@ -96,6 +123,12 @@ def plan_notices(due_at: datetime, lead_times_days: list[int], now: datetime, do
     if MISSED not in recorded:
         upcoming.append(due_at + timedelta(microseconds=1))
     return NoticePlan(notices, min(upcoming) if upcoming else None)
+
+
+def first_check(due_at: datetime, lead_times_days: list[int], now: datetime) -> datetime | None:
+    """When the scheduler first looks at a new deadline: now if a notice is already due, else the next window."""
+    plan = plan_notices(due_at, lead_times_days, now, set())
+    return now if plan.notices else plan.next_check_at
 
 
 def days_left(due_at: datetime, now: datetime) -> int:

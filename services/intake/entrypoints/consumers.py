@@ -1,18 +1,38 @@
-"""Event consumers: partner answers on partner.<org>.outbox.v1 and consent-gate outcomes on lotse.disclosures.v1."""
+"""What intake consumes and produces: the declaration the runtime subscribes, the outbox checks and the AsyncAPI is generated from.
+
+Consumed: partner answers on every member's `partner.<org>.outbox.v1` (one pattern subscription) and the
+consent gate's outcomes on `lotse.disclosures.v1`. Produced: exactly what the handlers write to the outbox.
+"""
 
 from __future__ import annotations
 
 from contracts import topics
 from contracts.events import PARTNER_ANSWER_TYPES
-from lotse_kit.runtime import Runtime
+from lotse_kit.declaration import PARTNER_OUTBOX, Publication, ServiceDeclaration, Subscription
 
-from .. import handlers as h
+from ..handlers import EVENT_HANDLERS
 
-# Anchored: partner.<org>.outbox.v1 but not its .dlq.
-PARTNER_OUTBOX_PATTERN = r"partner\.[a-z0-9][a-z0-9-]*\.outbox\.v1$"
+DISCLOSURE_OUTCOMES = ("lotse.disclosure.blocked", "lotse.disclosure.made")
 
-
-def register(runtime: Runtime, deps: h.Deps) -> None:
-    answer = h.make_partner_answer_handler(deps)
-    runtime.add_consumer("partner-answers", {t: answer for t in PARTNER_ANSWER_TYPES}, pattern=PARTNER_OUTBOX_PATTERN)
-    runtime.add_consumer("disclosures", h.make_disclosure_handlers(deps), topics=[topics.DISCLOSURES])
+DECLARATION = ServiceDeclaration(
+    service="intake",
+    title="Lotse intake service",
+    description="Client registry, referrals, process plans and deadlines. Owns the client's personal data.",
+    subscriptions=(
+        Subscription("partner-answers", channels=(PARTNER_OUTBOX,), handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ANSWER_TYPES}),
+        Subscription("disclosures", channels=(topics.DISCLOSURES,), handlers={t: EVENT_HANDLERS[t] for t in DISCLOSURE_OUTCOMES}),
+    ),
+    publications=(
+        # handlers/clients.py
+        Publication(topics.CLIENTS, ("lotse.client.registered", "lotse.client.updated", "lotse.case.handed_over")),
+        # handlers/referrals.py (HTTP answers and partner answers alike)
+        Publication(topics.REFERRALS, ("lotse.referral.sent", *PARTNER_ANSWER_TYPES, "lotse.referral.revoked")),
+        # handlers/deadlines.py (registered, resolved; approaching and missed from the scheduler step)
+        Publication(
+            topics.DEADLINES,
+            ("lotse.deadline.registered", "lotse.deadline.approaching", "lotse.deadline.missed", "lotse.deadline.resolved"),
+        ),
+        # handlers/referrals.py: the only event with personal data, read by the consent gate alone
+        Publication(topics.DISCLOSURE_REQUESTS, ("lotse.disclosure.requested",)),
+    ),
+)

@@ -10,14 +10,15 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import decode
 from contracts.vocab import DataCategory, Purpose
-from services.intake.adapters.clock import ManualClock
+from lotse_kit.clock import ManualClock
+from lotse_kit.network import OrgDirectory, load_network
 from services.intake.adapters.consent import Decision
 from services.intake.bootstrap import bootstrap
 from services.intake.config import IntakeSettings
-from lotse_kit.network import Network, load_network
 from tests.kafka_helpers import read_topic
 
 HERE = Path(__file__).parent
@@ -39,7 +40,7 @@ class FakeConsent:
     def grant(self, client_id: uuid.UUID | str, recipient: str, purpose: Purpose, categories: Iterable[DataCategory]) -> None:
         self.grants[(uuid.UUID(str(client_id)), recipient, purpose)] = set(categories)
 
-    async def decide(self, client_id, recipient, purpose, categories) -> Decision:  # noqa: ANN001
+    async def decide(self, client_id, recipient, purpose, categories) -> Decision:
         categories = list(categories)
         self.calls.append((client_id, recipient, purpose, categories))
         granted = self.grants.get((client_id, recipient, purpose))
@@ -56,16 +57,22 @@ class FakeConsent:
 
 def settings(topic_namespace: str, **overrides: Any) -> IntakeSettings:
     base: dict[str, Any] = dict(
-        topic_namespace=topic_namespace, outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05, consumer_retry_max_s=0.2, consumer_max_attempts=2, deadline_scan_interval_s=0.2,
+        topic_namespace=topic_namespace,
+        outbox_poll_interval_s=0.2,
+        outbox_retry_base_s=0.2,
+        outbox_retry_max_s=1.0,
+        consumer_retry_base_s=0.05,
+        consumer_retry_max_s=0.2,
+        consumer_max_attempts=2,
+        deadline_scan_interval_s=0.2,
     )
     base.update(overrides)
     return IntakeSettings(**base)
 
 
 @pytest.fixture(scope="session")
-def network() -> Network:
-    return load_network(HERE / "network.yaml")
+def directory() -> OrgDirectory:
+    return OrgDirectory.of(load_network(HERE / "network.yaml"))
 
 
 @pytest.fixture
@@ -80,16 +87,21 @@ def consent() -> FakeConsent:
 
 
 @pytest.fixture
-def make_intake(infra, unique, topic_namespace, network, clock, consent) -> Callable[..., Any]:  # noqa: ANN001
+def make_intake(infra, unique, topic_namespace, directory, clock, consent) -> Callable[..., Any]:
     """Starts an intake instance (app + HTTP client); several instances with the same suffix share one schema (replicas)."""
 
     @asynccontextmanager
     async def make(suffix: str = "", **overrides: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
         fake = overrides.pop("consent", consent)
-        app = bootstrap(settings(topic_namespace, **overrides), schema=f"intake_{unique}{suffix}", network=network, consent=fake, clock=clock)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-                yield app, http
+        org_directory = overrides.pop("directory", directory)  # None: read settings.network_file, as in production
+        app = bootstrap(
+            settings(topic_namespace, **overrides), schema=f"intake_{unique}{suffix}", clock=clock, directory=org_directory, consent=fake
+        )
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        ):
+            yield app, http
 
     return make
 
@@ -100,18 +112,37 @@ def h(org: str) -> dict[str, str]:
 
 def client_body(**over: Any) -> dict[str, Any]:
     body = {
-        "given_name": "Olena", "family_name": "Kovalenko", "date_of_birth": "1988-04-12",
-        "email": "olena.kovalenko@mail.example", "phone": "+49 5251 123456",
-        "preferred_language": "uk", "languages": ["uk", "ru", "de"], "needs": ["interpreter", "integration_course"],
-        "residence_title": "aufenthg_24", "residence_valid_until": "2027-03-04",
+        "given_name": "Olena",
+        "family_name": "Kovalenko",
+        "date_of_birth": "1988-04-12",
+        "email": "olena.kovalenko@mail.example",
+        "phone": "+49 5251 123456",
+        "preferred_language": "uk",
+        "languages": ["uk", "ru", "de"],
+        "needs": ["interpreter", "integration_course"],
+        "residence_title": "aufenthg_24",
+        "residence_valid_until": "2027-03-04",
     }
     body.update(over)
     return body
 
 
-async def events(bootstrap_servers: str, topic: str, *, until: Callable[[list], bool] | int = 1, settle: float = 0.0, timeout: float = 30.0) -> list:
+async def events(
+    bootstrap_servers: str, topic: str, *, until: Callable[[list], bool] | int = 1, settle: float = 0.0, timeout_s: float = 30.0
+) -> list:
     """Decoded envelopes on a physical topic; `until` sees decoded envelopes too."""
     want = until if callable(until) else (lambda envs: len(envs) >= until)
-    records = await read_topic(bootstrap_servers, topic, until=lambda rs: want([decode(r.headers, r.value) for r in rs]),
-                               settle=settle, timeout=timeout)
+    records = await read_topic(
+        bootstrap_servers, topic, until=lambda rs: want([decode(r.headers, r.value) for r in rs]), settle=settle, timeout=timeout_s
+    )
     return [decode(r.headers, r.value) for r in records]
+
+
+async def metric(http: httpx.AsyncClient, sample: str, **labels: str) -> float:
+    """A sample's value on the service's /metrics (0 when it has not been counted yet)."""
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0

@@ -16,13 +16,17 @@ def consent_app(seen: list[dict]) -> FastAPI:
     app = FastAPI()
 
     @app.get("/v1/decisions")
-    async def decisions(client_id: uuid.UUID, recipient: str, purpose: str, category: list[str] = Query()) -> dict:  # noqa: B008
+    async def decisions(client_id: uuid.UUID, recipient: str, purpose: str, category: list[str] = Query()) -> dict:
         seen.append({"client_id": client_id, "recipient": recipient, "purpose": purpose, "category": category})
         if recipient == "broken":
             return {"unexpected": True}
         allowed = set(category) <= {"identity", "contact"}
-        return {"allowed": allowed, "consent_id": str(uuid.UUID(int=7)) if allowed else None, "reason": "ok" if allowed else "missing",
-                "missing_categories": [c for c in category if c not in {"identity", "contact"}]}
+        return {
+            "allowed": allowed,
+            "consent_id": str(uuid.UUID(int=7)) if allowed else None,
+            "reason": "ok" if allowed else "missing",
+            "missing_categories": [c for c in category if c not in {"identity", "contact"}],
+        }
 
     return app
 

@@ -13,8 +13,17 @@ from services.intake.domain.referrals import Action, IllegalTransition, NotAllow
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-@pytest.mark.parametrize(("year", "easter"), [(2024, date(2024, 3, 31)), (2025, date(2025, 4, 20)), (2026, date(2026, 4, 5)),
-                                              (2027, date(2027, 3, 28)), (2038, date(2038, 4, 25)), (2285, date(2285, 3, 22))])
+@pytest.mark.parametrize(
+    ("year", "easter"),
+    [
+        (2024, date(2024, 3, 31)),
+        (2025, date(2025, 4, 20)),
+        (2026, date(2026, 4, 5)),
+        (2027, date(2027, 3, 28)),
+        (2038, date(2038, 4, 25)),
+        (2285, date(2285, 3, 22)),
+    ],
+)
 def test_easter_sunday(year, easter):
     assert calendar.easter_sunday(year) == easter
 
@@ -41,20 +50,23 @@ def test_working_days_skip_weekends_and_easter():
     assert calendar.add_working_days(date(2025, 12, 23), 3) == date(2025, 12, 30)
     assert calendar.add_working_days(date(2025, 12, 30), 2) == date(2026, 1, 2)
     assert not calendar.is_working_day(date(2026, 6, 4))  # Fronleichnam 2026
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         calendar.add_working_days(date(2026, 1, 5), 0)
 
 
-@pytest.mark.parametrize(("valid_from", "last_day"), [
-    (date(2025, 3, 15), date(2026, 9, 14)),  # the example in §187(2)/§188(2) BGB terms
-    (date(2025, 3, 1), date(2026, 8, 31)),   # starting on the 1st ends on the last day of the month before
-    (date(2025, 8, 31), date(2027, 2, 28)),  # no 31 February: §188(3), end of that month
-    (date(2025, 8, 29), date(2027, 2, 28)),  # no 29 February 2027 either
-    (date(2026, 8, 30), date(2028, 2, 29)),  # leap year: no 30 February, ends 29 February
-    (date(2026, 8, 29), date(2028, 2, 28)),  # 29 February 2028 exists: the day before it
-    (date(2025, 7, 1), date(2026, 12, 31)),  # year boundary
-    (date(2024, 12, 31), date(2026, 6, 30)),
-])
+@pytest.mark.parametrize(
+    ("valid_from", "last_day"),
+    [
+        (date(2025, 3, 15), date(2026, 9, 14)),  # the example in §187(2)/§188(2) BGB terms
+        (date(2025, 3, 1), date(2026, 8, 31)),  # starting on the 1st ends on the last day of the month before
+        (date(2025, 8, 31), date(2027, 2, 28)),  # no 31 February: §188(3), end of that month
+        (date(2025, 8, 29), date(2027, 2, 28)),  # no 29 February 2027 either
+        (date(2026, 8, 30), date(2028, 2, 29)),  # leap year: no 30 February, ends 29 February
+        (date(2026, 8, 29), date(2028, 2, 28)),  # 29 February 2028 exists: the day before it
+        (date(2025, 7, 1), date(2026, 12, 31)),  # year boundary
+        (date(2024, 12, 31), date(2026, 6, 30)),
+    ],
+)
 def test_chancen_aufenthalt_ends_after_18_months_per_bgb(valid_from, last_day):
     assert deadlines.chancen_aufenthalt_last_day(valid_from) == last_day
 
@@ -100,8 +112,14 @@ def test_referral_life_cycle():
     assert next_status("accepted", Action.COMPLETE) is ReferralStatus.COMPLETED
     assert next_status("sent", Action.DECLINE) is ReferralStatus.DECLINED
     assert next_status("accepted", Action.REVOKE) is ReferralStatus.REVOKED
-    for status, action in [("sent", Action.COMPLETE), ("declined", Action.ACCEPT), ("completed", Action.REVOKE), ("accepted", Action.ACCEPT),
-                           ("revoked", Action.DECLINE), ("blocked", Action.ACCEPT)]:
+    for status, action in [
+        ("sent", Action.COMPLETE),
+        ("declined", Action.ACCEPT),
+        ("completed", Action.REVOKE),
+        ("accepted", Action.ACCEPT),
+        ("revoked", Action.DECLINE),
+        ("blocked", Action.ACCEPT),
+    ]:
         with pytest.raises(IllegalTransition):
             next_status(status, action)
 

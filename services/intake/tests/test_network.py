@@ -1,7 +1,11 @@
-"""The network configuration: the demo file is valid; broken files name line and field; the service refuses to start."""
+"""Intake and its network file: the service refuses to start on an invalid one, and follows changes while running.
+
+How the file is validated (line and field of each problem) is the kit loader's business and tested there.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,106 +13,56 @@ from pathlib import Path
 
 import pytest
 
-from contracts.topics import ORG_ID_PATTERN
-from contracts.vocab import Need, OrgKind
-from services.intake.config import REPO
-from lotse_kit.network import NetworkConfigError, load_network, parse_network
+from services.intake.bootstrap import bootstrap
+from services.intake.config import REPO, IntakeSettings
 
-DEMO = REPO / "deploy" / "demo" / "network.yaml"
+from .conftest import HERE, JOBCENTER, client_body, h
 
-VALID = """\
-version: 1
-district: d
-name: n
-organisations:
-  - id: org-a
-    name: A
-    kind: jobcenter
-    languages: [de]
-    contact_email: a@a.example
-    services:
-      - id: svc
-        name: S
-        needs: [interpreter]
-process_plans:
-  - need: interpreter
-    service: svc
-    organisation: org-a
-    answer_within_working_days: 3
+NEW_MEMBER = """\
+  - id: neue-beratung-paderborn
+    name: Neue Beratungsstelle
+    kind: welfare_association
+    languages: [de, ar]
+    contact_email: beratung@neu.example
 """
-
-
-def problems(text: str) -> list[tuple[int | None, str]]:
-    with pytest.raises(NetworkConfigError) as exc:
-        parse_network(text, "test.yaml")
-    return [(p.line, p.field) for p in exc.value.problems]
-
-
-def test_demo_network_is_valid_and_complete():
-    net = load_network(DEMO)
-    assert net.version == 1
-    kinds = {o.kind for o in net.organisations}
-    assert kinds == set(OrgKind)  # every kind of member is represented
-    import re
-
-    assert all(re.match(ORG_ID_PATTERN, o.id) for o in net.organisations)
-    assert all(o.languages and o.contact_email for o in net.organisations)
-    ids = net.org_ids()
-    for org in ("jobcenter-kreis-paderborn", "caritas-paderborn", "caritas-bueren", "diakonie-paderborn-hoexter", "awo-kreis-paderborn",
-                "in-via-paderborn", "ki-kreis-paderborn", "kim-kreis-paderborn", "auslaenderbehoerde-kreis-paderborn"):
-        assert org in ids
-    assert net.service("in-via-paderborn", "jugendmigrationsdienst") is not None
-    assert net.service("ki-kreis-paderborn", "sprachmittlerpool") is not None
-    mbe = [o.id for o in net.organisations if o.service("mbe")]
-    assert {"caritas-paderborn", "diakonie-paderborn-hoexter", "awo-kreis-paderborn"} <= set(mbe)
-    plan = net.plan_for(Need.RECOGNITION_OF_QUALIFICATIONS)
-    assert plan is not None and Need.RECOGNITION_OF_QUALIFICATIONS in net.service(plan.organisation, plan.service).needs
-
-
-def test_a_valid_minimal_file_loads():
-    assert parse_network(VALID).plan_for("interpreter").answer_within_working_days == 3
-
-
-def test_schema_errors_name_line_and_field():
-    bad = VALID.replace("kind: jobcenter", "kind: job_centre").replace("answer_within_working_days: 3", "answer_within_working_days: 0")
-    assert problems(bad) == [(7, "organisations[0].kind"), (18, "process_plans[0].answer_within_working_days")]
-
-
-def test_missing_field_points_at_its_parent_and_unknown_keys_are_refused():
-    bad = VALID.replace("    contact_email: a@a.example\n", "").replace("    name: A\n", "    name: A\n    nmae: typo\n")
-    assert sorted(problems(bad)) == [(5, "organisations[0].contact_email"), (7, "organisations[0].nmae")]
-
-
-def test_cross_references_are_checked():
-    unknown_org = VALID.replace("organisation: org-a", "organisation: org-b")
-    assert problems(unknown_org) == [(17, "process_plans[0].organisation")]
-    unknown_service = VALID.replace("    service: svc", "    service: other")
-    assert problems(unknown_service) == [(16, "process_plans[0].service")]
-    uncovered = VALID.replace("needs: [interpreter]", "needs: [housing]")
-    assert problems(uncovered) == [(15, "process_plans[0].need")]
-    duplicate = VALID.replace("process_plans:", """  - id: org-a
-    name: A again
-    kind: jobcenter
-    languages: [de]
-    contact_email: b@a.example
-process_plans:""")
-    assert problems(duplicate) == [(14, "organisations[1].id")]
-
-
-def test_version_and_syntax():
-    assert problems(VALID.replace("version: 1", "version: 2")) == [(1, "version")]
-    assert problems(VALID.replace("languages: [de]", "languages: [de")) [0][1] == "(syntax)"
-
-
-def test_unreadable_file(tmp_path: Path):
-    with pytest.raises(NetworkConfigError, match="cannot read"):
-        load_network(tmp_path / "missing.yaml")
 
 
 def test_the_service_does_not_start_with_an_invalid_file(tmp_path: Path):
     bad = tmp_path / "network.yaml"
-    bad.write_text(VALID.replace("kind: jobcenter", "kind: job_centre"))
+    bad.write_text((HERE / "network.yaml").read_text().replace("kind: jobcenter", "kind: job_centre", 1))
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "job_centre" in text)
     env = {**os.environ, "LOTSE_NETWORK_FILE": str(bad), "LOTSE_INTAKE_HTTP_PORT": "1"}
     proc = subprocess.run([sys.executable, "-m", "services.intake"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "line 7: organisations[0].kind" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert f"line {line}: organisations[0].kind" in proc.stderr
+
+
+def test_bootstrap_refuses_an_unknown_adapter():
+    with pytest.raises(TypeError, match=r"unknown adapters \['netwrok'\]"):
+        bootstrap(IntakeSettings(), netwrok=object())
+
+
+async def test_a_changed_file_applies_without_restart_and_a_broken_one_keeps_the_last_good(make_intake, tmp_path: Path):
+    path = tmp_path / "network.yaml"
+    good = (HERE / "network.yaml").read_text()
+    path.write_text(good)
+    async with make_intake(directory=None, network_file=path) as (_app, http):
+        assert (await http.get("/health/ready")).json()["checks"]["network"] == "up"
+        assert (await http.post("/v1/clients", json=client_body(), headers=h("neue-beratung-paderborn"))).status_code == 403
+        # A new member: it may work cases as soon as the file has been re-read.
+        _write(path, good.replace("process_plans:", NEW_MEMBER + "process_plans:"))
+        await asyncio.sleep(2.2)  # the directory looks at the file at most every 2 s
+        assert (await http.post("/v1/clients", json=client_body(), headers=h("neue-beratung-paderborn"))).status_code == 201
+        # A broken file is not applied: the last good version stays in force, readiness warns.
+        _write(path, good.replace("kind: jobcenter", "kind: job_centre", 1))
+        await asyncio.sleep(2.2)
+        orgs = [o["id"] for o in (await http.get("/v1/network")).json()["organisations"]]
+        assert "neue-beratung-paderborn" in orgs and JOBCENTER in orgs
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["checks"]["network"].startswith("up: last good version")
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a new mtime even within the file system's resolution

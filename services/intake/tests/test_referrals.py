@@ -12,42 +12,51 @@ from contracts.topics import dlq, partner_outbox
 from contracts.vocab import DataCategory, Purpose
 from tests.kafka_helpers import eventually, produce_raw, read_topic
 
-from .conftest import CARITAS, JOBCENTER, KI, KIM, client_body, events, h
+from .conftest import CARITAS, JOBCENTER, KI, KIM, client_body, events, h, metric
 
+REFERRALS = "lotse_intake_referrals_total"
 PERSONAL = ("Olena", "Kovalenko", "1988-04-12", "olena.kovalenko", "5251 123456")
 
 
-async def register(http, org: str = JOBCENTER, **over) -> str:  # noqa: ANN001
+async def register(http, org: str = JOBCENTER, **over) -> str:
     resp = await http.post("/v1/clients", json=client_body(**over), headers=h(org))
     assert resp.status_code == 201, resp.text
     return resp.json()["client_id"]
 
 
-async def referral_status(app, referral_id: str) -> str:  # noqa: ANN001
-    return await app.state.runtime.pool.fetchval("SELECT status FROM referrals WHERE referral_id = $1", uuid.UUID(referral_id))
+async def referral_status(app, referral_id: str) -> str:
+    return await app.state.runtime.db.pool.fetchval("SELECT status FROM referrals WHERE referral_id = $1", uuid.UUID(referral_id))
 
 
-async def partner_answer(kafka_bootstrap: str, topic_namespace: str, org: str, data, source_org: str | None = None) -> None:  # noqa: ANN001
+async def partner_answer(kafka_bootstrap: str, topic_namespace: str, org: str, data, source_org: str | None = None) -> None:
     rec = encode(new_event(data, source=f"/partners/{source_org or org}"))
     await produce_raw(kafka_bootstrap, topic_namespace + partner_outbox(org), [(rec.key, rec.value, rec.headers)])
 
 
 async def test_full_referral_loop_with_a_partner_answering_on_its_outbox(make_intake, consent, kafka_bootstrap, topic_namespace):
     async with make_intake() as (app, http):
+        counted = {o: await metric(http, REFERRALS, outcome=o) for o in ("sent", "accepted", "completed")}
         client_id = await register(http)
         cid = uuid.UUID(client_id)
         # Registration announces the client without personal data and registers the residence expiry deadline.
         [registered] = await events(kafka_bootstrap, topic_namespace + topics.CLIENTS)
         assert registered.type == "lotse.client.registered" and registered.subject == client_id
-        assert registered.data.residence_valid_until == date(2027, 3, 4)
+        assert registered.data.residence.valid_until == date(2027, 3, 4)
         raw = (await read_topic(kafka_bootstrap, topic_namespace + topics.CLIENTS))[0].value.decode()
         assert not any(p in raw for p in PERSONAL)
 
         consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY, DataCategory.CONTACT])
         # No to_org/service: the process plan for "interpreter" routes to the KI's interpreter pool, 3 working days.
-        resp = await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={
-            "need": "interpreter", "categories": ["identity", "contact"], "reason": "Termin beim Jobcenter", "free_text": "Ukrainisch",
-        })
+        resp = await http.post(
+            f"/v1/clients/{client_id}/referrals",
+            headers=h(JOBCENTER),
+            json={
+                "need": "interpreter",
+                "categories": ["identity", "contact"],
+                "reason": "Termin beim Jobcenter",
+                "free_text": "Ukrainisch",
+            },
+        )
         assert resp.status_code == 201, resp.text
         ref = resp.json()
         rid = ref["referral_id"]
@@ -66,11 +75,23 @@ async def test_full_referral_loop_with_a_partner_answering_on_its_outbox(make_in
 
         # The KI's own system answers on partner.ki-kreis-paderborn.outbox.v1.
         now = datetime.now(UTC)
-        await partner_answer(kafka_bootstrap, topic_namespace, KI, ReferralAccepted(
-            client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, accepted_at=now, appointment_at=now + timedelta(days=20)))
+        await partner_answer(
+            kafka_bootstrap,
+            topic_namespace,
+            KI,
+            ReferralAccepted(
+                client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, accepted_at=now, appointment_at=now + timedelta(days=20)
+            ),
+        )
         await eventually(lambda: _is(app, rid, "accepted"))
-        await partner_answer(kafka_bootstrap, topic_namespace, KI, ReferralCompleted(
-            client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, completed_at=now + timedelta(days=21), outcome="Dolmetscherin gebucht"))
+        await partner_answer(
+            kafka_bootstrap,
+            topic_namespace,
+            KI,
+            ReferralCompleted(
+                client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, completed_at=now + timedelta(days=21), outcome="Dolmetscherin gebucht"
+            ),
+        )
         await eventually(lambda: _is(app, rid, "completed"))
 
         answers = await events(kafka_bootstrap, topic_namespace + topics.REFERRALS, until=3)
@@ -78,29 +99,35 @@ async def test_full_referral_loop_with_a_partner_answering_on_its_outbox(make_in
         assert answers[1].data.from_org == JOBCENTER and answers[1].acting_org == KI and answers[1].source == "/lotse/intake"
 
         # The answer deadline was registered with the referral and resolved by the answer; the appointment deadline by completion.
-        dl = await events(kafka_bootstrap, topic_namespace + topics.DEADLINES,
-                          until=lambda es: sum(e.type == "lotse.deadline.resolved" for e in es) >= 2)
+        dl = await events(
+            kafka_bootstrap, topic_namespace + topics.DEADLINES, until=lambda es: sum(e.type == "lotse.deadline.resolved" for e in es) >= 2
+        )
         kinds = [(e.type, e.data.kind.value) for e in dl]
         assert ("lotse.deadline.registered", "residence_title_expiry") in kinds
         assert ("lotse.deadline.registered", "referral_answer_due") in kinds
         assert ("lotse.deadline.resolved", "referral_answer_due") in kinds
         assert ("lotse.deadline.resolved", "appointment") in kinds
+        assert {o: await metric(http, REFERRALS, outcome=o) - n for o, n in counted.items()} == {"sent": 1, "accepted": 1, "completed": 1}
 
         # HTTP on a completed referral: an illegal transition.
         resp = await http.post(f"/v1/referrals/{rid}/decline", headers=h(KI), json={"reason": "no_capacity"})
         assert resp.status_code == 409 and resp.headers["content-type"] == "application/problem+json"
 
 
-async def _is(app, rid: str, status: str) -> bool:  # noqa: ANN001
+async def _is(app, rid: str, status: str) -> bool:
     return await referral_status(app, rid) == status
 
 
 async def test_referral_without_consent_is_409_and_nothing_is_sent(make_intake, consent):
     async with make_intake() as (app, http):
+        refused, sent = await metric(http, REFERRALS, outcome="refused_no_consent"), await metric(http, REFERRALS, outcome="sent")
         client_id = await register(http)
         consent.grant(client_id, CARITAS, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        resp = await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER),
-                               json={"need": "integration_course", "categories": ["identity", "residence_status"]})
+        resp = await http.post(
+            f"/v1/clients/{client_id}/referrals",
+            headers=h(JOBCENTER),
+            json={"need": "integration_course", "categories": ["identity", "residence_status"]},
+        )
         assert resp.status_code == 409
         body = resp.json()
         assert resp.headers["content-type"] == "application/problem+json"
@@ -108,12 +135,20 @@ async def test_referral_without_consent_is_409_and_nothing_is_sent(make_intake, 
         assert body["recipient"] == CARITAS and body["purpose"] == "referral" and body["missing_categories"] == ["residence_status"]
         assert "residence_status" in body["detail"]
         # No consent at all for another recipient.
-        resp = await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER),
-                               json={"to_org": KIM, "service": "case-management", "categories": ["identity"]})
+        resp = await http.post(
+            f"/v1/clients/{client_id}/referrals",
+            headers=h(JOBCENTER),
+            json={"to_org": KIM, "service": "case-management", "categories": ["identity"]},
+        )
         assert resp.status_code == 409 and resp.json()["recipient"] == KIM
-        pool = app.state.runtime.pool
+        pool = app.state.runtime.db.pool
         assert await pool.fetchval("SELECT count(*) FROM referrals") == 0
-        assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type IN ('lotse.referral.sent', 'lotse.disclosure.requested')") == 0
+        assert (
+            await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type IN ('lotse.referral.sent', 'lotse.disclosure.requested')")
+            == 0
+        )
+        assert await metric(http, REFERRALS, outcome="refused_no_consent") == refused + 2
+        assert await metric(http, REFERRALS, outcome="sent") == sent
 
 
 async def test_answers_from_the_wrong_organisation_are_refused(make_intake, consent, kafka_bootstrap, topic_namespace):
@@ -121,8 +156,11 @@ async def test_answers_from_the_wrong_organisation_are_refused(make_intake, cons
         client_id = await register(http)
         cid = uuid.UUID(client_id)
         consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        rid = (await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER),
-                               json={"need": "interpreter", "categories": ["identity"]})).json()["referral_id"]
+        rid = (
+            await http.post(
+                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
+            )
+        ).json()["referral_id"]
         # HTTP: the sender cannot accept its own referral, another member cannot either.
         for org in (JOBCENTER, CARITAS):
             resp = await http.post(f"/v1/referrals/{rid}/accept", headers=h(org))
@@ -131,13 +169,26 @@ async def test_answers_from_the_wrong_organisation_are_refused(make_intake, cons
         assert resp.status_code == 403
         # Kafka: Caritas answers on its own outbox in the KI's name, and again as itself: both dead-lettered.
         now = datetime.now(UTC)
-        await partner_answer(kafka_bootstrap, topic_namespace, CARITAS, ReferralAccepted(
-            client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, accepted_at=now))
-        await partner_answer(kafka_bootstrap, topic_namespace, CARITAS, ReferralAccepted(
-            client_id=cid, referral_id=uuid.UUID(rid), to_org=CARITAS, accepted_at=now))
+        await partner_answer(
+            kafka_bootstrap,
+            topic_namespace,
+            CARITAS,
+            ReferralAccepted(client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, accepted_at=now),
+        )
+        await partner_answer(
+            kafka_bootstrap,
+            topic_namespace,
+            CARITAS,
+            ReferralAccepted(client_id=cid, referral_id=uuid.UUID(rid), to_org=CARITAS, accepted_at=now),
+        )
         # ... and on its own outbox, posing as the KI through a forged ce_source.
-        await partner_answer(kafka_bootstrap, topic_namespace, CARITAS, ReferralAccepted(
-            client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, accepted_at=now), source_org=KI)
+        await partner_answer(
+            kafka_bootstrap,
+            topic_namespace,
+            CARITAS,
+            ReferralAccepted(client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, accepted_at=now),
+            source_org=KI,
+        )
         dead = await read_topic(kafka_bootstrap, dlq(topic_namespace + partner_outbox(CARITAS)), until=3)
         reasons = [dict(r.headers)["lotse_dlq_reason"].decode() for r in dead]
         assert [dict(r.headers)["lotse_dlq_error_kind"].decode() for r in dead] == ["rejected", "rejected", "rejected"]
@@ -146,8 +197,9 @@ async def test_answers_from_the_wrong_organisation_are_refused(make_intake, cons
         assert "arrived on" in reasons[2] and "partner.caritas-paderborn.outbox.v1" in reasons[2]
         assert await referral_status(app, rid) == "sent"
         # A completion before acceptance is an illegal transition: dead-lettered too.
-        await partner_answer(kafka_bootstrap, topic_namespace, KI, ReferralCompleted(
-            client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, completed_at=now))
+        await partner_answer(
+            kafka_bootstrap, topic_namespace, KI, ReferralCompleted(client_id=cid, referral_id=uuid.UUID(rid), to_org=KI, completed_at=now)
+        )
         dead = await read_topic(kafka_bootstrap, dlq(topic_namespace + partner_outbox(KI)))
         assert "cannot be completed" in dict(dead[0].headers)["lotse_dlq_reason"].decode()
         # The receiver declines over HTTP; "other" needs a text.
@@ -162,22 +214,32 @@ async def test_blocked_disclosure_marks_the_referral_blocked(make_intake, consen
         client_id = await register(http)
         cid = uuid.UUID(client_id)
         consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        ref = (await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER),
-                               json={"need": "interpreter", "categories": ["identity"]})).json()
-        blocked = DisclosureBlocked(client_id=cid, request_id=uuid.uuid4(), referral_id=uuid.UUID(ref["referral_id"]), recipient=KI,
-                                    purpose=Purpose.REFERRAL, categories=[DataCategory.IDENTITY], reason="consent withdrawn",
-                                    blocked_at=datetime.now(UTC))
+        ref = (
+            await http.post(
+                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
+            )
+        ).json()
+        blocked = DisclosureBlocked(
+            client_id=cid,
+            request_id=uuid.uuid4(),
+            referral_id=uuid.UUID(ref["referral_id"]),
+            recipient=KI,
+            purpose=Purpose.REFERRAL,
+            categories=[DataCategory.IDENTITY],
+            reason="consent withdrawn",
+            blocked_at=datetime.now(UTC),
+        )
         rec = encode(new_event(blocked, source="/lotse/consent"))
         await produce_raw(kafka_bootstrap, topic_namespace + topics.DISCLOSURES, [(rec.key, rec.value, rec.headers)])
         await eventually(lambda: _is(app, ref["referral_id"], "blocked"))
-        row = await app.state.runtime.pool.fetchrow("SELECT status FROM deadlines WHERE referral_id = $1", uuid.UUID(ref["referral_id"]))
+        row = await app.state.runtime.db.pool.fetchrow("SELECT status FROM deadlines WHERE referral_id = $1", uuid.UUID(ref["referral_id"]))
         assert row["status"] == "resolved"
         resp = await http.post(f"/v1/referrals/{ref['referral_id']}/accept", headers=h(KI))
         assert resp.status_code == 409
 
 
 async def test_validation_names_the_field(make_intake, consent):
-    async with make_intake() as (app, http):
+    async with make_intake() as (_app, http):
         client_id = await register(http)
         cases = [
             ({"to_org": "nobody-here", "service": "x", "categories": ["identity"]}, "to_org"),
@@ -207,18 +269,31 @@ async def test_validation_names_the_field(make_intake, consent):
 
 
 async def test_handover_moves_open_referrals_and_deadlines(make_intake, consent, kafka_bootstrap, topic_namespace):
-    async with make_intake() as (app, http):
+    async with make_intake() as (_app, http):
         client_id = await register(http, legal_regime="asylblg")
         consent.grant(client_id, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        rid = (await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER),
-                               json={"need": "interpreter", "categories": ["identity"]})).json()["referral_id"]
-        resp = await http.post(f"/v1/clients/{client_id}/handover", headers=h(JOBCENTER),
-                               json={"to_org": KIM, "to_regime": "sgb_ii", "reason": "Rechtskreiswechsel"})
+        rid = (
+            await http.post(
+                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
+            )
+        ).json()["referral_id"]
+        resp = await http.post(
+            f"/v1/clients/{client_id}/handover",
+            headers=h(JOBCENTER),
+            json={"to_org": KIM, "to_regime": "sgb_ii", "reason": "Rechtskreiswechsel"},
+        )
         assert resp.status_code == 200, resp.text
         assert resp.json()["open_referral_ids"] == [rid] and len(resp.json()["open_deadline_ids"]) == 1  # residence expiry
-        evs = await events(kafka_bootstrap, topic_namespace + topics.CLIENTS, until=lambda es: any(e.type == "lotse.case.handed_over" for e in es))
+        evs = await events(
+            kafka_bootstrap, topic_namespace + topics.CLIENTS, until=lambda es: any(e.type == "lotse.case.handed_over" for e in es)
+        )
         ho = next(e for e in evs if e.type == "lotse.case.handed_over")
-        assert (ho.data.from_org, ho.data.to_org, ho.data.from_regime.value, ho.data.to_regime.value) == (JOBCENTER, KIM, "asylblg", "sgb_ii")
+        assert (ho.data.from_org, ho.data.to_org, ho.data.from_regime.value, ho.data.to_regime.value) == (
+            JOBCENTER,
+            KIM,
+            "asylblg",
+            "sgb_ii",
+        )
         # The new organisation now works the case; the old one no longer sees it.
         assert (await http.get(f"/v1/clients/{client_id}", headers=h(JOBCENTER))).status_code == 403
         case = (await http.get(f"/v1/clients/{client_id}", headers=h(KIM))).json()
@@ -229,23 +304,32 @@ async def test_handover_moves_open_referrals_and_deadlines(make_intake, consent,
 
 
 async def test_worklists_and_overdue(make_intake, consent, clock):
-    async with make_intake() as (app, http):
+    async with make_intake() as (_app, http):
         client_id = await register(http)
         consent.grant(client_id, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
         consent.grant(client_id, CARITAS, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        r1 = (await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]})).json()
-        r2 = (await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER),
-                              json={"need": "integration_course", "categories": ["identity"]})).json()
+        r1 = (
+            await http.post(
+                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
+            )
+        ).json()
+        r2 = (
+            await http.post(
+                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "integration_course", "categories": ["identity"]}
+            )
+        ).json()
         assert r2["answer_due"] == "2026-03-09"  # 5 working days
         await http.post(f"/v1/referrals/{r2['referral_id']}/accept", headers=h(CARITAS))
 
-        def ids(resp) -> list[str]:  # noqa: ANN001
+        def ids(resp) -> list[str]:
             assert resp.status_code == 200, resp.text
             return [i["referral_id"] for i in resp.json()["items"]]
 
         assert ids(await http.get("/v1/referrals", params={"view": "sent"}, headers=h(JOBCENTER))) == [r1["referral_id"], r2["referral_id"]]
         assert ids(await http.get("/v1/referrals", params={"view": "received"}, headers=h(KI))) == [r1["referral_id"]]
-        assert ids(await http.get("/v1/referrals", params={"view": "received", "status": "accepted"}, headers=h(CARITAS))) == [r2["referral_id"]]
+        assert ids(await http.get("/v1/referrals", params={"view": "received", "status": "accepted"}, headers=h(CARITAS))) == [
+            r2["referral_id"]
+        ]
         assert ids(await http.get("/v1/referrals", params={"view": "overdue"}, headers=h(JOBCENTER))) == []
         clock.advance(timedelta(days=4))  # Friday 6 March: the KI's answer (due Thursday) is overdue; the accepted one is not
         assert ids(await http.get("/v1/referrals", params={"view": "overdue"}, headers=h(JOBCENTER))) == [r1["referral_id"]]
@@ -255,7 +339,7 @@ async def test_worklists_and_overdue(make_intake, consent, clock):
 
 
 async def test_contact_endpoint_is_consent_gated(make_intake, consent):
-    async with make_intake() as (app, http):
+    async with make_intake() as (_app, http):
         client_id = await register(http)
         resp = await http.get(f"/v1/clients/{client_id}/contact", headers=h(KI))
         assert resp.status_code == 409
@@ -263,19 +347,31 @@ async def test_contact_endpoint_is_consent_gated(make_intake, consent):
         consent.grant(client_id, KI, Purpose.CONTACT_FOR_NOTIFICATIONS, [DataCategory.CONTACT])
         resp = await http.get(f"/v1/clients/{client_id}/contact", headers=h(KI))
         assert resp.status_code == 200
-        assert resp.json() == {"client_id": client_id, "preferred_language": "uk", "languages": ["uk", "ru", "de"],
-                               "email": "olena.kovalenko@mail.example", "phone": "+49 5251 123456"}
+        assert resp.json() == {
+            "client_id": client_id,
+            "preferred_language": "uk",
+            "languages": ["uk", "ru", "de"],
+            "email": "olena.kovalenko@mail.example",
+            "phone": "+49 5251 123456",
+        }
         # Consent for the KI does not open the contact to Caritas.
         assert (await http.get(f"/v1/clients/{client_id}/contact", headers=h(CARITAS))).status_code == 409
         assert (await http.get(f"/v1/clients/{uuid.uuid4()}/contact", headers=h(KI))).status_code == 404
 
 
 async def test_update_client_and_residence_title_change(make_intake, kafka_bootstrap, topic_namespace):
-    async with make_intake() as (app, http):
+    async with make_intake() as (_app, http):
         client_id = await register(http)
-        resp = await http.patch(f"/v1/clients/{client_id}", headers=h(JOBCENTER),
-                                json={"needs": ["job_placement"], "residence_title": "aufenthg_104c", "residence_valid_from": "2026-03-01",
-                                      "email": "neu@mail.example"})
+        resp = await http.patch(
+            f"/v1/clients/{client_id}",
+            headers=h(JOBCENTER),
+            json={
+                "needs": ["job_placement"],
+                "residence_title": "aufenthg_104c",
+                "residence_valid_from": "2026-03-01",
+                "email": "neu@mail.example",
+            },
+        )
         assert resp.status_code == 200, resp.text
         assert resp.json()["changed"] == ["email", "needs", "residence_title", "residence_valid_until"]
         evs = await events(kafka_bootstrap, topic_namespace + topics.CLIENTS, until=2)
@@ -289,8 +385,13 @@ async def test_update_client_and_residence_title_change(make_intake, kafka_boots
         assert chancen["status"] == "open" and chancen["last_day"] == "2027-08-31" and "§25b" in chancen["legal_note"]
         assert case["email"] == "neu@mail.example"
         assert (await http.patch(f"/v1/clients/{client_id}", headers=h(KI), json={"needs": []})).status_code == 403
-        assert (await http.patch(f"/v1/clients/{client_id}", headers=h(JOBCENTER), json={"residence_title": "aufenthg_104c",
-                "residence_valid_from": "2026-03-01", "residence_valid_until": "2027-09-01"})).json()["errors"][0]["field"] == "residence_valid_until"
+        assert (
+            await http.patch(
+                f"/v1/clients/{client_id}",
+                headers=h(JOBCENTER),
+                json={"residence_title": "aufenthg_104c", "residence_valid_from": "2026-03-01", "residence_valid_until": "2027-09-01"},
+            )
+        ).json()["errors"][0]["field"] == "residence_valid_until"
 
 
 async def test_personal_data_is_never_logged(make_intake, consent, caplog, kafka_bootstrap, topic_namespace):
@@ -300,7 +401,11 @@ async def test_personal_data_is_never_logged(make_intake, consent, caplog, kafka
 
     # The service's own logging set-up at its most verbose level, with pytest's capture attached.
     root = logging.getLogger()
-    saved = (root.level, list(root.handlers), {n: logging.getLogger(n).level for n in ("aiokafka", "faststream", "uvicorn.access", "kafka")})
+    saved = (
+        root.level,
+        list(root.handlers),
+        {n: logging.getLogger(n).level for n in ("aiokafka", "faststream", "uvicorn.access", "kafka")},
+    )
     configure("intake", "DEBUG")
     root.addHandler(caplog.handler)
     try:
@@ -316,21 +421,40 @@ async def test_personal_data_is_never_logged(make_intake, consent, caplog, kafka
         assert secret not in lines, secret
 
 
-async def _personal_data_flow(make_intake, consent, kafka_bootstrap, topic_namespace) -> None:  # noqa: ANN001
+async def _personal_data_flow(make_intake, consent, kafka_bootstrap, topic_namespace) -> None:
     async with make_intake() as (app, http):
         client_id = await register(http, education_qualifications="Diplom-Ingenieurin (Kyjiw)", health="Diabetes Typ 1")
         cid = uuid.UUID(client_id)
-        consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY, DataCategory.CONTACT, DataCategory.HEALTH,
-                                                  DataCategory.EDUCATION_QUALIFICATIONS])
-        resp = await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={
-            "need": "interpreter", "categories": ["identity", "contact", "health", "education_qualifications"],
-            "free_text": "Bitte Dolmetscherin für Olena Kovalenko",
-        })
+        consent.grant(
+            cid,
+            KI,
+            Purpose.REFERRAL,
+            [DataCategory.IDENTITY, DataCategory.CONTACT, DataCategory.HEALTH, DataCategory.EDUCATION_QUALIFICATIONS],
+        )
+        resp = await http.post(
+            f"/v1/clients/{client_id}/referrals",
+            headers=h(JOBCENTER),
+            json={
+                "need": "interpreter",
+                "categories": ["identity", "contact", "health", "education_qualifications"],
+                "free_text": "Bitte Dolmetscherin für Olena Kovalenko",
+            },
+        )
         assert resp.status_code == 201
-        await http.patch(f"/v1/clients/{client_id}", headers=h(JOBCENTER), json={"email": "olena.neu@mail.example", "phone": "+49 5251 999999"})
-        await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"to_org": CARITAS, "service": "mbe", "categories": ["identity"]})
+        await http.patch(
+            f"/v1/clients/{client_id}", headers=h(JOBCENTER), json={"email": "olena.neu@mail.example", "phone": "+49 5251 999999"}
+        )
+        await http.post(
+            f"/v1/clients/{client_id}/referrals",
+            headers=h(JOBCENTER),
+            json={"to_org": CARITAS, "service": "mbe", "categories": ["identity"]},
+        )
         await http.post("/v1/clients", headers=h(JOBCENTER), json=client_body(given_name="Xenia", email="not-an-email"))
-        await partner_answer(kafka_bootstrap, topic_namespace, KI, ReferralAccepted(
-            client_id=cid, referral_id=uuid.UUID(resp.json()["referral_id"]), to_org=KI, accepted_at=datetime.now(UTC)))
+        await partner_answer(
+            kafka_bootstrap,
+            topic_namespace,
+            KI,
+            ReferralAccepted(client_id=cid, referral_id=uuid.UUID(resp.json()["referral_id"]), to_org=KI, accepted_at=datetime.now(UTC)),
+        )
         await eventually(lambda: _is(app, resp.json()["referral_id"], "accepted"))
         await events(kafka_bootstrap, topic_namespace + topics.DISCLOSURE_REQUESTS)  # the relay has published the personal data

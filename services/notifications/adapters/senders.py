@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import httpx
 from standardwebhooks import Webhook
 
+from lotse_kit.clock import Clock, SystemClock
+
 from ..domain.model import Outcome, parse_retry_after
 from .templates import Rendered
 
@@ -37,9 +39,19 @@ class SmsSender(Protocol):
 # ---------------------------------------------------------------- e-mail
 class SmtpSender:
     def __init__(
-        self, *, host: str, port: int, mail_from: str, starttls: bool = False, use_ssl: bool = False,
-        username: str | None = None, password: str | None = None, timeout_s: float = 15.0,
+        self,
+        *,
+        host: str,
+        port: int,
+        mail_from: str,
+        starttls: bool = False,
+        use_ssl: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 15.0,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or SystemClock()
         self.host, self.port, self.mail_from = host, port, mail_from
         self.starttls, self.use_ssl = starttls, use_ssl
         self.username, self.password = username, password
@@ -50,7 +62,7 @@ class SmtpSender:
         msg["From"] = self.mail_from
         msg["To"] = to
         msg["Subject"] = rendered.subject or ""
-        msg["Date"] = formatdate(usegmt=True)
+        msg["Date"] = formatdate(self.clock.now().timestamp(), usegmt=True)
         # Stable across retries, so a relay or mailbox can drop a duplicate.
         msg["Message-ID"] = f"<{message_id}@notifications.lotse>"
         msg["Auto-Submitted"] = "auto-generated"
@@ -80,7 +92,11 @@ class SmtpSender:
         except smtplib.SMTPAuthenticationError as exc:
             return Outcome.technical(f"SMTP authentication failed ({exc.smtp_code})")
         except smtplib.SMTPSenderRefused as exc:
-            return Outcome.retry(f"SMTP sender refused ({exc.smtp_code})", status_code=exc.smtp_code) if 400 <= exc.smtp_code < 500 else Outcome.technical(f"SMTP sender refused ({exc.smtp_code})")
+            return (
+                Outcome.retry(f"SMTP sender refused ({exc.smtp_code})", status_code=exc.smtp_code)
+                if 400 <= exc.smtp_code < 500
+                else Outcome.technical(f"SMTP sender refused ({exc.smtp_code})")
+            )
         except smtplib.SMTPResponseException as exc:
             return _smtp_code(exc.smtp_code, "SMTP error")
         except (smtplib.SMTPException, OSError) as exc:
@@ -97,17 +113,35 @@ def _smtp_code(code: int, what: str) -> Outcome:
 # ---------------------------------------------------------------- SMS
 # The gateway's answer (JSON `status`) mapped to ours.
 SMS_GATEWAY_STATUS: dict[str, str] = {
-    "accepted": "delivered", "queued": "delivered", "sent": "delivered", "delivered": "delivered",
-    "invalid_number": "permanent", "rejected": "permanent", "blocked": "permanent", "unsubscribed": "permanent",
-    "throttled": "retry", "failed": "retry", "temporary_error": "retry",
+    "accepted": "delivered",
+    "queued": "delivered",
+    "sent": "delivered",
+    "delivered": "delivered",
+    "invalid_number": "permanent",
+    "rejected": "permanent",
+    "blocked": "permanent",
+    "unsubscribed": "permanent",
+    "throttled": "retry",
+    "failed": "retry",
+    "temporary_error": "retry",
 }
 
 
 class HttpSmsGateway:
     """POST {to, text, sender, reference} as JSON; the answer's `status` decides (see SMS_GATEWAY_STATUS)."""
 
-    def __init__(self, url: str, *, client: httpx.AsyncClient, token: str | None = None, sender: str = "Lotse", timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: httpx.AsyncClient,
+        token: str | None = None,
+        sender: str = "Lotse",
+        timeout_s: float = 10.0,
+        clock: Clock | None = None,
+    ) -> None:
         self.url, self.client, self.token, self.sender, self.timeout_s = url, client, token, sender, timeout_s
+        self.clock = clock or SystemClock()
 
     async def send(self, *, to: str, rendered: Rendered, reference: str) -> Outcome:
         headers = {"User-Agent": USER_AGENT}
@@ -121,7 +155,11 @@ class HttpSmsGateway:
         except httpx.TransportError as exc:
             return Outcome.retry(f"SMS gateway unreachable ({type(exc).__name__})")
         if r.status_code in (429, 503):
-            return Outcome.retry(f"SMS gateway busy (HTTP {r.status_code})", status_code=r.status_code, retry_after_s=parse_retry_after(r.headers.get("retry-after")))
+            return Outcome.retry(
+                f"SMS gateway busy (HTTP {r.status_code})",
+                status_code=r.status_code,
+                retry_after_s=parse_retry_after(r.headers.get("retry-after"), self.clock.now()),
+            )
         if r.status_code >= 500:
             return Outcome.retry(f"SMS gateway error (HTTP {r.status_code})", status_code=r.status_code)
         if r.status_code in (401, 403):
@@ -137,7 +175,11 @@ class HttpSmsGateway:
         if mapped == "permanent":
             return Outcome.permanent(f"SMS gateway: {status}", status_code=r.status_code)
         if mapped == "retry":
-            return Outcome.retry(f"SMS gateway: {status}", status_code=r.status_code, retry_after_s=parse_retry_after(r.headers.get("retry-after")))
+            return Outcome.retry(
+                f"SMS gateway: {status}",
+                status_code=r.status_code,
+                retry_after_s=parse_retry_after(r.headers.get("retry-after"), self.clock.now()),
+            )
         # An answer we do not understand: do not guess (a retry could send twice).
         return Outcome.technical(f"SMS gateway answered an unknown status {status[:40]!r}")
 
@@ -153,8 +195,9 @@ class WebhookSender:
     def __init__(self, client: httpx.AsyncClient, timeout_s: float = 15.0) -> None:
         self.client, self.timeout_s = client, timeout_s
 
-    async def send(self, *, url: str, secrets: Sequence[str], msg_id: str, body: bytes, now: datetime | None = None) -> Outcome:
-        ts = (now or datetime.now(UTC)).replace(microsecond=0)
+    async def send(self, *, url: str, secrets: Sequence[str], msg_id: str, body: bytes, now: datetime) -> Outcome:
+        """`now` (the service's clock) signs the request and reads a Retry-After date."""
+        ts = now.replace(microsecond=0)
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
@@ -174,15 +217,19 @@ class WebhookSender:
         if code == 410:
             return Outcome.permanent("endpoint gone (HTTP 410); endpoint disabled", status_code=code, disable_endpoint=True)
         if code in (429, 503):
-            return Outcome.retry(f"HTTP {code}", status_code=code, retry_after_s=parse_retry_after(r.headers.get("retry-after")))
+            return Outcome.retry(f"HTTP {code}", status_code=code, retry_after_s=parse_retry_after(r.headers.get("retry-after"), now))
         # Standard Webhooks: any other answer is a failed attempt and is retried on the schedule.
         return Outcome.retry(f"HTTP {code}", status_code=code)
 
 
 def webhook_body(event_type: str, timestamp: datetime, data: dict[str, Any]) -> bytes:
     """The Standard Webhooks payload shape: {type, timestamp, data}."""
-    return json.dumps({"type": event_type, "timestamp": timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"), "data": data},
-                      ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return json.dumps(
+        {"type": event_type, "timestamp": timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"), "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    ).encode("utf-8")
 
 
 def _json(r: httpx.Response) -> dict[str, Any]:

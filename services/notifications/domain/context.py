@@ -1,8 +1,9 @@
 """The values a message template may use, built from a (scrubbed) trigger event for one language.
 
 Dates are formatted for the recipient's locale with Babel, in the network's time zone.
-One builder serves every template: it yields a superset, and each template uses
-the placeholders its file declares (a test keeps declarations and texts in step).
+One builder serves every template: it yields a superset, and each message template
+(templates/messages/<name>.j2) uses the placeholders it needs; the catalogues' translations
+use the same ones (tests/test_i18n.py checks both).
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def build_context(
             "deadline_kind": terms("deadline_kind", data["kind"], loc),
             "due_date": day(data["due_at"]),
             "days_left": days_left,
-            "days_left_text": format_timedelta(timedelta(days=max(days_left, 0)), granularity="day", threshold=100000, format="long", locale=loc),
+            "days_left_text": format_timedelta(
+                timedelta(days=max(days_left, 0)), granularity="day", threshold=100000, format="long", locale=loc
+            ),
         }
     if event_type == "lotse.referral.sent":
         ctx["answer_due"] = day(_d(data.get("answer_due")))

@@ -1,4 +1,7 @@
-"""Notification rules without I/O: status model, retry decisions, rate limiting, language choice."""
+"""Notification rules without I/O: status model, retry decisions, rate limiting, scrubbing.
+
+Languages (which exist, how one is chosen, right-to-left) are the kit's: `lotse_kit.i18n`.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,14 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from contracts.vocab import NotificationChannel as Channel
 from contracts.vocab import NotificationFailure, RecipientKind
 
-__all__ = ["Channel", "RecipientKind", "Status", "Outcome", "Decision", "decide", "TokenBucket", "choose_language", "SUPPORTED_LANGUAGES"]
+from .errors import InvalidEndpointUrl
 
-# Every template exists in these languages (a test enforces it).
-SUPPORTED_LANGUAGES: tuple[str, ...] = ("de", "en", "uk", "ar", "ru", "tr", "fa")
-FALLBACK_LANGUAGES: tuple[str, ...] = ("en", "de")
+__all__ = ["Channel", "Decision", "Outcome", "RecipientKind", "Status", "TokenBucket", "check_endpoint_url", "decide"]
 
 
 class Status(StrEnum):
@@ -99,7 +101,9 @@ class RetryPolicy:
         return max(0.0, base * rng(1 - self.jitter, 1 + self.jitter))
 
 
-def decide(outcome: Outcome, attempts_made: int, policy: RetryPolicy, now: datetime, rng: Callable[[float, float], float] = random.uniform) -> Decision:
+def decide(
+    outcome: Outcome, attempts_made: int, policy: RetryPolicy, now: datetime, rng: Callable[[float, float], float] = random.uniform
+) -> Decision:
     if outcome.kind is OutcomeKind.DELIVERED:
         return Decision(Status.DELIVERED, None)
     if outcome.kind is OutcomeKind.PERMANENT:
@@ -115,7 +119,7 @@ def decide(outcome: Outcome, attempts_made: int, policy: RetryPolicy, now: datet
     return Decision(Status.SENDING, now + timedelta(seconds=delay))
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Retry-After as delta-seconds or HTTP-date (RFC 9110 §10.2.3); None when absent or unreadable."""
     if not value:
         return None
@@ -128,7 +132,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - now).total_seconds())
 
 
 class TokenBucket:
@@ -168,20 +172,6 @@ class TokenBucket:
         return max(0.0, (n - self._tokens) / self.rate)
 
 
-def choose_language(preferred: str | None, languages: Sequence[str] = (), supported: Sequence[str] = SUPPORTED_LANGUAGES) -> str:
-    """The client's language, then their other languages, then English, then German.
-
-    Tags are matched on their primary subtag (`uk-UA` -> `uk`)."""
-    candidates = [preferred, *languages, *FALLBACK_LANGUAGES]
-    for tag in candidates:
-        if not tag:
-            continue
-        primary = tag.split("-")[0].lower()
-        if primary in supported:
-            return primary
-    return FALLBACK_LANGUAGES[-1]
-
-
 # Free-text fields may carry personal data; they are not stored with a notification nor sent in webhooks.
 _FREE_TEXT: dict[str, frozenset[str]] = {
     "lotse.referral.declined": frozenset({"reason_text"}),
@@ -198,3 +188,14 @@ def scrub(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
 def client_ref(client_id: str | None) -> str:
     """A short, pseudonymous reference caseworkers can look up in their own system."""
     return (client_id or "")[:8]
+
+
+def check_endpoint_url(url: str, *, allow_http: bool) -> str:
+    """A webhook endpoint URL: absolute, https (http only where allowed), without credentials."""
+    parts = urlsplit(url)
+    allowed = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in allowed or not parts.hostname:
+        raise InvalidEndpointUrl(f"the URL must be absolute and use {' or '.join(allowed)}")
+    if parts.username or parts.password:
+        raise InvalidEndpointUrl("credentials in the URL are not accepted")
+    return url

@@ -1,25 +1,27 @@
-"""Kafka entry point: every trigger in the routing table, one consumer group."""
+"""What notifications consumes and produces: the one place its consumers and outbox topics are declared.
+
+One consumer group reads every topic that carries a trigger of the routing table; each trigger is
+handled by `handlers.record_notifications`. The service announces each notification's final status.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
-
-from contracts import Envelope
 from contracts.events import EVENTS
-from lotse_kit.runtime import Runtime
+from contracts.topics import NOTIFICATIONS
+from lotse_kit.declaration import Publication, ServiceDeclaration, Subscription
 
-from ..domain.routing import TRIGGERS
-from ..handlers import Deps, record_notifications
+from ..handlers import EVENT_HANDLERS
 
-
-def consumed_topics() -> list[str]:
-    return sorted({EVENTS[t].topic for t in TRIGGERS if EVENTS[t].topic})
-
-
-def register(runtime: Runtime, deps: Deps) -> None:
-    async def on_trigger(conn: asyncpg.Connection, env: Envelope[Any]) -> None:
-        await record_notifications(conn, env, deps)
-
-    runtime.add_consumer("triggers", {t: on_trigger for t in sorted(TRIGGERS)}, topics=consumed_topics())
+DECLARATION = ServiceDeclaration(
+    service="notifications",
+    title="Lotse notifications",
+    description="Multilingual e-mail, SMS and signed webhooks to clients, caseworkers and partner systems, triggered by platform events.",
+    subscriptions=(
+        Subscription(
+            "triggers",
+            channels=tuple(sorted({EVENTS[t].topic for t in EVENT_HANDLERS if EVENTS[t].topic})),
+            handlers=EVENT_HANDLERS,
+        ),
+    ),
+    publications=(Publication(NOTIFICATIONS, messages=("lotse.notification.delivered", "lotse.notification.failed")),),
+)

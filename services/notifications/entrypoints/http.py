@@ -1,25 +1,25 @@
-"""HTTP API: webhook endpoints (per organisation) and the notification status API."""
+"""HTTP API: webhook endpoints (per organisation) and the notification status API.
+
+Thin: parses, calls a command handler (`handlers.handle`) or a view (`views`), shapes the answer.
+Refusals are domain errors (domain.errors), mapped to problem+json by the kit.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-import asyncpg
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
-from lotse_kit.context import Ctx, RequestContext
-from lotse_kit.problems import Problem
+from lotse_kit.context import Ctx
 
-from .. import handlers
-from ..adapters import postgres as pg
-from ..config import NotificationsSettings
+from .. import views
+from ..domain.commands import EnableEndpoint, RegisterEndpoint, RemoveEndpoint, RotateEndpointSecret
 from ..domain.model import Channel, Status
 from ..domain.routing import ROUTES, Audience
-from ..handlers import Deps
+from ..handlers import Deps, handle
 
 # Event types an organisation's endpoint can receive: the organisation rows of the routing table with a webhook.
 WEBHOOK_EVENT_TYPES = sorted({r.trigger for r in ROUTES if r.audience is Audience.ORGANISATION and Channel.WEBHOOK in r.channels})
@@ -105,78 +105,39 @@ class NotificationPage(BaseModel):
     next_before: datetime | None = Field(description="Pass as `before` for the next (older) page.")
 
 
-def router(deps: Deps, settings: NotificationsSettings) -> APIRouter:
+def router(deps: Deps) -> APIRouter:
     r = APIRouter(prefix="/v1")
 
-    def pool(request: Request) -> asyncpg.Pool:
-        return request.app.state.runtime.pool
-
-    def check_url(url: str) -> str:
-        parts = urlsplit(url)
-        allowed = ("https", "http") if settings.webhook_allow_http else ("https",)
-        if parts.scheme not in allowed or not parts.hostname:
-            raise Problem(422, "Invalid endpoint URL", f"the URL must be absolute and use {' or '.join(allowed)}",
-                          type_="urn:lotse:problem:invalid-endpoint-url", field="url")
-        if parts.username or parts.password:
-            raise Problem(422, "Invalid endpoint URL", "credentials in the URL are not accepted", type_="urn:lotse:problem:invalid-endpoint-url", field="url")
-        return url
-
-    def check_member(ctx: RequestContext) -> None:
-        directory = deps.directory()
-        if directory.orgs and not directory.has(ctx.acting_org):
-            raise Problem(403, "Unknown organisation", f"{ctx.acting_org} is not a member of the network", type_="urn:lotse:problem:unknown-org")
-
-    async def own_endpoint(request: Request, ctx: RequestContext, endpoint_id: uuid.UUID) -> asyncpg.Record:
-        row = await pg.get_endpoint(pool(request), endpoint_id)
-        if row is None or row["org_id"] != ctx.acting_org:
-            # Another organisation's endpoint is reported as absent, not as forbidden.
-            raise Problem(404, "Endpoint not found", f"no webhook endpoint {endpoint_id} for {ctx.acting_org}", type_="urn:lotse:problem:not-found")
-        return row
-
     @r.post("/webhook-endpoints", status_code=201, response_model=EndpointCreated, tags=["webhooks"])
-    async def create(body: EndpointIn, ctx: Ctx, request: Request) -> Any:
-        check_member(ctx)
-        url = check_url(body.url)
-        row, secret = await handlers.register_endpoint(pool(request), org_id=ctx.acting_org, url=url, description=body.description, event_types=body.event_types)
+    async def create(body: EndpointIn, ctx: Ctx) -> Any:
+        row, secret = await handle(RegisterEndpoint(ctx.acting_org, body.url, body.description, body.event_types), deps)
         return EndpointCreated(**dict(row), secret=secret)
 
     @r.get("/webhook-endpoints", response_model=list[EndpointOut], tags=["webhooks"])
-    async def list_(ctx: Ctx, request: Request) -> Any:
-        return [EndpointOut(**dict(row)) for row in await pg.list_endpoints(pool(request), ctx.acting_org)]
+    async def list_(ctx: Ctx) -> Any:
+        return [EndpointOut(**dict(row)) for row in await views.endpoints(deps, ctx.acting_org)]
 
     @r.get("/webhook-endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"])
-    async def get(endpoint_id: uuid.UUID, ctx: Ctx, request: Request) -> Any:
-        return EndpointOut(**dict(await own_endpoint(request, ctx, endpoint_id)))
+    async def get(endpoint_id: uuid.UUID, ctx: Ctx) -> Any:
+        return EndpointOut(**dict(await views.endpoint(deps, ctx.acting_org, endpoint_id)))
 
     @r.post("/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=SecretRotated, tags=["webhooks"])
-    async def rotate(endpoint_id: uuid.UUID, ctx: Ctx, request: Request) -> Any:
-        await own_endpoint(request, ctx, endpoint_id)
-        row, secret = await handlers.rotate_endpoint_secret(pool(request), endpoint_id, settings.secret_rotation_overlap_s)
-        if row is None:
-            raise Problem(404, "Endpoint not found", type_="urn:lotse:problem:not-found")
+    async def rotate(endpoint_id: uuid.UUID, ctx: Ctx) -> Any:
+        row, secret = await handle(RotateEndpointSecret(ctx.acting_org, endpoint_id), deps)
         return SecretRotated(id=row["id"], secret=secret, previous_secret_expires_at=row["previous_secret_expires_at"])
 
     @r.post("/webhook-endpoints/{endpoint_id}/enable", response_model=EndpointOut, tags=["webhooks"])
-    async def enable(endpoint_id: uuid.UUID, ctx: Ctx, request: Request) -> Any:
-        await own_endpoint(request, ctx, endpoint_id)
-        async with pool(request).acquire() as conn:
-            row = await pg.enable_endpoint(conn, endpoint_id)
-        return EndpointOut(**dict(row))
+    async def enable(endpoint_id: uuid.UUID, ctx: Ctx) -> Any:
+        return EndpointOut(**dict(await handle(EnableEndpoint(ctx.acting_org, endpoint_id), deps)))
 
     @r.delete("/webhook-endpoints/{endpoint_id}", status_code=204, tags=["webhooks"])
-    async def delete(endpoint_id: uuid.UUID, ctx: Ctx, request: Request) -> Response:
-        await own_endpoint(request, ctx, endpoint_id)
-        async with pool(request).acquire() as conn:
-            await pg.delete_endpoint(conn, endpoint_id)
+    async def delete(endpoint_id: uuid.UUID, ctx: Ctx) -> Response:
+        await handle(RemoveEndpoint(ctx.acting_org, endpoint_id), deps)
         return Response(status_code=204)
-
-    def visibility(ctx: RequestContext) -> str | None:
-        return None if ctx.acting_org in settings.operator_orgs else ctx.acting_org
 
     @r.get("/notifications", response_model=NotificationPage, tags=["notifications"])
     async def notifications(
         ctx: Ctx,
-        request: Request,
         client_id: uuid.UUID | None = None,
         status: Status | None = None,
         channel: Channel | None = None,
@@ -185,20 +146,22 @@ def router(deps: Deps, settings: NotificationsSettings) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Any:
         """What was sent and what failed. Operators see everything; others what was addressed to or concerns their organisation."""
-        rows = await pg.list_notifications(
-            pool(request), visible_to=visibility(ctx), client_id=client_id, status=status.value if status else None,
-            channel=channel.value if channel else None, trigger_event_id=trigger_event_id, before=before, limit=limit,
+        rows = await views.notifications(
+            deps,
+            ctx.acting_org,
+            client_id=client_id,
+            status=status.value if status else None,
+            channel=channel.value if channel else None,
+            trigger_event_id=trigger_event_id,
+            before=before,
+            limit=limit,
         )
         items = [NotificationOut(**dict(row)) for row in rows]
         return NotificationPage(items=items, next_before=items[-1].created_at if len(items) == limit else None)
 
     @r.get("/notifications/{notification_id}", response_model=NotificationDetail, tags=["notifications"])
-    async def notification(notification_id: uuid.UUID, ctx: Ctx, request: Request) -> Any:
-        row, attempts = await pg.get_notification(pool(request), notification_id)
-        org = visibility(ctx)
-        if row is None or (org is not None and row["recipient_org"] != org and org not in (row["concerned_orgs"] or [])):
-            raise Problem(404, "Notification not found", type_="urn:lotse:problem:not-found")
-        data = {k: v for k, v in dict(row).items() if k != "concerned_orgs"}
+    async def notification(notification_id: uuid.UUID, ctx: Ctx) -> Any:
+        data, attempts = await views.notification(deps, ctx.acting_org, notification_id)
         return NotificationDetail(**data, attempts_log=[AttemptOut(**dict(a)) for a in attempts])
 
     return r

@@ -22,12 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from contracts import Envelope, encode
-from tests.peers import MailSink, free_port
+from lotse_kit.network import OrgDirectory
 from services.notifications.adapters.contacts import ClientContact, NoContact
-from services.notifications.adapters.network import NetworkFile
 from services.notifications.bootstrap import bootstrap
 from services.notifications.config import NotificationsSettings
 from tests.kafka_helpers import eventually, produce_raw
+from tests.peers import MailSink, free_port
 
 JOBCENTER = "jobcenter-paderborn"
 CARITAS = "caritas-paderborn"
@@ -143,7 +143,9 @@ class FakeContacts:
         self.refused: set[str] = set()
         self.lookups: list[tuple[str, str]] = []
 
-    def add(self, client_id: uuid.UUID, *, language: str, email: str | None = None, phone: str | None = None, languages: tuple[str, ...] = ()) -> None:
+    def add(
+        self, client_id: uuid.UUID, *, language: str, email: str | None = None, phone: str | None = None, languages: tuple[str, ...] = ()
+    ) -> None:
         self.contacts[str(client_id)] = ClientContact(str(client_id), language, languages or (language,), email, phone)
 
     async def lookup(self, client_id: str, org: str) -> ClientContact | NoContact:
@@ -159,10 +161,20 @@ class FakeContacts:
 # ---------------------------------------------------------------- the service
 def fast_settings(**overrides: Any) -> NotificationsSettings:
     base: dict[str, Any] = dict(
-        outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05, consumer_retry_max_s=0.5, consumer_max_attempts=3,
-        retry_schedule_s=[0.3, 0.3, 0.3], retry_jitter=0.0, worker_poll_interval_s=0.1, sending_lease_s=10.0,
-        webhook_allow_http=True, webhook_timeout_s=5.0, smtp_timeout_s=5.0, operator_orgs=[OPERATOR],
+        outbox_poll_interval_s=0.2,
+        outbox_retry_base_s=0.2,
+        outbox_retry_max_s=1.0,
+        consumer_retry_base_s=0.05,
+        consumer_retry_max_s=0.5,
+        consumer_max_attempts=3,
+        retry_schedule_s=[0.3, 0.3, 0.3],
+        retry_jitter=0.0,
+        worker_poll_interval_s=0.1,
+        sending_lease_s=10.0,
+        webhook_allow_http=True,
+        webhook_timeout_s=5.0,
+        smtp_timeout_s=5.0,
+        operator_orgs=[OPERATOR],
     )
     base.update(overrides)
     return NotificationsSettings(**base)
@@ -181,7 +193,7 @@ class Service:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        return self.runtime.pool
+        return self.runtime.db.pool
 
     async def publish(self, env: Envelope[Any], logical_topic: str, times: int = 1) -> None:
         rec = encode(env)
@@ -204,19 +216,32 @@ def contacts() -> FakeContacts:
 
 
 @pytest.fixture
-def start_service(infra: Any, unique: str, topic_namespace: str, kafka_bootstrap: str, network_file: Path, contacts: FakeContacts,
-                  smtp: MailSink, peer: HttpPeer) -> Callable[..., Any]:
-    """`async with start_service(**settings) as svc:` — the same schema each time, so a second start is a restart."""
+def start_service(
+    infra: Any,
+    unique: str,
+    topic_namespace: str,
+    kafka_bootstrap: str,
+    network_file: Path,
+    contacts: FakeContacts,
+    smtp: MailSink,
+    peer: HttpPeer,
+) -> Callable[..., Any]:
+    """`async with start_service(clock=None, **settings) as svc:` — the same schema each time, so a second start is a restart."""
 
     @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Service]:
+    async def start(clock: Any = None, **overrides: Any) -> AsyncIterator[Service]:
         settings = fast_settings(
-            topic_namespace=topic_namespace, smtp_host="127.0.0.1", smtp_port=smtp.port,  # type: ignore[attr-defined]
-            sms_gateway_url=peer.url("/sms"), **overrides,
+            topic_namespace=topic_namespace,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,  # type: ignore[attr-defined]
+            sms_gateway_url=peer.url("/sms"),
+            **overrides,
         )
-        app = bootstrap(settings, schema=f"notif_{unique}", contacts=contacts, directory=NetworkFile(network_file))
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                yield Service(app, client, topic_namespace, kafka_bootstrap)
+        app = bootstrap(settings, schema=f"notif_{unique}", clock=clock, contacts=contacts, directory=OrgDirectory.from_file(network_file))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+        ):
+            yield Service(app, client, topic_namespace, kafka_bootstrap)
 
     return start

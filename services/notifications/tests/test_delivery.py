@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -15,6 +16,7 @@ from contracts import decode, new_event
 from contracts.events import CaseHandedOver, ConsentWithdrawn, DeadlineApproaching, DeadlineMissed
 from contracts.topics import CLIENTS, CONSENTS, DEADLINES, NOTIFICATIONS
 from contracts.vocab import DeadlineKind
+from lotse_kit.clock import ManualClock
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import AWO, CARITAS, JOBCENTER, OPERATOR
@@ -25,13 +27,22 @@ DUE = datetime(2031, 5, 20, 10, 0, tzinfo=UTC)
 
 
 def approaching(client_id: uuid.UUID, org: str = JOBCENTER, days_left: int = 7) -> Any:
-    data = DeadlineApproaching(client_id=client_id, deadline_id=uuid.uuid4(), kind=DeadlineKind.RESIDENCE_TITLE_EXPIRY, due_at=DUE,
-                               responsible_org=org, lead_time_days=14, days_left=days_left)
+    data = DeadlineApproaching(
+        client_id=client_id,
+        deadline_id=uuid.uuid4(),
+        kind=DeadlineKind.RESIDENCE_TITLE_EXPIRY,
+        due_at=DUE,
+        responsible_org=org,
+        lead_time_days=14,
+        days_left=days_left,
+    )
     return new_event(data, source="/lotse/intake", acting_org=org)
 
 
 def missed(client_id: uuid.UUID, org: str = JOBCENTER) -> Any:
-    data = DeadlineMissed(client_id=client_id, deadline_id=uuid.uuid4(), kind=DeadlineKind.APPOINTMENT, due_at=DUE, responsible_org=org, missed_at=DUE)
+    data = DeadlineMissed(
+        client_id=client_id, deadline_id=uuid.uuid4(), kind=DeadlineKind.APPOINTMENT, due_at=DUE, responsible_org=org, missed_at=DUE
+    )
     return new_event(data, source="/lotse/intake", acting_org=org)
 
 
@@ -64,7 +75,9 @@ async def register(svc: Any, org: str, path: str, peer: Any, **body: Any) -> dic
     return r.json()
 
 
-async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_caseworkers(start_service, contacts, smtp, peer, kafka_bootstrap, topic_namespace):
+async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_caseworkers(
+    start_service, contacts, smtp, peer, kafka_bootstrap, topic_namespace
+):
     olena, amira, nobody = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     contacts.add(olena, language="uk", email="olena@client.test", phone="+4915100000001")
     contacts.add(amira, language="ar", email="amira@client.test")
@@ -74,8 +87,15 @@ async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_casework
         events = [approaching(olena), approaching(amira), approaching(nobody)]
         for env in events:
             await svc.publish(env, DEADLINES)
-        await eventually(lambda: len(smtp.to("olena@client.test")) == 1 and len(smtp.to("amira@client.test")) == 1
-                         and len(smtp.to("team-integration@jobcenter.lotse-demo.de")) == 3 and len(peer.at("/sms")) == 1, timeout=60)
+        await eventually(
+            lambda: (
+                len(smtp.to("olena@client.test")) == 1
+                and len(smtp.to("amira@client.test")) == 1
+                and len(smtp.to("team-integration@jobcenter.lotse-demo.de")) == 3
+                and len(peer.at("/sms")) == 1
+            ),
+            timeout=60,
+        )
 
         [uk] = smtp.to("olena@client.test")
         assert uk["Content-Language"] == "uk"
@@ -111,7 +131,11 @@ async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_casework
         r = await svc.http.get("/v1/notifications", params={"client_id": str(olena)}, headers={"X-Lotse-Org": JOBCENTER})
         assert r.status_code == 200
         got = {(n["recipient_kind"], n["channel"], n["language"], n["status"]) for n in r.json()["items"]}
-        assert got == {("client", "email", "uk", "delivered"), ("client", "sms", "uk", "delivered"), ("organisation", "email", "de", "delivered")}
+        assert got == {
+            ("client", "email", "uk", "delivered"),
+            ("client", "sms", "uk", "delivered"),
+            ("organisation", "email", "de", "delivered"),
+        }
         failed = await svc.http.get("/v1/notifications", params={"status": "permanent-failure"}, headers={"X-Lotse-Org": JOBCENTER})
         assert [n["client_id"] for n in failed.json()["items"]] == [str(nobody)]
         assert "consent" in failed.json()["items"][0]["reason"]
@@ -229,8 +253,11 @@ async def test_endpoint_registration_is_validated(start_service, peer):
     async with start_service(webhook_allow_http=False) as svc:
         r = await svc.http.post("/v1/webhook-endpoints", json={"url": peer.url("/x")}, headers={"X-Lotse-Org": CARITAS})
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
-        r = await svc.http.post("/v1/webhook-endpoints", json={"url": "https://p.test/x", "event_types": ["lotse.client.registered"]},
-                                headers={"X-Lotse-Org": CARITAS})
+        r = await svc.http.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://p.test/x", "event_types": ["lotse.client.registered"]},
+            headers={"X-Lotse-Org": CARITAS},
+        )
         assert r.status_code == 422 and "event_types" in r.text
         r = await svc.http.post("/v1/webhook-endpoints", json={"url": "https://p.test/x"}, headers={"X-Lotse-Org": "not-a-member"})
         assert r.status_code == 403
@@ -261,7 +288,9 @@ async def test_notification_survives_a_restart_mid_retry(start_service, peer):
 async def test_consent_withdrawal_reaches_every_recipient_organisation(start_service, smtp, peer):
     async with start_service() as svc:
         await register(svc, CARITAS, "/hooks/withdrawn", peer, event_types=["lotse.consent.withdrawn"])
-        data = ConsentWithdrawn(client_id=uuid.uuid4(), consent_id=uuid.uuid4(), withdrawn_at=datetime.now(UTC), disclosed_to=[CARITAS, AWO])
+        data = ConsentWithdrawn(
+            client_id=uuid.uuid4(), consent_id=uuid.uuid4(), withdrawn_at=datetime.now(UTC), disclosed_to=[CARITAS, AWO]
+        )
         env = new_event(data, source="/lotse/consent", acting_org=JOBCENTER)
         await svc.publish(env, CONSENTS)
         await eventually(lambda: all_final(svc, env.id, 3), timeout=60)
@@ -319,11 +348,11 @@ async def test_two_replicas_send_each_notification_once(start_service, peer):
         await eventually(done, timeout=90)
         ids = [r.headers["webhook-id"] for r in peer.at("/hooks/replicas")]
         assert len(ids) == 12 and len(set(ids)) == 12
-        assert one.app.state.worker is not two.app.state.worker
+        assert one.app.state.deps is not two.app.state.deps
 
 
 async def test_a_claim_whose_sender_died_is_taken_over_after_the_lease(start_service, peer, admin_db, unique):
-    from services.notifications.adapters.postgres import claim_due
+    from services.notifications.adapters.repository import claim_due
     from services.notifications.domain.model import Channel
 
     async with start_service(retry_schedule_s=[2.0, 0.5, 0.5]) as svc:
@@ -334,12 +363,37 @@ async def test_a_claim_whose_sender_died_is_taken_over_after_the_lease(start_ser
         await eventually(lambda: _eq(svc.pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'"), 1), timeout=60)
     # Another replica claims the due retry and dies before sending: nothing records an outcome.
     await admin_db.execute(f"SET search_path = notif_{unique}")
-    claimed = await eventually(lambda: claim_due(admin_db, Channel.WEBHOOK, 10, lease_s=1.0), timeout=30)
+    claimed = await eventually(lambda: claim_due(admin_db, Channel.WEBHOOK, 10, lease_s=1.0, now=datetime.now(UTC)), timeout=30)
     assert [r["attempts"] for r in claimed] == [2]
     async with start_service(retry_schedule_s=[0.5, 0.5, 0.5]) as svc:
         await eventually(lambda: all_final(svc, env.id, 2), timeout=60)
         [row] = await svc.rows("trigger_event_id = $1 AND channel = 'webhook'", env.id)
         assert row["status"] == "delivered" and row["attempts"] == 3
-        attempts = await svc.pool.fetch("SELECT attempt, outcome FROM delivery_attempts WHERE notification_id = $1 ORDER BY attempt", row["id"])
+        attempts = await svc.pool.fetch(
+            "SELECT attempt, outcome FROM delivery_attempts WHERE notification_id = $1 ORDER BY attempt", row["id"]
+        )
         assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "retry"), (3, "delivered")]
         assert len(peer.at("/hooks/lease")) == 2
+
+
+async def test_the_injected_clock_decides_when_a_retry_is_due_and_stamps_the_outcome(start_service, peer, kafka_bootstrap, topic_namespace):
+    clock = ManualClock(datetime(2031, 1, 6, 8, 0, tzinfo=UTC))
+    async with start_service(clock=clock, retry_schedule_s=[0.3]) as svc:
+        await register(svc, CARITAS, "/hooks/clock", peer)
+        peer.script("/hooks/clock", (503, {}, None))
+        env = handed_over(CARITAS)
+        await svc.publish(env, CLIENTS)
+        await eventually(lambda: _eq(svc.pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'"), 1), timeout=60)
+        [row] = await svc.rows("trigger_event_id = $1 AND channel = 'webhook'", env.id)
+        assert row["status"] == "sending" and row["next_attempt_at"] == clock.now() + timedelta(seconds=0.3)  # no jitter in the tests
+
+        await asyncio.sleep(1.5)  # the service's time stands still: the retry is not due, whatever the wall clock says
+        assert len(peer.at("/hooks/clock")) == 1
+        clock.advance(seconds=1)
+        await eventually(lambda: all_final(svc, env.id, 2), timeout=60)
+        [row] = await svc.rows("trigger_event_id = $1 AND channel = 'webhook'", env.id)
+        assert row["status"] == "delivered" and row["completed_at"] == clock.now()
+        records = await read_topic(kafka_bootstrap, topic_namespace + NOTIFICATIONS, until=2, timeout=30, settle=0.5)
+        mine = [e for e in (decode(r.headers, r.value) for r in records) if e.data.notification_id == row["id"]]
+        assert [(e.type, e.data.delivered_at, e.time) for e in mine] == [("lotse.notification.delivered", clock.now(), clock.now())]
+        assert peer.at("/hooks/clock")[-1].headers["webhook-timestamp"] == str(int(clock.now().timestamp()))

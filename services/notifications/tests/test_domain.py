@@ -7,9 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from services.notifications.adapters.network import load_directory
+from lotse_kit.i18n import choose_language
+from lotse_kit.network import OrgDirectory
 from services.notifications.config import STANDARD_WEBHOOKS_SCHEDULE_S, NotificationsSettings
-from services.notifications.domain.model import Outcome, RetryPolicy, Status, TokenBucket, choose_language, decide, parse_retry_after, scrub
+from services.notifications.domain.errors import InvalidEndpointUrl
+from services.notifications.domain.model import (
+    Outcome,
+    RetryPolicy,
+    Status,
+    TokenBucket,
+    check_endpoint_url,
+    decide,
+    parse_retry_after,
+    scrub,
+)
 from services.notifications.domain.routing import ROUTES, Audience, concerned_orgs, orgs_named, routes_for
 
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -51,21 +62,25 @@ def test_retry_after_is_honoured_but_capped():
     assert capped.next_attempt_at == NOW + timedelta(seconds=3600)
 
 
-@pytest.mark.parametrize(("outcome", "status"), [
-    (Outcome.delivered(), Status.DELIVERED),
-    (Outcome.permanent("HTTP 410", disable_endpoint=True), Status.PERMANENT_FAILURE),
-    (Outcome.technical("template"), Status.TECHNICAL_FAILURE),
-])
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        (Outcome.delivered(), Status.DELIVERED),
+        (Outcome.permanent("HTTP 410", disable_endpoint=True), Status.PERMANENT_FAILURE),
+        (Outcome.technical("template"), Status.TECHNICAL_FAILURE),
+    ],
+)
 def test_final_outcomes_do_not_retry(outcome, status):
     d = decide(outcome, 1, RetryPolicy([5, 5]), NOW)
     assert d.status is status and d.final and d.next_attempt_at is None
 
 
 def test_parse_retry_after():
-    assert parse_retry_after("120") == 120
+    assert parse_retry_after("120", NOW) == 120
     assert parse_retry_after("Fri, 14 Mar 2025 09:32:30 GMT", NOW) == 150
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
+    assert parse_retry_after("Fri, 14 Mar 2025 09:00:00 GMT", NOW) == 0  # already past
+    assert parse_retry_after("soon", NOW) is None
+    assert parse_retry_after(None, NOW) is None
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():
@@ -81,14 +96,18 @@ def test_token_bucket_allows_a_burst_then_the_rate():
     assert bucket.available() == 3  # never more than the burst
 
 
-@pytest.mark.parametrize(("preferred", "languages", "expected"), [
-    ("uk", (), "uk"),
-    ("ar-SY", (), "ar"),
-    ("ti", ("fa",), "fa"),  # Tigrinya is not (yet) supported: the client's other language
-    ("ti", (), "en"),  # then English
-    (None, (), "en"),
-])
+@pytest.mark.parametrize(
+    ("preferred", "languages", "expected"),
+    [
+        ("uk", (), "uk"),
+        ("ar-SY", (), "ar"),
+        ("ti", ("fa",), "fa"),  # Tigrinya is not (yet) supported: the client's other language
+        ("ti", (), "en"),  # then English
+        (None, (), "en"),
+    ],
+)
 def test_language_fallback(preferred, languages, expected):
+    """How the service picks a client's language (handlers.triggers): the kit's choice, preferred first."""
     assert choose_language(preferred, languages) == expected
 
 
@@ -96,11 +115,43 @@ def test_german_is_the_last_fallback():
     assert choose_language("ti", (), supported=("de",)) == "de"
 
 
+def test_caseworker_messages_are_in_the_organisations_first_supported_language():
+    from services.notifications.handlers.triggers import org_language
+
+    assert org_language(None) == "de"
+    org = OrgDirectory.of(_network_with_languages("[ti, tr, de]")).organisation("caritas-pb")
+    assert org_language(org) == "tr"
+    assert org_language(OrgDirectory.of(_network_with_languages("[ti]")).organisation("caritas-pb")) == "de"  # not English
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_http", "problem"),
+    [
+        ("http://p.example/x", False, "must be absolute and use https"),
+        ("/relative", True, "must be absolute and use https or http"),
+        ("https://user:pw@p.example/x", False, "credentials in the URL"),
+    ],
+)
+def test_endpoint_urls_are_checked(url, allow_http, problem):
+    with pytest.raises(InvalidEndpointUrl, match=problem) as exc:
+        check_endpoint_url(url, allow_http=allow_http)
+    assert (
+        exc.value.status == 422 and exc.value.type == "urn:lotse:problem:invalid-endpoint-url" and exc.value.extensions == {"field": "url"}
+    )
+    assert check_endpoint_url("http://p.example/x", allow_http=True) == "http://p.example/x"
+
+
 def test_routing_table_covers_the_issue():
     triggers = {r.trigger for r in ROUTES}
     assert triggers == {
-        "lotse.deadline.approaching", "lotse.deadline.missed", "lotse.referral.sent", "lotse.referral.accepted",
-        "lotse.referral.declined", "lotse.consent.granted", "lotse.consent.withdrawn", "lotse.case.handed_over",
+        "lotse.deadline.approaching",
+        "lotse.deadline.missed",
+        "lotse.referral.sent",
+        "lotse.referral.accepted",
+        "lotse.referral.declined",
+        "lotse.consent.granted",
+        "lotse.consent.withdrawn",
+        "lotse.case.handed_over",
     }
     withdrawn = routes_for("lotse.consent.withdrawn")
     assert [r.audience for r in withdrawn] == [Audience.ORGANISATION]
@@ -115,15 +166,42 @@ def test_free_text_is_not_kept():
     assert "reason" not in scrub("lotse.case.handed_over", {"reason": "moved in with her sister", "to_org": "a"})
 
 
-def test_directory_from_the_network_file(tmp_path: Path):
-    p = tmp_path / "n.yaml"
-    p.write_text(
+def _network_text(languages: str = "[de]") -> str:
+    return (
         "version: 1\ndistrict: test\nname: Test\ntimezone: Europe/Berlin\norganisations:\n"
-        "  - id: caritas-pb\n    name: Caritas\n    kind: welfare_association\n    contact_email: team@caritas-pb.example\n    languages: [de]\n"
+        f"  - id: caritas-pb\n    name: Caritas\n    kind: welfare_association\n    contact_email: team@caritas-pb.example\n    languages: {languages}\n"
         "    services: [{id: mbe, name: Migrationsberatung, needs: [language_course]}]\nprocess_plans: []\n"
     )
-    d = load_directory(p)
-    assert list(d.orgs) == ["caritas-pb"]
-    assert d.get("caritas-pb").contact_email == "team@caritas-pb.example"
+
+
+def _network_with_languages(languages: str):
+    from lotse_kit.network import parse_network
+
+    return parse_network(_network_text(languages))
+
+
+def test_what_the_service_reads_from_the_network_file(tmp_path: Path):
+    """What rendering and addressing use: names, service names, contact_email, the time zone."""
+    p = tmp_path / "n.yaml"
+    p.write_text(_network_text())
+    d = OrgDirectory.from_file(p)
+    assert d.org_ids() == ["caritas-pb"]
+    assert d.organisation("caritas-pb").contact_email == "team@caritas-pb.example"
     assert d.service_name("caritas-pb", "mbe") == "Migrationsberatung"
-    assert d.name("unknown-org") == "unknown-org"
+    assert d.name("unknown-org") == "unknown-org" and d.organisation("unknown-org") is None
+    assert d.timezone == "Europe/Berlin"
+
+
+def test_bootstrap_refuses_an_unknown_adapter():
+    from services.notifications.bootstrap import bootstrap
+
+    with pytest.raises(TypeError, match=r"unknown adapters \['mailer'\]"):
+        bootstrap(NotificationsSettings(), mailer=object())
+
+
+def test_a_missing_network_file_stops_the_service_at_start(tmp_path: Path):
+    from lotse_kit.network import NetworkConfigError
+    from services.notifications.bootstrap import bootstrap
+
+    with pytest.raises(NetworkConfigError, match="cannot read"):
+        bootstrap(NotificationsSettings(network_file=tmp_path / "missing.yaml"))

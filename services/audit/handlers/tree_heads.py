@@ -1,0 +1,29 @@
+"""Signing tree heads: the log's signed commitment to its size and root at a moment."""
+
+from __future__ import annotations
+
+import logging
+
+from ..domain import merkle
+from ..domain.commands import SignTreeHead, SignTreeHeadIfGrown
+from ..domain.tree_head import TreeHead, epoch_ms, sign
+from .deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+async def sign_tree_head(cmd: SignTreeHead, deps: Deps) -> TreeHead:
+    """Signs the current size and root. Any replica may do it: heads are independent statements."""
+    size = await deps.repo.size()
+    root = await deps.repo.compute(lambda get: merkle.root(size, get))
+    head = sign(deps.signing_key, size, epoch_ms(deps.clock.now()), root)
+    await deps.repo.add_tree_head(head, cmd.requested_by)
+    log.info("tree head signed", extra={"tree_size": size, "requested_by": cmd.requested_by})
+    return head
+
+
+async def sign_tree_head_if_grown(cmd: SignTreeHeadIfGrown, deps: Deps) -> TreeHead | None:
+    latest = await deps.repo.latest_tree_head()
+    if latest is not None and latest.tree_size == await deps.repo.size():
+        return None
+    return await sign_tree_head(SignTreeHead(), deps)

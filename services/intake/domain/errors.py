@@ -1,0 +1,82 @@
+"""Intake's refusals. Each subclasses a `lotse_kit.errors` class, so the kit maps it to problem+json once.
+
+The problem `type` URNs and extension members are part of the API (docs/intake.md, tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from contracts.vocab import DataCategory, Purpose
+from lotse_kit import errors
+
+
+class NotFound(errors.NotFound):
+    title = "Not found"
+    type = "urn:lotse:problem:not-found"
+
+
+class Forbidden(errors.Forbidden):
+    title = "Not allowed"
+    type = "urn:lotse:problem:forbidden"
+
+
+class Conflict(errors.Conflict):
+    title = "Illegal state transition"
+    type = "urn:lotse:problem:illegal-transition"
+
+
+class Invalid(errors.Invalid):
+    """Well-formed, but names something unknown or inconsistent: 422 naming the field, like request validation."""
+
+    title = "Invalid request"
+    type = "urn:lotse:problem:validation"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message, "type": "value_error"}])
+        self.field = field
+        self.message = message
+
+
+class ConsentRequired(errors.Conflict):
+    """The consent service did not allow the disclosure; nothing was written or sent."""
+
+    title = "Consent required"
+    type = "urn:lotse:problem:consent-required"
+
+    def __init__(
+        self,
+        recipient: str,
+        purpose: Purpose,
+        categories: Iterable[DataCategory],
+        missing_categories: Iterable[DataCategory],
+        reason: str = "",
+    ) -> None:
+        missing = [DataCategory(c).value for c in missing_categories]
+        detail = (
+            f"No valid consent for recipient {recipient}, purpose {purpose.value}"
+            + (f", categories {', '.join(missing)}" if missing else "")
+            + (f": {reason}" if reason else "")
+        )
+        super().__init__(
+            detail,
+            recipient=recipient,
+            purpose=purpose.value,
+            requested_categories=[DataCategory(c).value for c in categories],
+            missing_categories=missing,
+            reason=reason,
+        )
+        self.recipient = recipient
+        self.purpose = purpose
+        self.missing_categories = missing
+
+
+class ConsentUnavailable(errors.Unavailable):
+    """The consent decision could not be obtained; intake then sends nothing (fail closed)."""
+
+    title = "Consent service unavailable"
+    type = "urn:lotse:problem:consent-unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}. Nothing was sent; try again.")
+        self.reason = reason

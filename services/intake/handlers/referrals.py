@@ -1,0 +1,287 @@
+"""Referrals: sending one (consent-gated), the receiver's and sender's answers, and the consent gate's outcomes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+
+from contracts import Envelope
+from contracts.events import (
+    DisclosureBlocked,
+    DisclosureMade,
+    DisclosureRequested,
+    EventData,
+    ReferralAccepted,
+    ReferralCompleted,
+    ReferralDeclined,
+    ReferralRevoked,
+    ReferralSent,
+)
+from contracts.vocab import DeadlineKind, Purpose
+from lotse_kit.consumer import Rejected
+
+from ..adapters import metrics
+from ..adapters import repository as repo
+from ..domain import calendar
+from ..domain.clients import personal_data
+from ..domain.commands import AcceptReferral, CompleteReferral, DeclineReferral, RevokeReferral, SendReferral
+from ..domain.errors import ConsentRequired, NotFound
+from ..domain.referrals import OPEN, Action, Answer, ReferralStatus, check_actor, next_status, route_referral
+from ..views import case_for, referral_view
+from .deadlines import add_deadline, settle_deadline
+from .deps import Deps
+
+log = logging.getLogger(__name__)
+
+CONSENT_SOURCE = "/lotse/consent"
+
+
+# ---------------------------------------------------------------- sending
+async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
+    client_id, acting_org = cmd.client_id, cmd.acting_org
+    deps.require_member(acting_org)
+    route = route_referral(
+        deps.directory.network,
+        need=cmd.need,
+        to_org=cmd.to_org,
+        service=cmd.service,
+        acting_org=acting_org,
+        default_answer_days=deps.settings.referral_default_answer_working_days,
+    )
+    categories = list(dict.fromkeys(cmd.categories))
+    async with deps.db.pool.acquire() as conn:
+        client = await case_for(conn, client_id, acting_org)
+        personal_data(client, await repo.get_personal_data(conn, client_id), categories)  # fail early on empty categories
+    # Ask before anything is written or sent; no transaction is held while waiting.
+    decision = await deps.consent.decide(client_id, route.to_org, Purpose.REFERRAL, categories)
+    if not decision.allowed:
+        metrics.referrals.labels("refused_no_consent").inc()
+        log.info(
+            "referral refused for want of consent",
+            extra={"client_id": str(client_id), "to_org": route.to_org, "missing": [c.value for c in decision.missing_categories]},
+        )
+        raise ConsentRequired(route.to_org, Purpose.REFERRAL, categories, decision.missing_categories, decision.reason)
+    now = deps.clock.now()
+    referral_id, request_id = uuid.uuid4(), uuid.uuid4()
+    answer_due = calendar.add_working_days(calendar.local_date(now, deps.tz), route.answer_within_working_days)
+    async with deps.db.pool.acquire() as conn, conn.transaction():
+        client = await case_for(conn, client_id, acting_org, for_update=True)  # the case may have moved while we asked
+        data = personal_data(client, await repo.get_personal_data(conn, client_id), categories)
+        await repo.insert_referral(
+            conn,
+            {
+                "referral_id": referral_id,
+                "client_id": client_id,
+                "from_org": acting_org,
+                "to_org": route.to_org,
+                "service": route.service,
+                "need": cmd.need.value if cmd.need else None,
+                "requested_categories": [c.value for c in categories],
+                "consent_id": decision.consent_id,
+                "disclosure_request_id": request_id,
+                "answer_due": answer_due,
+                "answer_deadline_id": None,
+                "sent_at": now,
+            },
+            {"reason": cmd.reason, "free_text": cmd.free_text},
+        )
+        await deps.emit(
+            conn,
+            ReferralSent(
+                client_id=client_id,
+                referral_id=referral_id,
+                from_org=acting_org,
+                to_org=route.to_org,
+                service=route.service,
+                need=cmd.need,
+                requested_categories=categories,
+                answer_due=answer_due,
+                sent_at=now,
+            ),
+            acting_org,
+        )
+        await deps.emit(
+            conn,
+            DisclosureRequested(
+                client_id=client_id,
+                request_id=request_id,
+                referral_id=referral_id,
+                from_org=acting_org,
+                to_org=route.to_org,
+                purpose=Purpose.REFERRAL,
+                service=route.service,
+                need=cmd.need,
+                categories=categories,
+                reason=cmd.reason,
+                free_text=cmd.free_text,
+                answer_due=answer_due,
+                personal_data=data,
+                requested_at=now,
+            ),
+            acting_org,
+        )
+        deadline_id = await add_deadline(
+            conn,
+            deps,
+            client_id=client_id,
+            kind=DeadlineKind.REFERRAL_ANSWER_DUE,
+            due_at=calendar.end_of_day(answer_due, deps.tz),
+            last_day=answer_due,
+            responsible_org=route.to_org,
+            acting_org=acting_org,
+            referral_id=referral_id,
+        )
+        await repo.set_answer_deadline(conn, referral_id, deadline_id)
+        row = await repo.get_referral(conn, referral_id)
+    metrics.referrals.labels("sent").inc()
+    log.info(
+        "referral sent",
+        extra={"client_id": str(client_id), "referral_id": str(referral_id), "to_org": route.to_org, "service": route.service},
+    )
+    return referral_view(row)
+
+
+# ---------------------------------------------------------------- the life cycle
+async def apply_referral_action(
+    conn: asyncpg.Connection, deps: Deps, ref: asyncpg.Record, answer: Answer, acting_org: str
+) -> asyncpg.Record:
+    """Moves a (locked) referral on, writes its event and settles its deadlines. Raises NotAllowed / IllegalTransition."""
+    check_actor(answer.action, acting_org, ref["from_org"], ref["to_org"])
+    status = next_status(ref["status"], answer.action)
+    now = deps.clock.now()
+    rid, cid, from_org, to_org = ref["referral_id"], ref["client_id"], ref["from_org"], ref["to_org"]
+    changes: dict[str, Any] = {"status": status.value}
+    event: EventData
+    if answer.action is Action.ACCEPT:
+        changes.update(accepted_at=answer.at, appointment_at=answer.appointment_at)
+        event = ReferralAccepted(
+            client_id=cid, referral_id=rid, to_org=to_org, from_org=from_org, accepted_at=answer.at, appointment_at=answer.appointment_at
+        )
+    elif answer.action is Action.DECLINE:
+        changes.update(declined_at=answer.at, decline_reason=answer.decline_reason.value, decline_text=answer.decline_text)
+        event = ReferralDeclined(
+            client_id=cid,
+            referral_id=rid,
+            to_org=to_org,
+            from_org=from_org,
+            reason=answer.decline_reason,
+            reason_text=answer.decline_text,
+            declined_at=answer.at,
+        )
+    elif answer.action is Action.COMPLETE:
+        changes.update(completed_at=answer.at, outcome=answer.outcome)
+        event = ReferralCompleted(
+            client_id=cid, referral_id=rid, to_org=to_org, from_org=from_org, completed_at=answer.at, outcome=answer.outcome
+        )
+    elif answer.action is Action.REVOKE:
+        changes.update(revoked_at=answer.at, revoke_reason=answer.revoke_reason)
+        event = ReferralRevoked(
+            client_id=cid, referral_id=rid, from_org=from_org, to_org=to_org, reason=answer.revoke_reason, revoked_at=answer.at
+        )
+    else:
+        raise ValueError(f"not an answer: {answer.action}")
+    await repo.update_referral(conn, rid, changes, now)
+    await deps.emit(conn, event, acting_org)
+    await settle_referral_deadlines(conn, deps, ref, status, acting_org)
+    if answer.action is Action.ACCEPT and answer.appointment_at and answer.appointment_at > now:
+        client = await repo.get_client(conn, cid)
+        await add_deadline(
+            conn,
+            deps,
+            client_id=cid,
+            kind=DeadlineKind.APPOINTMENT,
+            due_at=answer.appointment_at,
+            last_day=None,
+            responsible_org=client["responsible_org"],
+            acting_org=acting_org,
+            referral_id=rid,
+        )
+    metrics.referrals.labels(status.value).inc()
+    log.info("referral " + status.value, extra={"client_id": str(cid), "referral_id": str(rid), "acting_org": acting_org})
+    return await repo.get_referral(conn, rid)
+
+
+async def settle_referral_deadlines(
+    conn: asyncpg.Connection, deps: Deps, ref: asyncpg.Record, status: ReferralStatus, acting_org: str | None
+) -> None:
+    """An answer resolves the answer deadline; a closed referral resolves every deadline attached to it."""
+    for d in await repo.open_deadlines(conn, ref["client_id"], referral_id=ref["referral_id"]):
+        if status in OPEN and d["kind"] != DeadlineKind.REFERRAL_ANSWER_DUE.value:
+            continue
+        await settle_deadline(conn, deps, d, f"referral {status.value}", acting_org)
+
+
+async def _act(deps: Deps, referral_id: uuid.UUID, answer: Answer, acting_org: str) -> dict[str, Any]:
+    async with deps.db.pool.acquire() as conn, conn.transaction():
+        ref = await repo.get_referral(conn, referral_id, for_update=True)
+        if ref is None:
+            raise NotFound(f"no referral {referral_id}")
+        row = await apply_referral_action(conn, deps, ref, answer, acting_org)
+    return referral_view(row)
+
+
+async def accept_referral(cmd: AcceptReferral, deps: Deps) -> dict[str, Any]:
+    return await _act(deps, cmd.referral_id, Answer(Action.ACCEPT, deps.clock.now(), appointment_at=cmd.appointment_at), cmd.acting_org)
+
+
+async def decline_referral(cmd: DeclineReferral, deps: Deps) -> dict[str, Any]:
+    answer = Answer(Action.DECLINE, deps.clock.now(), decline_reason=cmd.reason, decline_text=cmd.reason_text)
+    return await _act(deps, cmd.referral_id, answer, cmd.acting_org)
+
+
+async def complete_referral(cmd: CompleteReferral, deps: Deps) -> dict[str, Any]:
+    return await _act(deps, cmd.referral_id, Answer(Action.COMPLETE, deps.clock.now(), outcome=cmd.outcome), cmd.acting_org)
+
+
+async def revoke_referral(cmd: RevokeReferral, deps: Deps) -> dict[str, Any]:
+    return await _act(deps, cmd.referral_id, Answer(Action.REVOKE, deps.clock.now(), revoke_reason=cmd.reason), cmd.acting_org)
+
+
+# ---------------------------------------------------------------- the consent gate's outcomes (lotse.disclosures.v1)
+async def _disclosed_referral(conn: asyncpg.Connection, env: Envelope[Any]) -> asyncpg.Record | None:
+    if env.source != CONSENT_SOURCE:
+        raise Rejected(f"disclosure outcomes come from {CONSENT_SOURCE}, not {env.source}")
+    if env.data.referral_id is None:
+        return None  # not about one of our referrals (e.g. a contact disclosure)
+    ref = await repo.get_referral(conn, env.data.referral_id, for_update=True)
+    if ref is not None and ref["to_org"] != env.data.recipient:
+        raise Rejected(f"referral {ref['referral_id']} goes to {ref['to_org']}, not {env.data.recipient}")
+    return ref
+
+
+async def record_disclosure_blocked(env: Envelope[DisclosureBlocked], conn: asyncpg.Connection, deps: Deps) -> None:
+    ref = await _disclosed_referral(conn, env)
+    if ref is None or ReferralStatus(ref["status"]) not in OPEN:
+        return
+    await repo.update_referral(
+        conn,
+        ref["referral_id"],
+        {
+            "status": ReferralStatus.BLOCKED.value,
+            "blocked_at": env.data.blocked_at,
+            "blocked_reason": env.data.reason[:500],
+        },
+        deps.clock.now(),
+    )
+    await settle_referral_deadlines(conn, deps, ref, ReferralStatus.BLOCKED, None)
+    metrics.referrals.labels(ReferralStatus.BLOCKED.value).inc()
+    log.warning(
+        "referral blocked by the consent gate",
+        extra={
+            "client_id": str(ref["client_id"]),
+            "referral_id": str(ref["referral_id"]),
+            "missing": [c.value for c in env.data.missing_categories],
+        },
+    )
+
+
+async def record_disclosure_made(env: Envelope[DisclosureMade], conn: asyncpg.Connection, deps: Deps) -> None:
+    ref = await _disclosed_referral(conn, env)
+    if ref is None:
+        return
+    await repo.update_referral(
+        conn, ref["referral_id"], {"disclosed_at": env.data.disclosed_at, "consent_id": env.data.consent_id}, deps.clock.now()
+    )

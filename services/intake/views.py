@@ -1,0 +1,159 @@
+"""Read-only queries: what intake's HTTP GETs show, and how a referral or deadline reads in any answer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from contracts.vocab import DataCategory, Purpose
+
+from .adapters import repository as repo
+from .domain import calendar
+from .domain.clients import PERSONAL_FIELDS, check_responsible
+from .domain.errors import ConsentRequired, Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from .handlers.deps import Deps
+
+_REFERRAL_FIELDS = (
+    "referral_id",
+    "client_id",
+    "from_org",
+    "to_org",
+    "service",
+    "need",
+    "requested_categories",
+    "status",
+    "consent_id",
+    "answer_due",
+    "answer_deadline_id",
+    "sent_at",
+    "updated_at",
+    "accepted_at",
+    "appointment_at",
+    "declined_at",
+    "decline_reason",
+    "completed_at",
+    "revoked_at",
+    "blocked_at",
+    "blocked_reason",
+    "disclosed_at",
+)
+_NOTE_FIELDS = ("reason", "free_text", "decline_text", "outcome", "revoke_reason")
+_DEADLINE_FIELDS = (
+    "deadline_id",
+    "client_id",
+    "kind",
+    "due_at",
+    "last_day",
+    "responsible_org",
+    "referral_id",
+    "legal_note",
+    "lead_times_days",
+    "status",
+    "registered_at",
+    "missed_at",
+    "resolved_at",
+    "resolution",
+)
+_CASE_FIELDS = (
+    "client_id",
+    "registering_org",
+    "responsible_org",
+    "preferred_language",
+    "languages",
+    "needs",
+    "residence_title",
+    "residence_valid_until",
+    "legal_regime",
+    "registered_at",
+    "updated_at",
+)
+
+
+def referral_view(row: Mapping[str, Any], notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    out = {k: row[k] for k in _REFERRAL_FIELDS}
+    if notes is not None:
+        out.update({k: notes[k] for k in _NOTE_FIELDS})
+    return out
+
+
+def deadline_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in _DEADLINE_FIELDS}
+
+
+async def case_for(conn: asyncpg.Connection, client_id: uuid.UUID, acting_org: str, *, for_update: bool = False) -> asyncpg.Record:
+    """The client's case row, for the organisation responsible for it (NotFound / Forbidden otherwise)."""
+    client = await repo.get_client(conn, client_id, for_update=for_update)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    check_responsible(client, acting_org)
+    return client
+
+
+async def get_client(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict[str, Any]:
+    """The case with personal data, referrals and deadlines, for the responsible organisation."""
+    async with deps.db.pool.acquire() as conn:
+        client = await case_for(conn, client_id, acting_org)
+        p = await repo.get_personal_data(conn, client_id)
+        refs = await repo.referrals_of_client(conn, client_id)
+        dls = await repo.deadlines_of_client(conn, client_id)
+    out = {k: client[k] for k in _CASE_FIELDS}
+    out.update({k: p[k] for k in PERSONAL_FIELDS})
+    out["referrals"] = [referral_view(r) for r in refs]
+    out["deadlines"] = [deadline_view(d) for d in dls]
+    return out
+
+
+async def get_contact(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict[str, Any]:
+    """Contact data for the notifications service, only where the client consented to it for that organisation."""
+    deps.require_member(acting_org)
+    async with deps.db.pool.acquire() as conn:
+        if await repo.get_client(conn, client_id) is None:
+            raise NotFound(f"no client {client_id}")
+    categories = [DataCategory.CONTACT]
+    decision = await deps.consent.decide(client_id, acting_org, Purpose.CONTACT_FOR_NOTIFICATIONS, categories)
+    if not decision.allowed:
+        raise ConsentRequired(acting_org, Purpose.CONTACT_FOR_NOTIFICATIONS, categories, decision.missing_categories, decision.reason)
+    async with deps.db.pool.acquire() as conn:
+        p = await repo.get_personal_data(conn, client_id)
+        client = await repo.get_client(conn, client_id)
+    if p is None or client is None:
+        raise NotFound(f"no client {client_id}")
+    return {
+        "client_id": client_id,
+        "preferred_language": client["preferred_language"],
+        "languages": list(client["languages"]),
+        "email": p["email"],
+        "phone": p["phone"],
+    }
+
+
+async def get_referral(deps: Deps, referral_id: uuid.UUID, acting_org: str) -> dict[str, Any]:
+    async with deps.db.pool.acquire() as conn:
+        ref = await repo.get_referral(conn, referral_id)
+        if ref is None:
+            raise NotFound(f"no referral {referral_id}")
+        if acting_org not in (ref["from_org"], ref["to_org"]):
+            raise Forbidden(f"{acting_org} is neither sender nor receiver of this referral")
+        # The notes may describe the client: the sender sees them; the receiver gets them only through the consent gate.
+        notes = await repo.get_referral_notes(conn, referral_id) if acting_org == ref["from_org"] else None
+    return referral_view(ref, notes)
+
+
+async def list_referrals(deps: Deps, *, org: str, view: str, status: str | None, acting_org: str, limit: int = 200) -> list[dict[str, Any]]:
+    """An organisation's worklist: sent, received, overdue (answer due before today and still unanswered) or all."""
+    if org != acting_org:
+        raise Forbidden(f"{acting_org} cannot read the worklist of {org}")
+    today = calendar.local_date(deps.clock.now(), deps.tz)
+    async with deps.db.pool.acquire() as conn:
+        rows = await repo.list_referrals(conn, org=org, view=view, status=status, today=today, limit=limit)
+    return [referral_view(r) | {"overdue": r["status"] == "sent" and r["answer_due"] is not None and r["answer_due"] < today} for r in rows]
+
+
+def network(deps: Deps) -> dict[str, Any]:
+    """The network configuration in force: organisations, services, process plans."""
+    return deps.directory.network.model_dump(mode="json")

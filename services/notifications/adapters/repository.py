@@ -1,0 +1,299 @@
+"""All SQL of the notifications service: notifications, attempts, webhook endpoints, remembered referrals.
+
+Every function takes the connection (or pool) it runs on, so callers decide the transaction.
+Times that rules depend on (due, lease, expiry) come from the service's clock (`now`), not from
+the database's `now()`, so a test clock moves them; bookkeeping columns keep their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ..domain.model import Channel, Decision, Outcome, Status
+
+
+def wake_channel(schema: str) -> str:
+    return f"lotse_notifications_{schema}"
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    trigger_event_id: uuid.UUID
+    trigger_type: str
+    client_id: str | None
+    recipient_kind: str
+    recipient_org: str | None
+    recipient_key: str
+    channel: Channel
+    template: str | None
+    language: str | None
+    payload: dict[str, Any]
+    concerned_orgs: list[str]
+    endpoint_id: uuid.UUID | None = None
+    status: Status = Status.CREATED
+    reason: str | None = None
+
+
+async def insert_notification(conn: asyncpg.Connection, n: NewNotification, now: datetime) -> uuid.UUID | None:
+    """Inserts unless this trigger already notified this recipient on this channel; returns the new id or None."""
+    final = n.status.final
+    return await conn.fetchval(
+        """INSERT INTO notifications (id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, recipient_key,
+                                      endpoint_id, channel, template, language, payload, concerned_orgs, status, reason,
+                                      next_attempt_at, completed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15,
+                   CASE WHEN $16 THEN NULL ELSE $17::timestamptz END, CASE WHEN $16 THEN $17::timestamptz END)
+           ON CONFLICT (trigger_event_id, recipient_key, channel) DO NOTHING
+           RETURNING id""",
+        uuid.uuid4(),
+        n.trigger_event_id,
+        n.trigger_type,
+        uuid.UUID(n.client_id) if n.client_id else None,
+        n.recipient_kind,
+        n.recipient_org,
+        n.recipient_key,
+        n.endpoint_id,
+        n.channel.value,
+        n.template,
+        n.language,
+        json.dumps(n.payload, default=str),
+        n.concerned_orgs,
+        n.status.value,
+        n.reason,
+        final,
+        now,
+    )
+
+
+async def wake_workers(conn: asyncpg.Connection) -> None:
+    """Delivered at commit: the delivery workers look for due rows at once instead of at their next poll."""
+    schema = await conn.fetchval("SELECT current_schema()")
+    await conn.execute("SELECT pg_notify($1, '')", wake_channel(schema))
+
+
+# ---------------------------------------------------------------- referrals
+async def remember_referral(conn: asyncpg.Connection, referral_id: Any, from_org: str, to_org: str, service: str | None) -> None:
+    await conn.execute(
+        """INSERT INTO referrals (referral_id, from_org, to_org, service) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (referral_id) DO UPDATE SET from_org = EXCLUDED.from_org, to_org = EXCLUDED.to_org, service = EXCLUDED.service""",
+        uuid.UUID(str(referral_id)),
+        from_org,
+        to_org,
+        service,
+    )
+
+
+async def referral(conn: asyncpg.Connection | asyncpg.Pool, referral_id: Any) -> dict[str, Any] | None:
+    if not referral_id:
+        return None
+    row = await conn.fetchrow("SELECT from_org, to_org, service FROM referrals WHERE referral_id = $1", uuid.UUID(str(referral_id)))
+    return dict(row) if row else None
+
+
+# ---------------------------------------------------------------- delivery
+async def claim_due(
+    pool: asyncpg.Pool | asyncpg.Connection, channel: Channel, limit: int, lease_s: float, now: datetime
+) -> list[asyncpg.Record]:
+    """Claims up to `limit` due notifications of one channel. SKIP LOCKED lets replicas claim side by side;
+    the claim pushes next_attempt_at to the lease's end, so a row whose sender died is claimed again then."""
+    if limit <= 0:
+        return []
+    return await pool.fetch(
+        """WITH due AS (
+               SELECT id FROM notifications
+                WHERE channel = $1 AND status IN ('created', 'sending') AND next_attempt_at <= $4::timestamptz
+                ORDER BY next_attempt_at
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED)
+           UPDATE notifications n
+              SET status = 'sending', attempts = n.attempts + 1, updated_at = now(),
+                  next_attempt_at = $4::timestamptz + make_interval(secs => $3)
+             FROM due WHERE n.id = due.id
+           RETURNING n.*""",
+        channel.value,
+        limit,
+        lease_s,
+        now,
+    )
+
+
+async def finish_attempt(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    outcome: Outcome,
+    decision: Decision,
+    started_at: datetime,
+    now: datetime,
+    *,
+    provider_ref: str | None = None,
+) -> bool:
+    """Records the attempt and the new status. False if another worker re-claimed the row meanwhile (lease expired)."""
+    updated = await conn.fetchval(
+        """UPDATE notifications
+              SET status = $3, next_attempt_at = $4, reason = $5, provider_ref = COALESCE($6, provider_ref), updated_at = now(),
+                  completed_at = CASE WHEN $3 IN ('created', 'sending') THEN NULL ELSE $7::timestamptz END
+            WHERE id = $1 AND attempts = $2 AND status = 'sending'
+           RETURNING true""",
+        row["id"],
+        row["attempts"],
+        decision.status.value,
+        decision.next_attempt_at,
+        outcome.reason,
+        provider_ref,
+        now,
+    )
+    await conn.execute(
+        """INSERT INTO delivery_attempts (notification_id, attempt, started_at, finished_at, outcome, status_code, reason, retry_after_s,
+                                          next_attempt_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        row["id"],
+        row["attempts"],
+        started_at,
+        now,
+        outcome.kind.value,
+        outcome.status_code,
+        outcome.reason,
+        outcome.retry_after_s,
+        decision.next_attempt_at,
+    )
+    return bool(updated)
+
+
+# ---------------------------------------------------------------- webhook endpoints
+ENDPOINT_COLUMNS = """id, org_id, url, description, event_types, status, disabled_reason, disabled_at,
+                      previous_secret_expires_at, created_at, updated_at"""
+
+
+async def create_endpoint(
+    conn: asyncpg.Connection, *, org_id: str, url: str, description: str | None, event_types: list[str] | None, secret: str
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""INSERT INTO webhook_endpoints (id, org_id, url, description, event_types, secret)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}""",
+        uuid.uuid4(),
+        org_id,
+        url,
+        description,
+        event_types,
+        secret,
+    )
+
+
+async def get_endpoint(
+    conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: uuid.UUID, *, with_secrets: bool = False
+) -> asyncpg.Record | None:
+    cols = "*" if with_secrets else ENDPOINT_COLUMNS
+    return await conn.fetchrow(f"SELECT {cols} FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL", endpoint_id)
+
+
+async def list_endpoints(conn: asyncpg.Connection | asyncpg.Pool, org_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 AND deleted_at IS NULL ORDER BY created_at", org_id
+    )
+
+
+async def endpoints_for(conn: asyncpg.Connection, org_id: str, event_type: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT id FROM webhook_endpoints
+            WHERE org_id = $1 AND status = 'active' AND deleted_at IS NULL
+              AND (event_types IS NULL OR $2 = ANY(event_types))
+            ORDER BY created_at""",
+        org_id,
+        event_type,
+    )
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection, endpoint_id: uuid.UUID, new_secret: str, overlap_s: float, now: datetime
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""UPDATE webhook_endpoints
+               SET previous_secret = secret, secret = $2, previous_secret_expires_at = $4::timestamptz + make_interval(secs => $3), updated_at = now()
+             WHERE id = $1 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}""",
+        endpoint_id,
+        new_secret,
+        overlap_s,
+        now,
+    )
+
+
+async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: uuid.UUID, reason: str, now: datetime) -> None:
+    await conn.execute(
+        """UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2, disabled_at = $3, updated_at = now()
+            WHERE id = $1 AND status = 'active'""",
+        endpoint_id,
+        reason,
+        now,
+    )
+
+
+async def enable_endpoint(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""UPDATE webhook_endpoints SET status = 'active', disabled_reason = NULL, disabled_at = NULL, updated_at = now()
+             WHERE id = $1 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}""",
+        endpoint_id,
+    )
+
+
+async def delete_endpoint(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> None:
+    # Kept (without secrets) so that past notifications still name it.
+    await conn.execute(
+        """UPDATE webhook_endpoints SET deleted_at = now(), status = 'disabled', disabled_reason = 'deleted',
+                  secret = '', previous_secret = NULL, updated_at = now() WHERE id = $1""",
+        endpoint_id,
+    )
+
+
+# ---------------------------------------------------------------- status API
+NOTIFICATION_COLUMNS = """id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, endpoint_id, channel, template,
+                          language, status, attempts, next_attempt_at, reason, created_at, updated_at, completed_at"""
+
+
+async def list_notifications(
+    pool: asyncpg.Pool,
+    *,
+    visible_to: str | None,
+    client_id: uuid.UUID | None,
+    status: str | None,
+    channel: str | None,
+    trigger_event_id: uuid.UUID | None,
+    before: datetime | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """`visible_to` None: everything (operators); else rows addressed to or concerning that organisation."""
+    return await pool.fetch(
+        f"""SELECT {NOTIFICATION_COLUMNS} FROM notifications
+             WHERE ($1::text IS NULL OR recipient_org = $1 OR $1 = ANY(concerned_orgs))
+               AND ($2::uuid IS NULL OR client_id = $2)
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::text IS NULL OR channel = $4)
+               AND ($5::uuid IS NULL OR trigger_event_id = $5)
+               AND ($6::timestamptz IS NULL OR created_at < $6)
+             ORDER BY created_at DESC, id
+             LIMIT $7""",
+        visible_to,
+        client_id,
+        status,
+        channel,
+        trigger_event_id,
+        before,
+        limit,
+    )
+
+
+async def get_notification(pool: asyncpg.Pool, notification_id: uuid.UUID) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    row = await pool.fetchrow(f"SELECT {NOTIFICATION_COLUMNS}, concerned_orgs FROM notifications WHERE id = $1", notification_id)
+    if row is None:
+        return None, []
+    attempts = await pool.fetch(
+        """SELECT attempt, started_at, finished_at, outcome, status_code, reason, retry_after_s, next_attempt_at
+             FROM delivery_attempts WHERE notification_id = $1 ORDER BY attempt, id""",
+        notification_id,
+    )
+    return row, attempts

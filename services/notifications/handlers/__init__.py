@@ -1,0 +1,41 @@
+"""Use cases of the notifications service.
+
+Event handlers (`EVENT_HANDLERS`, registered through entrypoints.consumers.DECLARATION):
+  triggers.record_notifications   a trigger event arrived: record one notification per recipient and channel
+Called by the delivery worker (entrypoints.workers):
+  deliveries.send_notification    send one claimed notification and record the outcome
+Commands (`COMMAND_HANDLERS`, dispatched by `handle`): webhook endpoints (endpoints.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lotse_kit.declaration import EventHandler, handlers_for
+
+from ..domain.commands import EnableEndpoint, RegisterEndpoint, RemoveEndpoint, RotateEndpointSecret
+from ..domain.routing import TRIGGERS
+from .deliveries import send_notification
+from .deps import Deps
+from .endpoints import enable_endpoint, register_endpoint, remove_endpoint, rotate_endpoint_secret
+from .triggers import record_notifications
+
+__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "Deps", "handle", "record_notifications", "send_notification"]
+
+# Every trigger of the routing table is handled alike: the table decides whom to notify.
+EVENT_HANDLERS: dict[str, EventHandler] = handlers_for(sorted(TRIGGERS), record_notifications)
+
+COMMAND_HANDLERS: dict[type, Callable[[Any, Deps], Awaitable[Any]]] = {
+    RegisterEndpoint: register_endpoint,
+    RotateEndpointSecret: rotate_endpoint_secret,
+    EnableEndpoint: enable_endpoint,
+    RemoveEndpoint: remove_endpoint,
+}
+
+
+async def handle(cmd: object, deps: Deps) -> Any:
+    handler = COMMAND_HANDLERS.get(type(cmd))
+    if handler is None:
+        raise TypeError(f"no handler for {type(cmd).__name__}")
+    return await handler(cmd, deps)

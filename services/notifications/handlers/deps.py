@@ -1,0 +1,35 @@
+"""What the handlers need; `bootstrap` builds it, tests swap adapters through bootstrap's keyword overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lotse_kit.clock import Clock
+from lotse_kit.db import Database
+from lotse_kit.network import OrgDirectory
+from lotse_kit.outbox import Outbox
+
+from ..adapters.contacts import Contacts
+from ..adapters.senders import EmailSender, SmsSender, WebhookSender
+from ..adapters.templates import Catalog
+from ..domain.model import Channel, RetryPolicy
+
+
+@dataclass
+class Deps:
+    db: Database
+    outbox: Outbox
+    clock: Clock
+    directory: OrgDirectory
+    catalog: Catalog
+    contacts: Contacts
+    email: EmailSender
+    sms: SmsSender | None
+    webhooks: WebhookSender
+    policy: RetryPolicy
+    secret_rotation_overlap_s: float = 86400.0
+    webhook_allow_http: bool = False
+    operator_orgs: frozenset[str] = field(default_factory=frozenset)
+
+    def channel_enabled(self, channel: Channel) -> bool:
+        return channel is not Channel.SMS or self.sms is not None

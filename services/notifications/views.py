@@ -1,0 +1,63 @@
+"""What the HTTP GETs show: an organisation's webhook endpoints and the notification status API.
+
+Operators (settings.operator_orgs) see every notification; other organisations what was addressed to
+or concerns them. Another organisation's endpoint or notification is reported as absent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .adapters import repository as repo
+from .domain.errors import NotificationNotFound
+from .handlers.deps import Deps
+from .handlers.endpoints import own_endpoint
+
+
+def visible_to(deps: Deps, org_id: str) -> str | None:
+    """None: the organisation sees everything (an operator)."""
+    return None if org_id in deps.operator_orgs else org_id
+
+
+async def endpoints(deps: Deps, org_id: str) -> list[asyncpg.Record]:
+    return await repo.list_endpoints(deps.db.pool, org_id)
+
+
+async def endpoint(deps: Deps, org_id: str, endpoint_id: uuid.UUID) -> asyncpg.Record:
+    return await own_endpoint(deps.db.pool, org_id, endpoint_id)
+
+
+async def notifications(
+    deps: Deps,
+    org_id: str,
+    *,
+    client_id: uuid.UUID | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    trigger_event_id: uuid.UUID | None = None,
+    before: datetime | None = None,
+    limit: int = 100,
+) -> list[asyncpg.Record]:
+    return await repo.list_notifications(
+        deps.db.pool,
+        visible_to=visible_to(deps, org_id),
+        client_id=client_id,
+        status=status,
+        channel=channel,
+        trigger_event_id=trigger_event_id,
+        before=before,
+        limit=limit,
+    )
+
+
+async def notification(deps: Deps, org_id: str, notification_id: uuid.UUID) -> tuple[dict[str, Any], list[asyncpg.Record]]:
+    """The notification (without its list of concerned organisations) and its attempts."""
+    row, attempts = await repo.get_notification(deps.db.pool, notification_id)
+    org = visible_to(deps, org_id)
+    if row is None or (org is not None and row["recipient_org"] != org and org not in (row["concerned_orgs"] or [])):
+        raise NotificationNotFound(f"no notification {notification_id}")
+    return {k: v for k, v in dict(row).items() if k != "concerned_orgs"}, attempts
