@@ -61,7 +61,7 @@ class Result:
         xs = sorted(self.latencies_ms)
         if not xs:
             return float("nan")
-        return xs[min(len(xs) - 1, int(round(p / 100 * len(xs) + 0.5)) - 1)]
+        return xs[min(len(xs) - 1, round(p / 100 * len(xs) + 0.5) - 1)]
 
     def merge(self, other: Result) -> None:
         self.sent += other.sent
@@ -91,8 +91,12 @@ def env_for(port: int, namespace: str, schema: str, cache_size: int) -> dict[str
 
 def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.consent"], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        [sys.executable, "-m", "services.consent"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
 
 
@@ -123,8 +127,12 @@ async def seed(base: str, clients: int) -> list[uuid.UUID]:
 
         async def grant(cid: uuid.UUID) -> None:
             body = {
-                "client_id": str(cid), "recipients": random.sample(RECIPIENTS, 2), "purposes": ["referral", "case_coordination"],
-                "categories": ["identity", "contact", "needs"], "form": "written", "information_language": "uk",
+                "client_id": str(cid),
+                "recipients": random.sample(RECIPIENTS, 2),
+                "purposes": ["referral", "case_coordination"],
+                "categories": ["identity", "contact", "needs"],
+                "form": "written",
+                "information_language": "uk",
                 "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
             }
             async with sem:
@@ -317,7 +325,10 @@ async def main() -> int:
             slice_s = args.seconds / args.slices
             baseline, decisions = Result("GET /health/live", 0, 0, 0.0, []), Result("GET /v1/decisions", 0, 0, 0.0, [])
             for k in range(args.slices):
-                print(f"[{server}] slice {k + 1}/{args.slices}: {slice_s:.1f}s each of /health/live and /v1/decisions at {args.rate:.0f} req/s", flush=True)
+                print(
+                    f"[{server}] slice {k + 1}/{args.slices}: {slice_s:.1f}s each of /health/live and /v1/decisions at {args.rate:.0f} req/s",
+                    flush=True,
+                )
                 baseline.merge(await drive(baseline.name, port, ["/health/live"], args.rate, slice_s))
                 decisions.merge(await drive(decisions.name, port, paths, args.rate, slice_s))
             results.append((server, baseline, decisions))
@@ -327,7 +338,9 @@ async def main() -> int:
             stop(p)
         await cleanup(admin_dsn, bootstrap, schema, namespace)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?"
+    )
     header = (
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         f"{args.rate:.0f} req/s open-loop for {args.seconds:.0f} s per row (in {args.slices} alternating slices), "

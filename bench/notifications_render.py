@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from services.notifications.adapters.templates import Catalog
 from lotse_kit.i18n import LANGUAGES
+from services.notifications.adapters.templates import Catalog
 from services.notifications.domain.model import Channel, scrub
 from services.notifications.domain.routing import ROUTES
 from services.notifications.handlers.deliveries import render
@@ -26,7 +26,10 @@ def main() -> None:
     catalog = Catalog()
     jobs = [
         (r, lang, ch, scrub(r.trigger, SAMPLES[r.trigger].model_dump(mode="json")))
-        for r in ROUTES for lang in LANGUAGES for ch in r.channels if ch is not Channel.WEBHOOK
+        for r in ROUTES
+        for lang in LANGUAGES
+        for ch in r.channels
+        if ch is not Channel.WEBHOOK
     ]
     for r, lang, ch, payload in jobs:  # warm the template cache
         render(catalog, DIRECTORY, r.template, ch, lang, r.trigger, payload, "jobcenter-pb")

@@ -17,6 +17,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from . import topics
+from .text import FreeText, ShortText
 from .upcasting import JsonData, upcaster
 from .vocab import (
     DataCategory,
@@ -33,7 +34,6 @@ from .vocab import (
 
 OrgId = Annotated[str, StringConstraints(pattern=topics.ORG_ID_PATTERN)]
 LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
-ShortText = Annotated[str, StringConstraints(max_length=500)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -130,8 +130,8 @@ class ConsentGranted(ClientEvent):
     recipients: list[OrgId] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1)
     categories: list[DataCategory] = Field(min_length=1)
-    legal_basis: list[str] = Field(min_length=1, examples=[["GDPR Art. 6(1)(a)"]])
-    form: str
+    legal_basis: list[FreeText] = Field(min_length=1, examples=[["GDPR Art. 6(1)(a)"]])
+    form: FreeText
     information_language: LanguageTag
     interpreter_used: bool = False
     granted_at: datetime
@@ -156,7 +156,7 @@ class ReferralSent(ClientEvent):
     referral_id: UUID
     from_org: OrgId
     to_org: OrgId
-    service: str
+    service: FreeText
     need: Need | None = None
     requested_categories: list[DataCategory] = []
     answer_due: date | None = None
@@ -202,7 +202,7 @@ class DeadlineEvent(ClientEvent):
     due_at: datetime
     responsible_org: OrgId
     referral_id: UUID | None = None
-    legal_note: str | None = Field(default=None, description="Why the date matters, in English.")
+    legal_note: FreeText | None = Field(default=None, description="Why the date matters, in English.")
 
 
 class DeadlineRegistered(DeadlineEvent):
@@ -227,15 +227,15 @@ class DeadlineResolved(DeadlineEvent):
 # ---------------------------------------------------------------- disclosures
 class Identity(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    given_name: str
-    family_name: str
+    given_name: FreeText
+    family_name: FreeText
     date_of_birth: date | None = None
 
 
 class Contact(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     email: EmailStr | None = None
-    phone: str | None = None
+    phone: FreeText | None = None
     preferred_language: LanguageTag | None = None
     languages: list[LanguageTag] = []
 
@@ -248,8 +248,8 @@ class PersonalData(BaseModel):
     contact: Contact | None = None
     residence_status: ResidenceStatus | None = None
     needs: list[Need] | None = None
-    education_qualifications: str | None = None
-    health: str | None = None
+    education_qualifications: FreeText | None = None
+    health: FreeText | None = None
 
     def categories(self) -> list[DataCategory]:
         return [c for c in DataCategory if getattr(self, c.value) is not None]
@@ -266,11 +266,11 @@ class DisclosureRequested(ClientEvent):
     from_org: OrgId
     to_org: OrgId
     purpose: Purpose = Purpose.REFERRAL
-    service: str
+    service: FreeText
     need: Need | None = None
     categories: list[DataCategory]
     reason: ShortText | None = None
-    free_text: str | None = Field(default=None, max_length=4000)
+    free_text: FreeText | None = Field(default=None, max_length=4000)
     answer_due: date | None = None
     personal_data: PersonalData
     requested_at: datetime
@@ -293,7 +293,7 @@ class DisclosureBlocked(ClientEvent):
     recipient: OrgId
     purpose: Purpose
     categories: list[DataCategory]
-    reason: str
+    reason: FreeText
     missing_categories: list[DataCategory] = []
     blocked_at: datetime
 
@@ -304,10 +304,10 @@ class PartnerReferral(ClientEvent):
     referral_id: UUID
     from_org: OrgId
     to_org: OrgId
-    service: str
+    service: FreeText
     need: Need | None = None
     reason: ShortText | None = None
-    free_text: str | None = None
+    free_text: FreeText | None = None
     answer_due: date | None = None
     consent_id: UUID
     categories: list[DataCategory]
@@ -320,7 +320,7 @@ class NotificationEvent(EventData):
     notification_id: UUID
     client_id: UUID | None = None
     trigger_event_id: UUID
-    trigger_type: str
+    trigger_type: FreeText
     channel: NotificationChannel
     recipient_kind: RecipientKind
     recipient_org: OrgId | None = None
@@ -334,7 +334,7 @@ class NotificationDelivered(NotificationEvent):
 
 class NotificationFailed(NotificationEvent):
     status: NotificationFailure
-    reason: str
+    reason: FreeText
     attempts: int
     failed_at: datetime
 

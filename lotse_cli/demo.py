@@ -24,27 +24,63 @@ INFO = {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": T
 CASES: list[dict[str, Any]] = [
     {
         "org": "jobcenter-kreis-paderborn",
-        "client": {"given_name": "Olena", "family_name": "Demo-Koval", "date_of_birth": "1988-04-12", "email": "olena@clients.example",
-                   "preferred_language": "uk", "languages": ["uk", "ru"], "needs": ["integration_course"],
-                   "residence_title": "aufenthg_24", "residence_valid_until": (date.today() + timedelta(days=80)).isoformat()},
-        "consent": {"recipients": ["caritas-paderborn", "jobcenter-kreis-paderborn"], "purposes": ["referral", "contact_for_notifications"],
-                    "categories": ["identity", "contact"], "information_language": "uk"},
+        "client": {
+            "given_name": "Olena",
+            "family_name": "Demo-Koval",
+            "date_of_birth": "1988-04-12",
+            "email": "olena@clients.example",
+            "preferred_language": "uk",
+            "languages": ["uk", "ru"],
+            "needs": ["integration_course"],
+            "residence_title": "aufenthg_24",
+            "residence_valid_until": (date.today() + timedelta(days=80)).isoformat(),
+        },
+        "consent": {
+            "recipients": ["caritas-paderborn", "jobcenter-kreis-paderborn"],
+            "purposes": ["referral", "contact_for_notifications"],
+            "categories": ["identity", "contact"],
+            "information_language": "uk",
+        },
         "referral": {"need": "integration_course", "categories": ["identity", "contact"], "reason": "Integrationskurs mit Kinderbetreuung"},
     },
     {
         "org": "kim-kreis-paderborn",
-        "client": {"given_name": "Samir", "family_name": "Demo-Haddad", "date_of_birth": "2001-09-30", "email": "samir@clients.example",
-                   "preferred_language": "ar", "languages": ["ar", "de"], "needs": ["recognition_of_qualifications"],
-                   "residence_title": "aufenthg_104c", "residence_valid_from": (date.today() - timedelta(days=400)).isoformat()},
-        "consent": {"recipients": ["ki-kreis-paderborn", "kim-kreis-paderborn"], "purposes": ["referral", "contact_for_notifications"],
-                    "categories": ["identity", "contact", "education_qualifications"], "information_language": "ar"},
-        "referral": {"need": "recognition_of_qualifications", "categories": ["identity", "contact"], "reason": "Anerkennung Ausbildung Elektriker"},
+        "client": {
+            "given_name": "Samir",
+            "family_name": "Demo-Haddad",
+            "date_of_birth": "2001-09-30",
+            "email": "samir@clients.example",
+            "preferred_language": "ar",
+            "languages": ["ar", "de"],
+            "needs": ["recognition_of_qualifications"],
+            "residence_title": "aufenthg_104c",
+            "residence_valid_from": (date.today() - timedelta(days=400)).isoformat(),
+        },
+        "consent": {
+            "recipients": ["ki-kreis-paderborn", "kim-kreis-paderborn"],
+            "purposes": ["referral", "contact_for_notifications"],
+            "categories": ["identity", "contact", "education_qualifications"],
+            "information_language": "ar",
+        },
+        "referral": {
+            "need": "recognition_of_qualifications",
+            "categories": ["identity", "contact"],
+            "reason": "Anerkennung Ausbildung Elektriker",
+        },
     },
     {
         "org": "caritas-paderborn",
-        "client": {"given_name": "Parisa", "family_name": "Demo-Rahimi", "date_of_birth": "1995-01-20", "email": "parisa@clients.example",
-                   "preferred_language": "fa", "languages": ["fa", "en"], "needs": ["psychosocial_support"],
-                   "residence_title": "aufenthaltsgestattung", "residence_valid_until": (date.today() + timedelta(days=25)).isoformat()},
+        "client": {
+            "given_name": "Parisa",
+            "family_name": "Demo-Rahimi",
+            "date_of_birth": "1995-01-20",
+            "email": "parisa@clients.example",
+            "preferred_language": "fa",
+            "languages": ["fa", "en"],
+            "needs": ["psychosocial_support"],
+            "residence_title": "aufenthaltsgestattung",
+            "residence_valid_until": (date.today() + timedelta(days=25)).isoformat(),
+        },
         "consent": None,  # no consent yet: the referral is refused with 409
         "referral": {"need": "psychosocial_support", "categories": ["identity", "contact"]},
     },
@@ -65,8 +101,11 @@ def seed(
             _check(r, 201, "register client")
             client_id = r.json()["client_id"]
             if case["consent"]:
-                r = http.post(f"{consent}/v1/consents", headers=h, json={
-                    "client_id": client_id, "form": "written", "information": INFO, **case["consent"]})
+                r = http.post(
+                    f"{consent}/v1/consents",
+                    headers=h,
+                    json={"client_id": client_id, "form": "written", "information": INFO, **case["consent"]},
+                )
                 _check(r, 201, "record consent")
             r = http.post(f"{intake}/v1/clients/{client_id}/referrals", headers=h, json=case["referral"])
             if r.status_code == 201:

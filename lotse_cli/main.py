@@ -1,12 +1,12 @@
 """`lotse`: one command line for operators.
 
-    lotse topics ensure      create platform and partner topics (idempotent)
-    lotse topics list        list Lotse topics on the broker
-    lotse health             readiness of every local service
-    lotse dlq show TOPIC     dead-lettered records with their reasons
-    lotse outbox status      unpublished outbox rows per service
-    lotse audit ...          audit log verification (when the audit service is installed)
-    lotse demo seed          a few realistic cases in a freshly started local network
+lotse topics ensure      create platform and partner topics (idempotent)
+lotse topics list        list Lotse topics on the broker
+lotse health             readiness of every local service
+lotse dlq show TOPIC     dead-lettered records with their reasons
+lotse outbox status      unpublished outbox rows per service
+lotse audit ...          audit log verification (when the audit service is installed)
+lotse demo seed          a few realistic cases in a freshly started local network
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ def dlq_show(
     name = topic if topic.endswith(topics.DLQ_SUFFIX) else topics.dlq(topic)
 
     async def run() -> list[dict[str, str]]:
-        c = AIOKafkaConsumer(name, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+        c = AIOKafkaConsumer(
+            name, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+        )
         await c.start()
         out: list[dict[str, str]] = []
         try:
@@ -166,9 +168,13 @@ def outbox_status() -> None:
             rows = []
             for r in schemas:
                 s = r["table_schema"]
-                rows.append(await conn.fetchrow(
-                    f'SELECT $1::text AS schema, count(*) AS backlog, max(attempts) AS attempts, '
-                    f'now() - min(created_at) AS oldest, (array_agg(last_error ORDER BY id DESC))[1] AS last_error FROM "{s}".outbox', s))
+                rows.append(
+                    await conn.fetchrow(
+                        f"SELECT $1::text AS schema, count(*) AS backlog, max(attempts) AS attempts, "
+                        f'now() - min(created_at) AS oldest, (array_agg(last_error ORDER BY id DESC))[1] AS last_error FROM "{s}".outbox',
+                        s,
+                    )
+                )
             return rows
         finally:
             await conn.close()

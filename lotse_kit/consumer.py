@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import asyncpg
@@ -32,11 +31,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import DecodeError, Envelope, decode
-from contracts.topics import dlq, dlq_spec
 
 from . import metrics
 from .declaration import EventHandler
-from .kafka import ensure_topics
+from .dlq import DeadLetterWriter
 from .logging import event_context
 from .retry import TRANSIENT_ERRORS, backoff
 
@@ -114,6 +112,8 @@ class EventConsumer:
         retry_base_s: float = 0.2,
         retry_max_s: float = 30.0,
         auto_offset_reset: Literal["latest", "earliest", "none"] = "earliest",
+        dead_letters: DeadLetterWriter | None = None,
+        stall_after_s: float = 60.0,
     ) -> None:
         if not topics and not pattern:
             raise ValueError("a consumer needs topics or a pattern")
@@ -121,7 +121,11 @@ class EventConsumer:
         self.name = name  # also the consumer group id
         self.pool_getter = pool_getter
         self.bootstrap = bootstrap
-        self._dlq_ready: set[str] = set()
+        self.dead_letters = dead_letters or DeadLetterWriter(bootstrap, service=service)
+        self.stall_after_s = stall_after_s
+        self._progress: dict[tuple[str, int], tuple[int | None, float]] = {}  # last offset done, when
+        self._inflight: dict[tuple[str, int], int] = {}
+        self._watching: dict[tuple[str, int], float] = {}  # first seen assigned without progress
         self.handlers = dict(handlers)
         self.deps = deps
         self.topics = list(topics)
@@ -158,10 +162,30 @@ class EventConsumer:
 
     async def _on_message(self, body: bytes, msg: KafkaMessage) -> None:
         record: ConsumerRecord = msg.raw_message
+        tp = (record.topic, record.partition)
+        self._inflight[tp] = record.offset
+        try:
+            await self._handle_record(record)
+        except ConsumerStopping:
+            raise  # left uncommitted on purpose: redelivered after the restart
+        except Exception as exc:
+            log.error(
+                "unexpected failure around a record; dead-lettering",
+                exc_info=True,
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            )
+            await self.dead_letter(record, "consumer-failed", f"{type(exc).__name__}: {exc}")
+        self._inflight.pop(tp, None)
+        self._progress[tp] = (record.offset, time.monotonic())
+
+    async def _handle_record(self, record: ConsumerRecord) -> None:
         try:
             env = decode(record.headers or [], record.value)
         except DecodeError as exc:
             await self.dead_letter(record, exc.kind, exc.reason)
+            return
+        except Exception as exc:
+            await self.dead_letter(record, DecodeError.UNDECODABLE, f"decoder failed: {type(exc).__name__}: {exc}")
             return
         handler = self.handlers.get(env.type)
         if handler is None:
@@ -174,6 +198,34 @@ class EventConsumer:
                 await self._process(record, env, handler)
         finally:
             _delivery.reset(token)
+
+    async def health(self) -> str:
+        """ "up", or "down: <why>", naming every partition with records waiting (lag above zero) on which this
+        consumer has not made progress for `stall_after_s` seconds."""
+        if not self.running:
+            return "down: not running"
+        kafka = getattr(self.subscriber, "consumer", None)
+        if kafka is None:
+            return "up"
+        now = time.monotonic()
+        stalled = []
+        for tp in sorted(kafka.assignment()):
+            key = (tp.topic, tp.partition)
+            high = kafka.highwater(tp)
+            if high is None:
+                continue  # nothing fetched yet: no lag known
+            position = self._inflight.get(key)
+            if position is None:
+                try:
+                    position = await asyncio.wait_for(kafka.position(tp), timeout=1.0)
+                except Exception:
+                    continue
+            lag = high - position
+            last = self._progress.get(key)
+            since = last[1] if last else self._watching.setdefault(key, now)
+            if lag > 0 and now - since > self.stall_after_s:
+                stalled.append(f"{tp.topic}[{tp.partition}] at offset {position} (lag {lag}, no progress for {now - since:.0f} s)")
+        return "down: stalled on " + "; ".join(stalled) if stalled else "up"
 
     async def _process(self, record: ConsumerRecord, env: Envelope[Any], handler: EventHandler) -> None:
         attempt = 0
@@ -258,30 +310,36 @@ class EventConsumer:
         return backoff(attempt, self.retry_base_s, self.retry_max_s)
 
     async def dead_letter(self, record: ConsumerRecord, kind: str, reason: str, env: Envelope[Any] | None = None) -> None:
-        """Publishes the record unchanged to `<topic>.dlq` with the reason; raises if Kafka refuses, so it is retried."""
-        assert self._broker is not None
-        headers = {k: v.decode("utf-8", errors="replace") for k, v in (record.headers or [])}
-        headers.update(
-            {
-                "lotse_dlq_error_kind": kind,
-                "lotse_dlq_reason": reason[:2000],
-                "lotse_dlq_original_topic": record.topic,
-                "lotse_dlq_original_partition": str(record.partition),
-                "lotse_dlq_original_offset": str(record.offset),
-                "lotse_dlq_consumer": self.name,
-                "lotse_dlq_service": self.service,
-                "lotse_dlq_failed_at": datetime.now(UTC).isoformat(),
-            }
-        )
-        target = dlq(record.topic)
-        if target not in self._dlq_ready:
-            # Pattern subscriptions meet topics created after start; their DLQ may not exist yet.
-            await ensure_topics(self.bootstrap, [dlq_spec(record.topic)], client_id=f"lotse-{self.service}")
-            self._dlq_ready.add(target)
-        await self._broker.publish(record.value or b"", topic=target, key=record.key, headers=headers)
-        metrics.events_dead_lettered.labels(self.service, self.name, record.topic, kind).inc()
+        """Moves the record unchanged to `<topic>.dlq` with the reason (a reference record if the copy is too large).
+
+        If Kafka refuses even that (the broker is away), retries with backoff, one log line per attempt with
+        its count; the offset stays where it is until the reason is on the DLQ, or the service stops."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                full = await self.dead_letters.write(record, kind=kind, reason=reason, consumer=self.name)
+                break
+            except Exception as exc:
+                if self.stopping:
+                    raise ConsumerStopping("shutting down before the record was dead-lettered") from exc
+                delay = self._delay(attempt)
+                log.warning(
+                    "dead-lettering failed; retrying",
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "attempt": attempt,
+                        "retry_in_s": round(delay, 2),
+                        "error": repr(exc),
+                    },
+                )
+                await asyncio.sleep(delay)
+        metrics.events_dead_lettered.labels(self.service, self.name, record.topic, kind if full else f"{kind}:reference").inc()
+        headers = {k: bytes(v).decode("utf-8", errors="replace") for k, v in (record.headers or [])}
         with event_context(env.id if env else headers.get("ce_id"), env.subject if env else headers.get("ce_subject")):
             log.warning(
-                "record dead-lettered",
+                "record dead-lettered" if full else "record dead-lettered as a reference (too large to copy)",
                 extra={"kind": kind, "reason": reason[:500], "topic": record.topic, "partition": record.partition, "offset": record.offset},
             )

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
+from contracts.text import FreeText
 from contracts.topics import ORG_ID_PATTERN
 
 from .errors import problem
@@ -27,11 +28,11 @@ class RequestContext:
 
 def request_context(
     x_lotse_org: Annotated[str | None, Header(description="The acting organisation's id.")] = None,
-    x_lotse_actor: Annotated[str | None, Header(description="The acting caseworker or system.")] = None,
+    x_lotse_actor: Annotated[FreeText | None, Header(description="The acting caseworker or system.")] = None,
 ) -> RequestContext:
     if not x_lotse_org:
         raise problem(400, "Acting organisation missing", "Send the X-Lotse-Org header.", type_="urn:lotse:problem:no-acting-org")
-    if not _ORG.match(x_lotse_org):
+    if not _ORG.fullmatch(x_lotse_org):
         raise problem(
             400,
             "Invalid acting organisation",

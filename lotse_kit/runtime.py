@@ -19,6 +19,7 @@ from contracts.topics import TopicSpec, dlq_spec, platform_topics
 from . import db
 from .consumer import EventConsumer
 from .declaration import ServiceDeclaration
+from .dlq import DeadLetterWriter
 from .kafka import TopicAdmin, ensure_topics, make_broker
 from .naming import Naming
 from .outbox import Outbox, OutboxRelay
@@ -61,6 +62,7 @@ class Runtime:
         self.broker = make_broker(settings.kafka_bootstrap, self.service, metadata_max_age_ms=settings.kafka_metadata_max_age_ms)
         self.topic_admin = TopicAdmin(settings.kafka_bootstrap, self.naming, client_id=f"lotse-{self.service}")
         self.outbox = Outbox(declaration)
+        self.dead_letters = DeadLetterWriter(settings.kafka_bootstrap, service=self.service)
         self.extra_topics = list(extra_topics or [])
         self.consumers: list[EventConsumer] = []
         self._workers: list[tuple[str, Worker]] = []
@@ -89,6 +91,8 @@ class Runtime:
                 topics=[self.naming.topic(t) for t in sub.topics],
                 pattern=self.naming.topic_pattern(sub.pattern) if sub.pattern else None,
                 max_attempts=self.settings.consumer_max_attempts,
+                stall_after_s=self.settings.consumer_stall_after_s,
+                dead_letters=self.dead_letters,
                 retry_base_s=self.settings.consumer_retry_base_s,
                 retry_max_s=self.settings.consumer_retry_max_s,
             )
@@ -165,6 +169,7 @@ class Runtime:
         if self.relay:
             await self.relay.stop(timeout_s=limit)
         await self._bounded("stopping the broker", self.broker.stop(), limit)
+        await self._bounded("stopping the dead-letter producer", self.dead_letters.stop(), limit)
         # Workers see `stopping` and return; give them the same bound, then cancel what is left.
         if self._tasks:
             await self._bounded("stopping the workers", asyncio.gather(*self._tasks, return_exceptions=True), limit)
@@ -204,7 +209,7 @@ class Runtime:
         except Exception as exc:  # any failure means not ready
             checks["kafka"] = f"down: {type(exc).__name__}"
         for c in self.consumers:
-            checks[f"consumer:{c.name}"] = "up" if c.running else "down: not running"
+            checks[f"consumer:{c.name}"] = await c.health()
         checks["outbox-relay"] = "up" if self.relay and self.relay.running else "down: not running"
         for t in self._tasks:
             if t.done():

@@ -42,6 +42,9 @@ class KitSettings(BaseSettings):
     consumer_retry_base_s: float = Field(0.2, gt=0)
     consumer_retry_max_s: float = Field(30.0, gt=0)
 
+    consumer_stall_after_s: float = Field(
+        60.0, gt=0, description="Readiness reports a consumer down when a partition with waiting records has not advanced for this long."
+    )
     readiness_timeout_s: float = Field(2.0, gt=0)
     shutdown_step_timeout_s: float = Field(
         15.0,

@@ -1,13 +1,43 @@
+"""The shared pytest fixtures (real Kafka and PostgreSQL) and the plumbing every service's tests use alike."""
+
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from babel.messages.catalog import Catalog
+from babel.messages.pofile import read_po, write_po
 
+from contracts import Envelope, encode
+from lotse_kit.i18n import Catalogue
+from lotse_kit.runtime import Runtime
 from tests.infra import Infra, provide
+from tests.kafka_helpers import eventually, produce_raw
+from tests.peers import MailSink, free_port
+
+# The kit's timings for tests: the outbox relays and consumers retry within a second instead of half a minute.
+# Every service's tests and the end-to-end test start from these; a deviation is spelled out where it is made.
+FAST_KIT_SETTINGS: dict[str, Any] = {
+    "outbox_poll_interval_s": 0.2,
+    "outbox_retry_base_s": 0.2,
+    "outbox_retry_max_s": 1.0,
+    "consumer_retry_base_s": 0.05,
+    "consumer_retry_max_s": 0.2,
+    "consumer_max_attempts": 3,
+}
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +98,107 @@ async def admin_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 def topic_namespace(unique: str) -> str:
     """A fresh topic namespace: services built with it read and write only this test's topics."""
     return f"t{unique}."
+
+
+# ---------------------------------------------------------------- plumbing shared by the services' tests
+@dataclass
+class RunningService:
+    """A service built through its `bootstrap` and started in this process, as a test holds it.
+
+    Each service's conftest subclasses it with what its tests need besides (a clock, helpers).
+    """
+
+    app: Any
+    http: httpx.AsyncClient  # calls the app in process
+    namespace: str  # the test's topic namespace
+    bootstrap_servers: str
+
+    def topic(self, logical: str) -> str:
+        return self.namespace + logical
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def deps(self) -> Any:
+        return self.app.state.deps
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.db.pool
+
+    async def produce(self, logical_topic: str, *envs: Envelope[Any], times: int = 1) -> None:
+        """Writes envelopes to one of the service's topics as another service would."""
+        await produce_events(self.bootstrap_servers, self.topic(logical_topic), *envs, times=times)
+
+
+@asynccontextmanager
+async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Runs a service app's lifespan (broker, pool, consumers, workers) and gives an HTTP client that calls it in process."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def serving(app: Any, *, lifespan: Literal["on", "off"] = "on") -> AsyncIterator[str]:
+    """Serves an ASGI app with uvicorn on a free loopback port, for peers that must be reached over real HTTP; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan=lifespan, access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await eventually(lambda: server.started or task.done(), timeout=60)
+        if task.done():
+            task.result()  # a server that failed to start raises here
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def produce_events(bootstrap: str, topic: str, *envs: Envelope[Any], times: int = 1) -> None:
+    """Writes envelopes to a physical topic as a producer would (each `times` times, for redelivery tests)."""
+    records = [(rec.key, rec.value, rec.headers) for rec in map(encode, envs)]
+    await produce_raw(bootstrap, topic, records * times)
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailSink]:
+    """An SMTP server on loopback that keeps what it receives; its port is `smtp.port`."""
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.port = port  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
+
+
+def message_ids(catalog: Catalog) -> set[tuple[str | None, str]]:
+    """(context, id) of every message, to compare what extraction finds with the committed template."""
+    return {(m.context, str(m.id)) for m in catalog if m.id}
+
+
+def committed_template(locale_dir: Path) -> Catalog:
+    """The template (`messages.pot`) committed next to a service's catalogues."""
+    with (locale_dir / "messages.pot").open("rb") as f:
+        return read_po(f)
+
+
+def catalogue_with(locale_dir: Path, tmp_path: Path, language: str, edit: Callable[[Catalog], object]) -> Catalogue:
+    """A copy of a service's catalogues in which `edit` changed one language's .po (to prove a check fails)."""
+    copy = tmp_path / "locale"
+    shutil.copytree(locale_dir, copy)
+    path = Catalogue(copy).po_path(language)
+    with path.open("rb") as f:
+        po = read_po(f, locale=language)
+    edit(po)
+    with path.open("wb") as f:
+        write_po(f, po)
+    return Catalogue(copy)

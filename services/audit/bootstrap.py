@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from lotse_kit.clock import Clock, SystemClock
 from lotse_kit.http import create_app
 from lotse_kit.network import OrgDirectory
-from lotse_kit.runtime import Runtime
+from lotse_kit.runtime import Runtime, check_adapters
 
 from .adapters.keys import load_signing_key
 from .adapters.repository import AuditRepository
@@ -35,9 +35,7 @@ def bootstrap(
     clock: Clock | None = None,
     **adapters: Any,
 ) -> FastAPI:
-    unknown = sorted(set(adapters) - ADAPTERS)
-    if unknown:
-        raise TypeError(f"bootstrap() got unknown adapters {unknown}; known: {sorted(ADAPTERS)}")
+    check_adapters(adapters, ADAPTERS, service="audit")
     settings = settings or AuditSettings()
     runtime = Runtime(DECLARATION, settings, migrations_dir=MIGRATIONS, schema=schema or settings.db_schema, role=settings.db_role)
     key = adapters.get("signing_key") or load_signing_key(
@@ -61,7 +59,7 @@ def bootstrap(
     ingest = IngestConsumer(runtime.broker, runtime.naming, settings, runtime.stopping)
     ingest.register()
     runtime.add_check(f"ingest:{ingest.group_id}", ingest.health)
-    runtime.add_check("network-file", directory.health)
+    runtime.add_check("network", directory.health)
     runtime.add_worker("ingest-writer", IngestWriter(ingest, deps, settings))
     runtime.add_worker("tree-head-signer", tree_head_signer(deps, settings.tree_head_interval_s))
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from lotse_kit.clock import Clock, SystemClock
 from lotse_kit.http import create_app
 from lotse_kit.network import OrgDirectory
-from lotse_kit.runtime import Runtime
+from lotse_kit.runtime import Runtime, check_adapters
 
 from .adapters.decision_cache import DecisionCache
 from .adapters.decision_reader import DecisionReader
@@ -39,9 +39,7 @@ def bootstrap(
     clock: Clock | None = None,
     **adapters: Any,
 ) -> FastAPI:
-    unknown = set(adapters) - ADAPTERS
-    if unknown:
-        raise TypeError(f"bootstrap() got unknown adapters {sorted(unknown)}; known: {sorted(ADAPTERS)}")
+    check_adapters(adapters, ADAPTERS, service="consent")
     settings = settings or ConsentSettings()
     # A missing or invalid network file raises NetworkConfigError here: the service does not start.
     directory: OrgDirectory = adapters["directory"] if "directory" in adapters else OrgDirectory.from_file(settings.network_file)

@@ -14,7 +14,7 @@ from contracts import topics
 from lotse_kit.clock import Clock, SystemClock
 from lotse_kit.http import create_app
 from lotse_kit.network import OrgDirectory
-from lotse_kit.runtime import Runtime
+from lotse_kit.runtime import Runtime, check_adapters
 
 from .adapters.consent import HttpConsentDecisions
 from .config import IntakeSettings
@@ -28,9 +28,7 @@ ADAPTERS = frozenset({"directory", "consent"})
 
 
 def bootstrap(settings: IntakeSettings | None = None, *, schema: str | None = None, clock: Clock | None = None, **adapters: Any) -> FastAPI:
-    unknown = set(adapters) - ADAPTERS
-    if unknown:
-        raise TypeError(f"bootstrap() got unknown adapters {sorted(unknown)}; intake's adapters are {sorted(ADAPTERS)}")
+    check_adapters(adapters, ADAPTERS, service="intake")
     settings = settings or IntakeSettings()
     directory: OrgDirectory = adapters.get("directory") or OrgDirectory.from_file(settings.network_file)  # invalid file: exit 2
     consent = adapters.get("consent") or HttpConsentDecisions(settings.consent_url, timeout_s=settings.consent_timeout_s)

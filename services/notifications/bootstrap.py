@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from lotse_kit.clock import Clock, SystemClock
 from lotse_kit.http import create_app
 from lotse_kit.network import OrgDirectory
-from lotse_kit.runtime import Runtime
+from lotse_kit.runtime import Runtime, check_adapters
 
 from .adapters.contacts import IntakeContacts
 from .adapters.senders import USER_AGENT, HttpSmsGateway, SmtpSender, WebhookSender
@@ -35,9 +35,7 @@ def bootstrap(
     clock: Clock | None = None,
     **adapters: Any,
 ) -> FastAPI:
-    unknown = sorted(set(adapters) - ADAPTERS)
-    if unknown:
-        raise TypeError(f"bootstrap() got unknown adapters {unknown}; known: {sorted(ADAPTERS)}")
+    check_adapters(adapters, ADAPTERS, service="notifications")
     settings = settings or NotificationsSettings()
     clock = clock or SystemClock()
     # A missing or invalid network file stops the service here (NetworkConfigError, exit 2); later edits are reloaded.
@@ -85,7 +83,7 @@ def bootstrap(
 
     runtime.subscribe(deps)
     runtime.add_worker("delivery", DeliveryWorker(settings, deps))
-    runtime.add_check("network-file", directory.health)
+    runtime.add_check("network", directory.health)
     runtime.on_stop(http_client.aclose)
     runtime.on_stop(contacts.aclose)
 

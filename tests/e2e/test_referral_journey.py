@@ -8,22 +8,16 @@ stand-ins are the partner system (this test, producing to its outbox topic) and 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
-from aiosmtpd.controller import Controller
 
-from contracts import decode, encode, new_event, topics
+from contracts import decode, new_event, topics
 from contracts.events import ReferralAccepted
 from lotse_kit.kafka import ensure_topics
 from services.audit.bootstrap import bootstrap as audit_app
@@ -34,63 +28,54 @@ from services.intake.bootstrap import bootstrap as intake_app
 from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_app
 from services.notifications.config import NotificationsSettings
-from tests.kafka_helpers import eventually, produce_raw, read_topic
-from tests.peers import MailSink, free_port
+from tests.fixtures import FAST_KIT_SETTINGS, produce_events, serving
+from tests.kafka_helpers import eventually, read_topic
+from tests.peers import MailSink
 
 NETWORK = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "network.yaml"
 JOBCENTER = "jobcenter-kreis-paderborn"
 CARITAS = "caritas-paderborn"
 AWO = "awo-kreis-paderborn"
-FAST = dict(
-    outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
-    consumer_retry_base_s=0.05, consumer_retry_max_s=0.5, kafka_metadata_max_age_ms=1000,
-)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started, timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-def mailbox() -> Any:
-    box = MailSink()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    box.port = port  # type: ignore[attr-defined]
-    yield box
-    controller.stop()
+# Deviations from FAST_KIT_SETTINGS: the services call each other over real HTTP while they start, so
+# consumers keep the kit's five attempts and retry up to 0.5 s; partner topics are seen within a second.
+FAST = {**FAST_KIT_SETTINGS, "consumer_retry_max_s": 0.5, "consumer_max_attempts": 5, "kafka_metadata_max_age_ms": 1000}
 
 
 async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
-    kafka_bootstrap: str, unique: str, topic_namespace: str, mailbox: Any, tmp_path: Path
+    kafka_bootstrap: str, unique: str, topic_namespace: str, smtp: MailSink, tmp_path: Path
 ) -> None:
     ns = topic_namespace
     platform = [topics.TopicSpec(ns + t.name, t.partitions, t.config) for t in topics.platform_topics()]
-    partner = [topics.TopicSpec(ns + t.name, t.partitions, t.config) for org in (CARITAS, AWO, JOBCENTER) for t in topics.partner_topics(org)]
+    partner = [
+        topics.TopicSpec(ns + t.name, t.partitions, t.config) for org in (CARITAS, AWO, JOBCENTER) for t in topics.partner_topics(org)
+    ]
     await ensure_topics(kafka_bootstrap, platform + partner)
 
     consent = consent_app(settings=ConsentSettings(topic_namespace=ns, network_file=NETWORK, **FAST), schema=f"consent_{unique}")
     audit = audit_app(
-        AuditSettings(topic_namespace=ns, network_file=NETWORK, signing_key_file=tmp_path / "key.pem", ingest_batch_timeout_ms=50,
-                      tree_head_interval_s=3600, **FAST),
+        AuditSettings(
+            topic_namespace=ns,
+            network_file=NETWORK,
+            signing_key_file=tmp_path / "key.pem",
+            ingest_batch_timeout_ms=50,
+            tree_head_interval_s=3600,
+            **FAST,
+        ),
         schema=f"audit_{unique}",
     )
-    async with serve(consent) as consent_url:
+    async with serving(consent) as consent_url:
         intake = intake_app(IntakeSettings(topic_namespace=ns, consent_url=consent_url, **FAST), schema=f"intake_{unique}")
-        async with serve(intake) as intake_url:
+        async with serving(intake) as intake_url:
             notifications = notifications_app(
-                NotificationsSettings(topic_namespace=ns, intake_url=intake_url, network_file=NETWORK, smtp_port=mailbox.port,
-                                      worker_poll_interval_s=0.1, retry_schedule_s=[0.3], **FAST),
+                NotificationsSettings(
+                    topic_namespace=ns,
+                    intake_url=intake_url,
+                    network_file=NETWORK,
+                    smtp_port=smtp.port,  # type: ignore[attr-defined]
+                    worker_poll_interval_s=0.1,
+                    retry_schedule_s=[0.3],
+                    **FAST,
+                ),
                 schema=f"notif_{unique}",
             )
             async with (
@@ -98,52 +83,89 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                 audit.router.lifespan_context(audit),
                 httpx.AsyncClient(base_url=intake_url, timeout=30) as intake_http,
                 httpx.AsyncClient(base_url=consent_url, timeout=30) as consent_http,
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=audit), base_url="http://audit", timeout=30,
-                                  headers={"X-Lotse-Org": "datenschutz-kreis"}) as audit_http,
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=audit),
+                    base_url="http://audit",
+                    timeout=30,
+                    headers={"X-Lotse-Org": "datenschutz-kreis"},
+                ) as audit_http,
             ):
-                await journey(kafka_bootstrap, ns, intake_http, consent_http, audit_http, mailbox)
+                await journey(kafka_bootstrap, ns, intake_http, consent_http, audit_http, smtp)
 
 
-async def journey(kafka: str, ns: str, intake: httpx.AsyncClient, consent: httpx.AsyncClient, audit: httpx.AsyncClient, mailbox: Any) -> None:
+async def journey(
+    kafka: str, ns: str, intake: httpx.AsyncClient, consent: httpx.AsyncClient, audit: httpx.AsyncClient, mailbox: MailSink
+) -> None:
     jc = {"X-Lotse-Org": JOBCENTER}
 
     # 1. The Jobcenter registers a client who prefers Ukrainian.
-    r = await intake.post("/v1/clients", headers=jc, json={
-        "registering_org": JOBCENTER, "given_name": "Olena", "family_name": "Koval", "date_of_birth": "1988-04-12",
-        "email": "olena.koval@example.org", "phone": "+49 5251 123456", "preferred_language": "uk", "languages": ["uk", "ru"],
-        "needs": ["integration_course"], "residence_title": "aufenthg_24", "residence_valid_until": "2027-03-04",
-        "health": "needs ground-floor rooms",
-    })
+    r = await intake.post(
+        "/v1/clients",
+        headers=jc,
+        json={
+            "registering_org": JOBCENTER,
+            "given_name": "Olena",
+            "family_name": "Koval",
+            "date_of_birth": "1988-04-12",
+            "email": "olena.koval@example.org",
+            "phone": "+49 5251 123456",
+            "preferred_language": "uk",
+            "languages": ["uk", "ru"],
+            "needs": ["integration_course"],
+            "residence_title": "aufenthg_24",
+            "residence_valid_until": "2027-03-04",
+            "health": "needs ground-floor rooms",
+        },
+    )
     assert r.status_code == 201, r.text
     client_id = r.json()["client_id"]
 
     # 2. Without consent, a referral is refused and nothing leaves intake.
-    refused = await intake.post(f"/v1/clients/{client_id}/referrals", headers=jc, json={"need": "integration_course", "categories": ["identity", "contact"]})
+    refused = await intake.post(
+        f"/v1/clients/{client_id}/referrals", headers=jc, json={"need": "integration_course", "categories": ["identity", "contact"]}
+    )
     assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
     assert set(refused.json()["missing_categories"]) == {"identity", "contact"}
 
     # 3. The client consents, in Ukrainian: Caritas may receive identity and contact for a referral,
     #    and the Jobcenter and Caritas may contact the client about it.
-    r = await consent.post("/v1/consents", headers=jc, json={
-        "client_id": client_id, "recipients": [CARITAS, JOBCENTER], "purposes": ["referral", "contact_for_notifications"],
-        "categories": ["identity", "contact"], "form": "written", "information_language": "uk",
-        "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
-    })
+    r = await consent.post(
+        "/v1/consents",
+        headers=jc,
+        json={
+            "client_id": client_id,
+            "recipients": [CARITAS, JOBCENTER],
+            "purposes": ["referral", "contact_for_notifications"],
+            "categories": ["identity", "contact"],
+            "form": "written",
+            "information_language": "uk",
+            "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
+        },
+    )
     assert r.status_code == 201, r.text
     consent_id = r.json()["consent_id"]
 
     # 4. The referral now goes through, routed by the process plan for the need.
-    r = await intake.post(f"/v1/clients/{client_id}/referrals", headers=jc, json={
-        "need": "integration_course", "categories": ["identity", "contact"], "reason": "Integrationskurs mit Kinderbetreuung",
-    })
+    r = await intake.post(
+        f"/v1/clients/{client_id}/referrals",
+        headers=jc,
+        json={
+            "need": "integration_course",
+            "categories": ["identity", "contact"],
+            "reason": "Integrationskurs mit Kinderbetreuung",
+        },
+    )
     assert r.status_code == 201, r.text
     referral = r.json()
     assert referral["to_org"] == CARITAS
     referral_id = referral["referral_id"]
 
     # 5. Caritas's inbox holds the referral with exactly the consented categories.
-    inbox = await read_topic(kafka, ns + topics.partner_inbox(CARITAS), until=lambda rs: any(
-        decode(x.headers, x.value).type == "lotse.referral.sent" for x in rs))
+    inbox = await read_topic(
+        kafka,
+        ns + topics.partner_inbox(CARITAS),
+        until=lambda rs: any(decode(x.headers, x.value).type == "lotse.referral.sent" for x in rs),
+    )
     [rec] = [x for x in inbox if decode(x.headers, x.value).type == "lotse.referral.sent"]
     sent = decode(rec.headers, rec.value)
     assert sent.dataschema.endswith("lotse.referral.sent.partner.v1")
@@ -161,10 +183,10 @@ async def journey(kafka: str, ns: str, intake: httpx.AsyncClient, consent: httpx
     # 6. Caritas accepts through its own outbox topic; intake closes the loop.
     answer = new_event(
         ReferralAccepted(client_id=uuid.UUID(client_id), referral_id=uuid.UUID(referral_id), to_org=CARITAS, accepted_at=datetime.now(UTC)),
-        source=f"/partners/{CARITAS}", acting_org=CARITAS,
+        source=f"/partners/{CARITAS}",
+        acting_org=CARITAS,
     )
-    a = encode(answer)
-    await produce_raw(kafka, ns + topics.partner_outbox(CARITAS), [(a.key, a.value, a.headers)])
+    await produce_events(kafka, ns + topics.partner_outbox(CARITAS), answer)
 
     async def accepted() -> bool:
         r = await intake.get(f"/v1/referrals/{referral_id}", headers=jc)

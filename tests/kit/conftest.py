@@ -16,17 +16,13 @@ from lotse_kit.declaration import EventHandler, Publication, ServiceDeclaration,
 from lotse_kit.kafka import ensure_topics
 from lotse_kit.runtime import Runtime
 from lotse_kit.settings import KitSettings
+from tests.fixtures import FAST_KIT_SETTINGS
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def fast_settings(**overrides: Any) -> KitSettings:
-    base: dict[str, Any] = dict(
-        outbox_poll_interval_s=0.2, outbox_retry_base_s=0.2, outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05, consumer_retry_max_s=0.2, consumer_max_attempts=3,
-    )
-    base.update(overrides)
-    return KitSettings(**base)
+    return KitSettings(**{**FAST_KIT_SETTINGS, **overrides})
 
 
 def registered(client_id: uuid.UUID | None = None, org: str = "jobcenter-paderborn") -> Envelope[ClientRegistered]:
@@ -55,8 +51,11 @@ def declaration(topic: str, handlers: dict[str, EventHandler] | None = None, *, 
     """A test service that writes lotse.client.registered to `topic` and, given handlers, consumes them there."""
     subs = (Subscription(group or f"kittest-{topic}", channels=(topic,), handlers=handlers),) if handlers else ()
     return ServiceDeclaration(
-        "kittest", "Kit test service", "Exercises the kit against the real broker and database.",
-        subscriptions=subs, publications=(Publication(topic, ("lotse.client.registered",)),),
+        "kittest",
+        "Kit test service",
+        "Exercises the kit against the real broker and database.",
+        subscriptions=subs,
+        publications=(Publication(topic, ("lotse.client.registered",)),),
     )
 
 

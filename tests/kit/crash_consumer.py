@@ -16,8 +16,8 @@ import os
 import signal
 import sys
 
-from tests.kit.conftest import MIGRATIONS, declaration, fast_settings, record_effect
 from lotse_kit.runtime import Runtime
+from tests.kit.conftest import MIGRATIONS, declaration, fast_settings, record_effect
 
 
 class KillAfterCommit(logging.Handler):

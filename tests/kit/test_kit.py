@@ -113,8 +113,7 @@ async def test_redelivery_across_a_restart_is_applied_once(make_runtime, runtime
     await again.start()
     runtimes.append(again)
     await produce_raw(kafka_bootstrap, topic, [(encode(env).key, encode(env).value, encode(env).headers)])
-    await eventually(lambda: again.db.pool.fetchval(
-        "SELECT count(*) FROM processed_events WHERE event_id = $1", env.id))
+    await eventually(lambda: again.db.pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.id))
     await eventually(lambda: _duplicates_seen(consumer.name))
     assert [r["event_id"] for r in await effects(again)] == [env.id]
 
@@ -192,24 +191,26 @@ async def test_migrations_are_recorded_idempotent_and_guarded(database_url, uniq
 async def test_health_ready_and_metrics(make_runtime, topic):
     rt = make_runtime(handlers={"lotse.client.registered": record_effect})
     app = create_app(rt)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http:
-            assert (await http.get("/health/live")).status_code == 200
-            ready = await eventually(lambda: _ready(http), timeout=30)
-            assert ready["checks"]["kafka"] == "up" and ready["checks"]["postgres"] == "up"
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http,
+    ):
+        assert (await http.get("/health/live")).status_code == 200
+        ready = await eventually(lambda: _ready(http), timeout=30)
+        assert ready["checks"]["kafka"] == "up" and ready["checks"]["postgres"] == "up"
 
-            await publish_via_outbox(rt, registered(), topic)
-            await eventually(lambda: effects(rt))
-            text = (await http.get("/metrics")).text
-            assert f'lotse_events_consumed_total{{consumer="{rt.consumers[0].name}"' in text
-            assert "lotse_handler_seconds_bucket" in text
-            assert "lotse_outbox_backlog" in text
-            assert "lotse_events_published_total" in text
+        await publish_via_outbox(rt, registered(), topic)
+        await eventually(lambda: effects(rt))
+        text = (await http.get("/metrics")).text
+        assert f'lotse_events_consumed_total{{consumer="{rt.consumers[0].name}"' in text
+        assert "lotse_handler_seconds_bucket" in text
+        assert "lotse_outbox_backlog" in text
+        assert "lotse_events_published_total" in text
 
-            await rt.db.pool.close()  # the database goes away under the service
-            down = await http.get("/health/ready")
-            assert down.status_code == 503
-            assert "postgres" in down.json()["down"]
+        await rt.db.pool.close()  # the database goes away under the service
+        down = await http.get("/health/ready")
+        assert down.status_code == 503
+        assert "postgres" in down.json()["down"]
 
 
 def _duplicates_seen(consumer: str) -> bool:
@@ -269,7 +270,11 @@ async def test_killed_between_db_commit_and_offset_commit_kafka_redelivers_and_t
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.kit.crash_consumer", topic, schema],
-        cwd=repo, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=repo,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -314,9 +319,11 @@ async def test_outbox_refuses_an_event_the_service_did_not_declare(make_runtime,
     runtimes.append(rt)
     from datetime import UTC, datetime
 
-    expired = new_event(ConsentExpired(client_id=uuid.uuid4(), consent_id=uuid.uuid4(), expired_at=datetime.now(UTC)), source="/lotse/kittest")
+    expired = new_event(
+        ConsentExpired(client_id=uuid.uuid4(), consent_id=uuid.uuid4(), expired_at=datetime.now(UTC)), source="/lotse/kittest"
+    )
     async with rt.db.pool.acquire() as conn, conn.transaction():
-        with pytest.raises(UndeclaredEvent, match="does not declare lotse.consent.expired"):
+        with pytest.raises(UndeclaredEvent, match=r"does not declare lotse\.consent\.expired"):
             await rt.outbox.enqueue(conn, expired, topic)
         # The declared one on the declared topic goes through.
         await rt.outbox.enqueue(conn, registered(), topic)

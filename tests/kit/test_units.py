@@ -159,8 +159,14 @@ async def test_domain_errors_map_to_problem_json_once_and_a_bug_gets_an_error_id
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         r = await http.get("/refused")
         assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
-        assert r.json() == {"type": "urn:lotse:problem:consent-required", "title": "Consent required", "status": 409,
-                            "detail": "no consent for health data", "instance": "/refused", "missing_categories": ["health"]}
+        assert r.json() == {
+            "type": "urn:lotse:problem:consent-required",
+            "title": "Consent required",
+            "status": 409,
+            "detail": "no consent for health data",
+            "instance": "/refused",
+            "missing_categories": ["health"],
+        }
 
         with caplog.at_level(logging.ERROR, logger="lotse_kit.problems"):
             r = await http.get("/bug")
@@ -213,8 +219,16 @@ def test_declarations_match_templated_channels_and_refuse_unknown_types():
     assert channel_regex(PARTNER_INBOX).match("partner.caritas-paderborn.inbox.v1")
     assert not channel_regex(PARTNER_INBOX).match("partner.caritas-paderborn.inbox.v1.dlq")
     decl = ServiceDeclaration("x", "X", "x", publications=(Publication(PARTNER_INBOX, ("lotse.client.registered",)),))
-    env = new_event(ClientRegistered(client_id=uuid.uuid4(), registering_org="a-org", responsible_org="a-org",
-                                     preferred_language="uk", registered_at=datetime.now(UTC)), source="/lotse/x")
+    env = new_event(
+        ClientRegistered(
+            client_id=uuid.uuid4(),
+            registering_org="a-org",
+            responsible_org="a-org",
+            preferred_language="uk",
+            registered_at=datetime.now(UTC),
+        ),
+        source="/lotse/x",
+    )
     assert decl.may_publish("partner.awo-paderborn.inbox.v1", env)
     assert not decl.may_publish("lotse.clients.v1", env)
     with pytest.raises(ValueError, match="unknown event types"):

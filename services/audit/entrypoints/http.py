@@ -9,15 +9,18 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import StringConstraints
 
+from contracts.text import NO_CONTROL_CHARACTERS
 from contracts.topics import ORG_ID_PATTERN
 from lotse_kit.context import Ctx
+from lotse_kit.dates import SupportedDateTime
 from lotse_kit.errors import Invalid, problem
+from lotse_kit.params import BIGINT_MAX, BigInt
 
 from .. import views
 from ..adapters.repository import EntryFilter, StoredEntry
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _CURSOR_PREFIX = "after:"
 
+# An event type to filter by: compared with a text column, so free of control characters like any text from outside.
+TypeFilter = Annotated[str, StringConstraints(max_length=200), NO_CONTROL_CHARACTERS]
+
 
 def encode_cursor(index: int) -> str:
     return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{index}".encode()).decode().rstrip("=")
@@ -40,7 +46,10 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
-        return int(text[len(_CURSOR_PREFIX) :])
+        index = int(text[len(_CURSOR_PREFIX) :])
+        if not 0 <= index <= BIGINT_MAX:  # an entry index: a bigint column
+            raise ValueError(text)
+        return index
     except ValueError:
         raise problem(
             400, "Invalid cursor", "Pass the next_cursor of a previous page unchanged.", type_="urn:lotse:problem:invalid-cursor"
@@ -69,11 +78,11 @@ def router(deps: Deps) -> APIRouter:
         ctx: Ctx,
         client_id: uuid.UUID | None = None,
         org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN)] = None,
-        type: Annotated[str | None, Query(max_length=200)] = None,  # the API's name (shadows the builtin)
-        time_from: Annotated[datetime | None, Query(alias="from", description="event time >= from (RFC 3339)")] = None,
-        time_to: Annotated[datetime | None, Query(alias="to", description="event time < to (RFC 3339)")] = None,
+        type: Annotated[TypeFilter | None, Query()] = None,  # the API's name (shadows the builtin)
+        time_from: Annotated[SupportedDateTime | None, Query(alias="from", description="event time >= from (RFC 3339)")] = None,
+        time_to: Annotated[SupportedDateTime | None, Query(alias="to", description="event time < to (RFC 3339)")] = None,
         cursor: str | None = None,
-        limit: Annotated[int, Query(ge=1)] = 100,
+        limit: Annotated[int, Query(ge=1), BigInt.query("limit")] = 100,
     ) -> dict[str, Any]:
         """Entries in log order, filtered; follow `next_cursor` for the next page (stable: the log only grows)."""
         for name, t in (("from", time_from), ("to", time_to)):
@@ -89,7 +98,7 @@ def router(deps: Deps) -> APIRouter:
         }
 
     @api.get("/entries/{index}")
-    async def get_entry(ctx: Ctx, index: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
+    async def get_entry(ctx: Ctx, index: Annotated[int, Path(ge=0), BigInt.path("index")]) -> dict[str, Any]:
         e = await views.entry(deps, index)
         accessed(ctx, "entry", index=index)
         return entry_json(e)
@@ -107,7 +116,9 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/entries/{index}/inclusion-proof")
     async def inclusion_proof(
-        ctx: Ctx, index: Annotated[int, Path(ge=0)], tree_size: Annotated[int | None, Query(ge=1)] = None
+        ctx: Ctx,
+        index: Annotated[int, Path(ge=0), BigInt.path("index")],
+        tree_size: Annotated[int | None, Query(ge=1), BigInt.query("tree_size")] = None,
     ) -> dict[str, Any]:
         """RFC 9162 §2.1.3 audit path for the entry in the tree of `tree_size` (default: the latest signed head)."""
         p = await views.inclusion_proof(deps, index, tree_size)
@@ -119,7 +130,9 @@ def router(deps: Deps) -> APIRouter:
         }
 
     @api.get("/consistency-proof")
-    async def consistency_proof(ctx: Ctx, first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)]) -> dict[str, Any]:
+    async def consistency_proof(
+        ctx: Ctx, first: Annotated[int, Query(ge=1), BigInt.query("first")], second: Annotated[int, Query(ge=1), BigInt.query("second")]
+    ) -> dict[str, Any]:
         """RFC 9162 §2.1.4 proof that the tree of size `second` extends the tree of size `first`."""
         proof = await views.consistency_proof(deps, first, second)
         return {"first": first, "second": second, "consistency": [b64(h) for h in proof]}
@@ -128,7 +141,11 @@ def router(deps: Deps) -> APIRouter:
     async def export(
         ctx: Ctx,
         format: Literal["ndjson", "csv"] = "ndjson",
-        tree_size: Annotated[int | None, Query(ge=0, description="Export entries [0, tree_size); default: the latest signed head.")] = None,
+        tree_size: Annotated[
+            int | None,
+            Query(ge=0, description="Export entries [0, tree_size); default: the latest signed head."),
+            BigInt.query("tree_size"),
+        ] = None,
     ) -> StreamingResponse:
         """The log, streamed in index order with constant memory; verify it with `lotse audit verify`."""
         size, rows = await views.export(deps, tree_size)

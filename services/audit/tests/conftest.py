@@ -10,13 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI
 
-from contracts import Envelope, encode, new_event, topics
+from contracts import Envelope, new_event, topics
 from contracts.events import PARTNER_REFERRAL
 from lotse_kit.clock import ManualClock
 from lotse_kit.kafka import ensure_topics
@@ -24,7 +21,8 @@ from lotse_kit.network import OrgDirectory, parse_network
 from services.audit.bootstrap import bootstrap
 from services.audit.config import AuditSettings
 from services.audit.handlers import Deps
-from tests.kafka_helpers import eventually, produce_raw
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, in_process
+from tests.kafka_helpers import eventually
 
 PARTNER = "caritas-paderborn"
 ORG = "jobcenter-paderborn"
@@ -44,19 +42,16 @@ organisations:
 DIRECTORY = OrgDirectory.of(NETWORK)
 
 
-def audit_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSettings:
-    base: dict[str, Any] = dict(
-        topic_namespace=namespace,
-        kafka_metadata_max_age_ms=1000,
+def fast_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSettings:
+    own: dict[str, Any] = dict(
+        kafka_metadata_max_age_ms=1000,  # the ingest's pattern subscription sees new topics within a second
         ingest_batch_timeout_ms=50,
         ingest_retry_base_s=0.05,
         ingest_retry_max_s=0.5,
         tree_head_interval_s=3600,  # tests sign on demand
         signing_key_file=tmp_path / "audit-key.pem",
-        outbox_poll_interval_s=0.2,
     )
-    base.update(overrides)
-    return AuditSettings(**base)
+    return AuditSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, **own, **overrides})
 
 
 def audit_topics() -> list[topics.TopicSpec]:
@@ -74,33 +69,15 @@ def audit_topics() -> list[topics.TopicSpec]:
 
 
 @dataclass
-class Audit:
-    app: FastAPI
-    http: httpx.AsyncClient
+class Audit(RunningService):
     settings: AuditSettings
     schema: str
     key: Ed25519PrivateKey
-    bootstrap_servers: str
     clock: ManualClock
-
-    @property
-    def namespace(self) -> str:
-        return self.settings.topic_namespace
-
-    def topic(self, logical: str) -> str:
-        return self.namespace + logical
 
     @property
     def deps(self) -> Deps:
         return self.app.state.deps
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.deps.db.pool
-
-    async def produce(self, logical_topic: str, *envs: Envelope[Any]) -> None:
-        recs = [encode(e) for e in envs]
-        await produce_raw(self.bootstrap_servers, self.topic(logical_topic), [(r.key, r.value, r.headers) for r in recs])
 
     async def size(self) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM audit_log")
@@ -121,11 +98,8 @@ class Audit:
 async def running_audit(settings: AuditSettings, schema: str, key: Ed25519PrivateKey, bootstrap_servers: str) -> AsyncIterator[Audit]:
     clock = ManualClock(CLOCK_START)
     app = bootstrap(settings, schema=schema, clock=clock, signing_key=key, directory=DIRECTORY)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield Audit(app, client, settings, schema, key, bootstrap_servers, clock)
+    async with in_process(app) as client:
+        yield Audit(app, client, settings.topic_namespace, bootstrap_servers, settings, schema, key, clock)
 
 
 @pytest.fixture
@@ -136,7 +110,7 @@ def signing_key() -> Ed25519PrivateKey:
 @pytest.fixture
 async def audit(infra, kafka_bootstrap, topic_namespace, unique, tmp_path, signing_key) -> AsyncIterator[Audit]:
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + t.name, t.partitions) for t in audit_topics()])
-    settings = audit_settings(topic_namespace, tmp_path)
+    settings = fast_settings(topic_namespace, tmp_path)
     async with running_audit(settings, f"audit_{unique}", signing_key, kafka_bootstrap) as a:
         yield a
 

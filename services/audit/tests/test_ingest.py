@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts import encode, new_event, topics
 from contracts.events import ClientRegistered, Contact, DisclosureRequested, Identity, PersonalData
 from lotse_kit.kafka import ensure_topics
-from services.audit.tests.conftest import AUDITOR, ORG, PARTNER, audit_settings, now, partner_referral, running_audit
+from services.audit.tests.conftest import AUDITOR, ORG, PARTNER, fast_settings, now, partner_referral, running_audit
 from tests.kafka_helpers import eventually, produce_raw
 
 PERSONAL_STRINGS = [b"Olena", b"Kovalenko", b"olena.kovalenko@example.org", b"5251 123456", b"1990-04-12", b"Jobcenter letter"]
@@ -155,7 +155,7 @@ async def test_a_partner_topic_created_after_start_is_logged(audit, kafka_bootst
 
 async def test_redelivered_records_are_not_logged_twice(infra, kafka_bootstrap, topic_namespace, unique, tmp_path, signing_key):
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + topics.CLIENTS, partitions=2)])
-    settings = audit_settings(topic_namespace, tmp_path)
+    settings = fast_settings(topic_namespace, tmp_path)
     schema = f"audit_{unique}"
     envs = [registered(uuid.uuid4()) for _ in range(6)]
     async with running_audit(settings, schema, signing_key, kafka_bootstrap) as a:
@@ -200,7 +200,7 @@ async def test_two_replicas_log_every_record_once_in_one_tree(infra, kafka_boots
     from services.audit.tests.test_tamper_and_cli import export_to, run_cli
 
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + topics.CLIENTS, partitions=4)])
-    settings = audit_settings(topic_namespace, tmp_path, ingest_max_records=25)  # small batches: many turns at the lock
+    settings = fast_settings(topic_namespace, tmp_path, ingest_max_records=25)  # small batches: many turns at the lock
     schema = f"audit_{unique}"
     envs = [registered(uuid.uuid4()) for _ in range(400)]
     async with (

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import uuid
 
-import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
@@ -21,7 +19,8 @@ from services.audit.cli import app as cli
 from services.audit.domain.commands import SignTreeHead
 from services.audit.handlers import handle
 from services.audit.tests import rfc9162
-from services.audit.tests.conftest import AUDITOR, DIRECTORY, ORG, audit_settings, now
+from services.audit.tests.conftest import AUDITOR, DIRECTORY, ORG, fast_settings, now
+from tests.fixtures import serving
 from tests.kafka_helpers import eventually, produce_raw
 
 runner = CliRunner()
@@ -128,22 +127,10 @@ async def test_one_changed_byte_is_detected(audit, admin_db, tmp_path):
     assert code == 1 and out.startswith("FAILED: first bad index 2:"), out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_cli_verifies_a_running_service_by_url(infra, kafka_bootstrap, topic_namespace, unique, tmp_path, signing_key):
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + topics.CLIENTS, partitions=1)])
-    port = free_port()
-    app = bootstrap(
-        audit_settings(topic_namespace, tmp_path, http_port=port), schema=f"audit_{unique}", signing_key=signing_key, directory=DIRECTORY
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started, timeout=30)
+    app = bootstrap(fast_settings(topic_namespace, tmp_path), schema=f"audit_{unique}", signing_key=signing_key, directory=DIRECTORY)
+    async with serving(app) as url:
         await produce_raw(kafka_bootstrap, topic_namespace + topics.CLIENTS, [(None, b"junk", []) for _ in range(25)])
         deps = app.state.deps
 
@@ -153,12 +140,7 @@ async def test_cli_verifies_a_running_service_by_url(infra, kafka_bootstrap, top
         await eventually(logged, timeout=40)
         await handle(SignTreeHead(), deps)
         raw = base64.b64encode(signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-        result = await asyncio.to_thread(
-            runner.invoke, cli, ["verify", "--url", f"http://127.0.0.1:{port}", "--public-key", raw, "--progress"]
-        )
+        result = await asyncio.to_thread(runner.invoke, cli, ["verify", "--url", url, "--public-key", raw, "--progress"])
         assert result.exit_code == 0 and result.stdout.startswith("OK: 25 entries"), result.output
-        result = await asyncio.to_thread(runner.invoke, cli, ["tree-head", "--url", f"http://127.0.0.1:{port}"])
+        result = await asyncio.to_thread(runner.invoke, cli, ["tree-head", "--url", url])
         assert json.loads(result.stdout)["tree_size"] == 25
-    finally:
-        server.should_exit = True
-        await task

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from babel import Locale
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.lists import format_list
 
@@ -179,6 +179,6 @@ def _date(value: datetime, lang: str) -> str:
 def _language_name(tag: str, lang: str) -> str:
     try:
         name = Locale.parse(tag.replace("-", "_")).get_display_name(lang)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnknownLocaleError):  # a well-formed tag CLDR does not know, e.g. "zz": shown as it is
         name = None
     return name or tag

@@ -11,11 +11,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import LanguageTag, OrgId
+from contracts.text import ShortText
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.context import Ctx
+from lotse_kit.dates import SupportedDateTime
 
 from .. import views
 from ..domain.commands import RecordConsent, WithdrawConsent
@@ -40,13 +42,11 @@ class ConsentIn(BaseModel):
     purposes: list[Purpose] = Field(min_length=1)
     categories: list[DataCategory] = Field(min_length=1)
     form: ConsentForm
-    form_reason: Annotated[str, StringConstraints(max_length=500)] | None = Field(
-        None, description="Required for an oral consent: the special circumstances (§67b(2) SGB X)."
-    )
+    form_reason: ShortText | None = Field(None, description="Required for an oral consent: the special circumstances (§67b(2) SGB X).")
     information: InformationIn
     information_language: LanguageTag = Field(description="The language the client was informed in.")
     interpreter_used: bool = False
-    valid_until: datetime | None = Field(None, description="Default and maximum come from the configuration.")
+    valid_until: SupportedDateTime | None = Field(None, description="Default and maximum come from the configuration.")
 
 
 class ConsentOut(BaseModel):

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from contracts import encode, new_event, topics
+from contracts import new_event, topics
 from contracts.events import Contact, DisclosureRequested, Identity, PersonalData, ResidenceStatus
 from contracts.vocab import DataCategory, Need, Purpose, ResidenceTitle
 from lotse_kit.clock import ManualClock
@@ -21,7 +19,7 @@ from lotse_kit.network import OrgDirectory, parse_network
 from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.handlers import Deps
-from tests.kafka_helpers import produce_raw
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, in_process
 
 JOBCENTER = "jobcenter-paderborn"
 CARITAS = "caritas-paderborn"
@@ -44,16 +42,12 @@ DIRECTORY = OrgDirectory.of(parse_network(NETWORK, "consent-tests"))
 
 
 @dataclass
-class Service:
-    app: FastAPI
-    http: httpx.AsyncClient
-    deps: Deps
+class Service(RunningService):
     clock: ManualClock
-    namespace: str
-    bootstrap: str
 
-    def topic(self, logical: str) -> str:
-        return self.namespace + logical
+    @property
+    def deps(self) -> Deps:
+        return self.app.state.deps
 
     async def grant(self, client_id: uuid.UUID | None = None, *, org: str = JOBCENTER, **overrides: Any) -> dict[str, Any]:
         body = consent_body(client_id or uuid.uuid4(), **overrides)
@@ -66,10 +60,6 @@ class Service:
         r = await self.http.get("/v1/decisions", params=params)
         assert r.status_code == 200, r.text
         return r.json()
-
-    async def send(self, env: Any, logical_topic: str) -> None:
-        rec = encode(env)
-        await produce_raw(self.bootstrap, self.topic(logical_topic), [(rec.key, rec.value, rec.headers)])
 
 
 def consent_body(client_id: uuid.UUID, **overrides: Any) -> dict[str, Any]:
@@ -123,18 +113,7 @@ def disclosure_request(
 
 
 def fast_settings(namespace: str, **overrides: Any) -> ConsentSettings:
-    base: dict[str, Any] = dict(
-        topic_namespace=namespace,
-        outbox_poll_interval_s=0.2,
-        outbox_retry_base_s=0.2,
-        outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05,
-        consumer_retry_max_s=0.2,
-        consumer_max_attempts=3,
-        expiry_interval_s=0.3,
-    )
-    base.update(overrides)
-    return ConsentSettings(**base)
+    return ConsentSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, "expiry_interval_s": 0.3, **overrides})
 
 
 @pytest.fixture
@@ -143,8 +122,5 @@ async def service(infra: Any, kafka_bootstrap: str, topic_namespace: str, unique
     await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + t.name, 1, t.config) for t in topics.platform_topics()])
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     app = bootstrap(settings=fast_settings(topic_namespace), schema=f"consent_{unique}", clock=clock, directory=DIRECTORY)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield Service(app, client, app.state.deps, clock, topic_namespace, kafka_bootstrap)
+    async with in_process(app) as client:
+        yield Service(app, client, topic_namespace, kafka_bootstrap, clock)

@@ -87,7 +87,7 @@ async def test_client_consents_newest_first_with_status(service: Service) -> Non
 async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(service: Service) -> None:
     client = uuid.uuid4()
     consent = await service.grant(client, valid_until=(service.clock.now() + timedelta(hours=1)).isoformat())
-    await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, disclosure_request(client, to_org=CARITAS))
     await eventually(lambda: service.deps.db.pool.fetchval("SELECT count(*) FROM disclosures"))
 
     # Three replicas run the job at once; the service's own worker (same clock) is a fourth. One event in all.
@@ -100,13 +100,13 @@ async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(servi
     await eventually(lambda: service.deps.db.pool.fetchval("SELECT status = 'expired' FROM consents"))
     assert await handle(expire, service.deps) == 0
 
-    events = await read_topic(service.bootstrap, service.topic(topics.CONSENTS), until=2, settle=1.5)
+    events = await read_topic(service.bootstrap_servers, service.topic(topics.CONSENTS), until=2, settle=1.5)
     expired = [decode(r.headers, r.value) for r in events if decode(r.headers, r.value).type == "lotse.consent.expired"]
     assert len(expired) == 1
     assert str(expired[0].data.consent_id) == consent["consent_id"]
     assert expired[0].data.disclosed_to == [CARITAS]
     assert expired[0].data.expired_at == datetime.fromisoformat(consent["valid_until"])
-    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=0.5)
+    inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=0.5)
     assert [decode(r.headers, r.value).type for r in inbox] == ["lotse.referral.sent", "lotse.consent.expired"]
     r = await service.http.get(f"/v1/consents/{consent['consent_id']}")
     assert r.json()["status"] == "expired"
@@ -117,12 +117,12 @@ async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(servi
 async def test_erasure_blocks_every_later_decision_and_tells_recipients(service: Service) -> None:
     client = uuid.uuid4()
     await service.grant(client)
-    await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, disclosure_request(client, to_org=CARITAS))
     await eventually(lambda: service.deps.db.pool.fetchval("SELECT count(*) FROM disclosures"))
 
     erased = ClientErased(client_id=client, requested_by_org=JOBCENTER, erased_at=datetime.now(UTC))
-    await service.send(new_event(erased, source="/lotse/intake", acting_org=JOBCENTER), topics.CLIENTS)
-    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2)
+    await service.produce(topics.CLIENTS, new_event(erased, source="/lotse/intake", acting_org=JOBCENTER))
+    inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2)
     assert [decode(r.headers, r.value).type for r in inbox] == ["lotse.referral.sent", "lotse.client.erased"]
     d = await service.decision(client, CARITAS, "referral", ["identity"])
     assert d["allowed"] is False and d["reason"].startswith("erased")

@@ -40,9 +40,9 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
 
     # Intake asks for identity and contact but (wrongly) sends every category it has, health included.
     request = disclosure_request(client, to_org=CARITAS, categories=[DataCategory.IDENTITY, DataCategory.CONTACT])
-    await service.send(request, topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, request)
 
-    [rec] = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)))
+    [rec] = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)))
     env = decode(rec.headers, rec.value)
     assert env.type == "lotse.referral.sent"
     assert env.dataschema == "urn:lotse:schema:lotse.referral.sent.partner.v1"
@@ -56,7 +56,7 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
         assert raw["personal_data"][withheld] is None
     assert "Diabetes" not in rec.value.decode()
 
-    made = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES))
+    made = await read_topic(service.bootstrap_servers, service.topic(topics.DISCLOSURES))
     [made_env] = [decode(r.headers, r.value) for r in made]
     assert made_env.type == "lotse.disclosure.made"
     assert made_env.data.payload_sha256 == hashlib.sha256(rec.value).hexdigest()
@@ -64,7 +64,7 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
     assert made_env.data.categories == [DataCategory.IDENTITY, DataCategory.CONTACT]
     assert "Kovalenko" not in made[0].value.decode()  # no personal data on the internal topic
 
-    granted = await read_topic(service.bootstrap, service.topic(topics.CONSENTS))
+    granted = await read_topic(service.bootstrap_servers, service.topic(topics.CONSENTS))
     assert _types(granted) == ["lotse.consent.granted"]
 
     # The consent now shows where data went.
@@ -78,8 +78,8 @@ async def test_missing_category_blocks_and_names_it(service: Service) -> None:
     d = await service.decision(client, CARITAS, "referral", ["identity", "health"])
     assert d["allowed"] is False and d["missing_categories"] == ["health"] and "health" in d["reason"]
 
-    await service.send(disclosure_request(client, categories=[DataCategory.IDENTITY, DataCategory.HEALTH]), topics.DISCLOSURE_REQUESTS)
-    [rec] = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES))
+    await service.produce(topics.DISCLOSURE_REQUESTS, disclosure_request(client, categories=[DataCategory.IDENTITY, DataCategory.HEALTH]))
+    [rec] = await read_topic(service.bootstrap_servers, service.topic(topics.DISCLOSURES))
     env = decode(rec.headers, rec.value)
     assert env.type == "lotse.disclosure.blocked"
     assert env.data.missing_categories == [DataCategory.HEALTH]
@@ -97,8 +97,8 @@ async def test_withdrawal_after_intakes_check_blocks_the_disclosure(service: Ser
     d = await service.decision(client, CARITAS, "referral", ["identity"])
     assert d["allowed"] is False and d["reason"].startswith("withdrawn") and d["consent_id"] == consent["consent_id"]
 
-    await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
-    [rec] = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES))
+    await service.produce(topics.DISCLOSURE_REQUESTS, disclosure_request(client, to_org=CARITAS))
+    [rec] = await read_topic(service.bootstrap_servers, service.topic(topics.DISCLOSURES))
     env = decode(rec.headers, rec.value)
     assert env.type == "lotse.disclosure.blocked"
     assert env.data.reason.startswith("withdrawn")
@@ -111,7 +111,7 @@ async def test_withdrawal_after_intakes_check_blocks_the_disclosure(service: Ser
 async def test_withdrawal_is_forwarded_to_partners_that_received_data(service: Service) -> None:
     client = uuid.uuid4()
     consent = await service.grant(client, recipients=[CARITAS, KI])
-    await service.send(disclosure_request(client, to_org=CARITAS), topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, disclosure_request(client, to_org=CARITAS))
     await eventually(lambda: _outcomes(service, client))
 
     r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
@@ -120,11 +120,11 @@ async def test_withdrawal_is_forwarded_to_partners_that_received_data(service: S
     again = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
     assert again.status_code == 200 and again.json()["withdrawn_at"] == r.json()["withdrawn_at"]
 
-    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)
+    inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)
     assert _types(inbox) == ["lotse.referral.sent", "lotse.consent.withdrawn"]
     withdrawn = decode(inbox[1].headers, inbox[1].value)
     assert withdrawn.data.disclosed_to == [CARITAS] and withdrawn.source == "/lotse/consent"
-    consents = await read_topic(service.bootstrap, service.topic(topics.CONSENTS), until=2, settle=0.5)
+    consents = await read_topic(service.bootstrap_servers, service.topic(topics.CONSENTS), until=2, settle=0.5)
     assert _types(consents) == ["lotse.consent.granted", "lotse.consent.withdrawn"]
     # KI never received data, so it is not told.
     assert await service.deps.db.pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.partner_inbox(KI)) == 0
@@ -136,11 +136,11 @@ async def test_redelivered_and_resent_requests_reach_the_partner_once(service: S
     await service.grant(client)
     request = disclosure_request(client)
     # The same record twice (a redelivery after a crash before the offset commit) ...
-    await service.send(request, topics.DISCLOSURE_REQUESTS)
-    await service.send(request, topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, request)
+    await service.produce(topics.DISCLOSURE_REQUESTS, request)
     # ... and the same request re-sent by intake as a new event.
     resent = disclosure_request(client, request_id=request.data.request_id)
-    await service.send(resent, topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, resent)
 
     async def all_three_consumed() -> bool:
         n = await service.deps.db.pool.fetchval(
@@ -149,9 +149,9 @@ async def test_redelivered_and_resent_requests_reach_the_partner_once(service: S
         return n == 2
 
     await eventually(all_three_consumed)
-    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, timeout=5, settle=1.0)
+    inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2, timeout=5, settle=1.0)
     assert len(inbox) == 1
-    made = await read_topic(service.bootstrap, service.topic(topics.DISCLOSURES), until=2, timeout=3)
+    made = await read_topic(service.bootstrap_servers, service.topic(topics.DISCLOSURES), until=2, timeout=3)
     assert _types(made) == ["lotse.disclosure.made"]
 
 
@@ -159,12 +159,12 @@ async def test_partners_get_answers_deadlines_but_not_others_events(service: Ser
     client = uuid.uuid4()
     await service.grant(client, recipients=[CARITAS, DIAKONIE])
     request = disclosure_request(client, to_org=CARITAS)
-    await service.send(request, topics.DISCLOSURE_REQUESTS)
+    await service.produce(topics.DISCLOSURE_REQUESTS, request)
     await eventually(lambda: _outcomes(service, client))
 
     now = datetime.now(UTC)
     answer = ReferralAccepted(client_id=client, referral_id=request.data.referral_id, to_org=CARITAS, from_org=JOBCENTER, accepted_at=now)
-    await service.send(new_event(answer, source="/lotse/intake", acting_org=CARITAS), topics.REFERRALS)
+    await service.produce(topics.REFERRALS, new_event(answer, source="/lotse/intake", acting_org=CARITAS))
     deadline = DeadlineApproaching(
         client_id=client,
         deadline_id=uuid.uuid4(),
@@ -175,12 +175,12 @@ async def test_partners_get_answers_deadlines_but_not_others_events(service: Ser
         days_left=14,
     )
     deadline_env = new_event(deadline, source="/lotse/intake", acting_org=JOBCENTER)
-    await service.send(deadline_env, topics.DEADLINES)
+    await service.produce(topics.DEADLINES, deadline_env)
 
     # The sender gets the answer to its referral; the partner serving the client gets the deadline.
-    [to_sender] = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(JOBCENTER)))
+    [to_sender] = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(JOBCENTER)))
     assert decode(to_sender.headers, to_sender.value).type == "lotse.referral.accepted"
-    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)
+    inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)
     assert _types(inbox) == ["lotse.referral.sent", "lotse.deadline.approaching"]
     forwarded = decode(inbox[1].headers, inbox[1].value)
     assert forwarded.data == deadline and forwarded.id != deadline_env.id
@@ -219,5 +219,5 @@ async def test_withdrawal_waits_for_a_disclosure_in_progress_and_names_its_recip
     withdrawn = await withdrawal
     # It committed after the disclosure, so it knows the partner received data and tells it.
     assert withdrawn.disclosed_to == (CARITAS,)
-    inbox = await read_topic(service.bootstrap, service.topic(topics.partner_inbox(CARITAS)), until=2)
+    inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2)
     assert _types(inbox) == ["lotse.referral.sent", "lotse.consent.withdrawn"]

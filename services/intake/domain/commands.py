@@ -13,7 +13,6 @@ from typing import Annotated
 from uuid import UUID
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -24,12 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.events import LanguageTag, OrgId, ShortText
+from contracts.events import LanguageTag, OrgId
+from contracts.text import LongText, PersonName, ShortText
 from contracts.vocab import DataCategory, DeadlineKind, DeclineReason, LegalRegime, Need, ResidenceTitle
+from lotse_kit.dates import SupportedAwareDateTime, SupportedDate
 
-PersonName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()/-]{4,29}$")]
-LongText = Annotated[str, StringConstraints(max_length=4000)]
 LeadTime = Annotated[int, Field(ge=1, le=730)]
 
 
@@ -64,15 +63,17 @@ ADDRESS = frozenset({"acting_org", "client_id", "referral_id", "deadline_id"})
 class RegisterClientBody(Body):
     given_name: PersonName
     family_name: PersonName
-    date_of_birth: date | None = None
+    date_of_birth: SupportedDate | None = None
     email: EmailStr | None = None
     phone: Phone | None = None
     preferred_language: LanguageTag
     languages: list[LanguageTag] = []
     needs: list[Need] = []
     residence_title: ResidenceTitle | None = None
-    residence_valid_until: date | None = None
-    residence_valid_from: date | None = Field(default=None, description="For a §104c title: the first valid day; the end is computed.")
+    residence_valid_until: SupportedDate | None = None
+    residence_valid_from: SupportedDate | None = Field(
+        default=None, description="For a §104c title: the first valid day; the end is computed."
+    )
     legal_regime: LegalRegime | None = None
     registering_org: OrgId | None = Field(default=None, description="Defaults to the acting organisation (X-Lotse-Org).")
     education_qualifications: LongText | None = None
@@ -103,8 +104,8 @@ class UpdateClientBody(Body):
     languages: list[LanguageTag] | None = None
     needs: list[Need] | None = None
     residence_title: ResidenceTitle | None = None
-    residence_valid_until: date | None = None
-    residence_valid_from: date | None = None
+    residence_valid_until: SupportedDate | None = None
+    residence_valid_from: SupportedDate | None = None
     legal_regime: LegalRegime | None = None
     email: EmailStr | None = None
     phone: Phone | None = None
@@ -137,14 +138,14 @@ class HandOverCaseBody(Body):
 class SendReferralBody(Body):
     need: Need | None = None
     to_org: OrgId | None = Field(default=None, description="Defaults to the process plan's organisation for the need.")
-    service: str | None = Field(default=None, description="Defaults to the process plan's service for the need.")
+    service: ShortText | None = Field(default=None, description="Defaults to the process plan's service for the need.")
     reason: ShortText | None = None
     categories: list[DataCategory] = Field(min_length=1, description="Data categories the receiver needs; consent must cover each.")
     free_text: LongText | None = None
 
 
 class AcceptReferralBody(Body):
-    appointment_at: AwareDatetime | None = None
+    appointment_at: SupportedAwareDateTime | None = None
 
 
 class DeclineReferralBody(Body):
@@ -169,9 +170,9 @@ class RevokeReferralBody(Body):
 
 class RegisterDeadlineBody(Body):
     kind: DeadlineKind
-    due_date: date | None = Field(default=None, validate_default=True, description="Last day (inclusive) for date deadlines.")
-    due_at: AwareDatetime | None = Field(default=None, validate_default=True, description="The moment, for appointments.")
-    valid_from: date | None = Field(
+    due_date: SupportedDate | None = Field(default=None, validate_default=True, description="Last day (inclusive) for date deadlines.")
+    due_at: SupportedAwareDateTime | None = Field(default=None, validate_default=True, description="The moment, for appointments.")
+    valid_from: SupportedDate | None = Field(
         default=None, validate_default=True, description="§104c: first valid day of the title; the end is computed (18 months)."
     )
     referral_id: UUID | None = Field(default=None, validate_default=True)

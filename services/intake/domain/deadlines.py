@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from contracts.vocab import DeadlineKind, ResidenceTitle
+from lotse_kit import dates
 
 from .errors import Invalid
 
@@ -24,25 +25,30 @@ LEGAL_NOTES: dict[DeadlineKind, str] = {
 }
 
 
-def add_months_bgb(start: date, months: int) -> date:
+def add_months_bgb(start: date, months: int, *, field: str) -> date:
     """Last day of a period of `months` months that begins at the start of `start` (§187(2), §188(2), §188(3) BGB).
 
     The period ends with the day before the day that corresponds in number to `start`; where the last month
-    has no such day, it ends with that month's last day (§188(3)).
+    has no such day, it ends with that month's last day (§188(3)). A period that would end after the last
+    supported date (`lotse_kit.dates.LATEST`) is refused with `Invalid` naming `field`, the input it came from.
     """
     if months < 1:
         raise ValueError("months must be at least 1")
     index = start.month - 1 + months
     year, month = start.year + index // 12, index % 12 + 1
-    days_in_month = _cal.monthrange(year, month)[1]
-    if start.day > days_in_month:
-        return date(year, month, days_in_month)
-    return date(year, month, start.day) - timedelta(days=1)
+    try:
+        days_in_month = _cal.monthrange(year, month)[1]
+        last = date(year, month, days_in_month) if start.day > days_in_month else date(year, month, start.day) - timedelta(days=1)
+        return dates.check_supported(last)
+    except ValueError:  # DateOutOfRange, or past Python's own last date
+        raise Invalid(
+            field, f"a period of {months} months from {start.isoformat()} ends after {dates.LATEST.isoformat()}, the last supported date"
+        ) from None
 
 
-def chancen_aufenthalt_last_day(valid_from: date) -> date:
+def chancen_aufenthalt_last_day(valid_from: date, *, field: str = "residence_valid_from") -> date:
     """Last valid day of a §104c title valid from `valid_from`: 18 months, not extendable."""
-    return add_months_bgb(valid_from, CHANCEN_MONTHS)
+    return add_months_bgb(valid_from, CHANCEN_MONTHS, field=field)
 
 
 def residence_deadline(title: ResidenceTitle | None, valid_until: date | None, valid_from: date | None) -> tuple[DeadlineKind, date] | None:

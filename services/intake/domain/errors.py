@@ -6,6 +6,7 @@ The problem `type` URNs and extension members are part of the API (docs/intake.m
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit import errors
@@ -76,6 +77,7 @@ class ConsentUnavailable(errors.Unavailable):
 
     title = "Consent service unavailable"
     type = "urn:lotse:problem:consent-unavailable"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}  # callers may try again after five seconds
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}. Nothing was sent; try again.")

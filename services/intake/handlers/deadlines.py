@@ -143,7 +143,7 @@ async def register_deadline(cmd: RegisterDeadline, deps: Deps) -> dict[str, Any]
         last_day: date | None
         if cmd.kind is DeadlineKind.CHANCEN_AUFENTHALT_END:
             assert cmd.valid_from is not None  # the command's validation requires it for this kind
-            last_day, field = deadlines.chancen_aufenthalt_last_day(cmd.valid_from), "valid_from"
+            last_day, field = deadlines.chancen_aufenthalt_last_day(cmd.valid_from, field="valid_from"), "valid_from"
             due_at = calendar.end_of_day(last_day, deps.tz)
         elif cmd.kind is DeadlineKind.APPOINTMENT:
             assert cmd.due_at is not None

@@ -19,6 +19,7 @@ from lotse_kit.network import OrgDirectory, load_network
 from services.intake.adapters.consent import Decision
 from services.intake.bootstrap import bootstrap
 from services.intake.config import IntakeSettings
+from tests.fixtures import FAST_KIT_SETTINGS, in_process
 from tests.kafka_helpers import read_topic
 
 HERE = Path(__file__).parent
@@ -55,19 +56,10 @@ class FakeConsent:
         self.closed = True
 
 
-def settings(topic_namespace: str, **overrides: Any) -> IntakeSettings:
-    base: dict[str, Any] = dict(
-        topic_namespace=topic_namespace,
-        outbox_poll_interval_s=0.2,
-        outbox_retry_base_s=0.2,
-        outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05,
-        consumer_retry_max_s=0.2,
-        consumer_max_attempts=2,
-        deadline_scan_interval_s=0.2,
-    )
-    base.update(overrides)
-    return IntakeSettings(**base)
+def fast_settings(namespace: str, **overrides: Any) -> IntakeSettings:
+    # Intake's own: two consumer attempts instead of three, the deadline scan every 0.2 s.
+    own = {"consumer_max_attempts": 2, "deadline_scan_interval_s": 0.2}
+    return IntakeSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, **own, **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -95,12 +87,13 @@ def make_intake(infra, unique, topic_namespace, directory, clock, consent) -> Ca
         fake = overrides.pop("consent", consent)
         org_directory = overrides.pop("directory", directory)  # None: read settings.network_file, as in production
         app = bootstrap(
-            settings(topic_namespace, **overrides), schema=f"intake_{unique}{suffix}", clock=clock, directory=org_directory, consent=fake
+            fast_settings(topic_namespace, **overrides),
+            schema=f"intake_{unique}{suffix}",
+            clock=clock,
+            directory=org_directory,
+            consent=fake,
         )
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
-        ):
+        async with in_process(app) as http:
             yield app, http
 
     return make

@@ -6,11 +6,13 @@ import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from contracts import encode, new_event, topics
+from contracts import new_event, topics
 from contracts.events import DisclosureBlocked, ReferralAccepted, ReferralCompleted
 from contracts.topics import dlq, partner_outbox
 from contracts.vocab import DataCategory, Purpose
-from tests.kafka_helpers import eventually, produce_raw, read_topic
+from services.intake.adapters.consent import HttpConsentDecisions
+from tests.fixtures import produce_events
+from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, JOBCENTER, KI, KIM, client_body, events, h, metric
 
@@ -24,13 +26,19 @@ async def register(http, org: str = JOBCENTER, **over) -> str:
     return resp.json()["client_id"]
 
 
+async def refer(http, client_id: str, need: str = "interpreter") -> dict:
+    """The Jobcenter refers the client for `need`, sharing identity only (consent must have been granted)."""
+    resp = await http.post(f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": need, "categories": ["identity"]})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
 async def referral_status(app, referral_id: str) -> str:
     return await app.state.runtime.db.pool.fetchval("SELECT status FROM referrals WHERE referral_id = $1", uuid.UUID(referral_id))
 
 
 async def partner_answer(kafka_bootstrap: str, topic_namespace: str, org: str, data, source_org: str | None = None) -> None:
-    rec = encode(new_event(data, source=f"/partners/{source_org or org}"))
-    await produce_raw(kafka_bootstrap, topic_namespace + partner_outbox(org), [(rec.key, rec.value, rec.headers)])
+    await produce_events(kafka_bootstrap, topic_namespace + partner_outbox(org), new_event(data, source=f"/partners/{source_org or org}"))
 
 
 async def test_full_referral_loop_with_a_partner_answering_on_its_outbox(make_intake, consent, kafka_bootstrap, topic_namespace):
@@ -151,16 +159,27 @@ async def test_referral_without_consent_is_409_and_nothing_is_sent(make_intake, 
         assert await metric(http, REFERRALS, outcome="sent") == sent
 
 
+async def test_referral_while_the_consent_service_is_unreachable_is_503_with_retry_after_and_nothing_is_sent(make_intake):
+    unreachable = HttpConsentDecisions("http://127.0.0.1:9", timeout_s=0.5)  # nothing listens on the discard port
+    async with make_intake(consent=unreachable) as (app, http):
+        client_id = await register(http)
+        resp = await http.post(
+            f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "integration_course", "categories": ["identity"]}
+        )
+        assert resp.status_code == 503 and resp.headers["content-type"] == "application/problem+json"
+        assert resp.headers["Retry-After"] == "5"
+        assert resp.json()["type"] == "urn:lotse:problem:consent-unavailable" and "Nothing was sent" in resp.json()["detail"]
+        pool = app.state.runtime.db.pool
+        assert await pool.fetchval("SELECT count(*) FROM referrals") == 0
+        assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'lotse.disclosure.requested'") == 0
+
+
 async def test_answers_from_the_wrong_organisation_are_refused(make_intake, consent, kafka_bootstrap, topic_namespace):
     async with make_intake() as (app, http):
         client_id = await register(http)
         cid = uuid.UUID(client_id)
         consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        rid = (
-            await http.post(
-                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
-            )
-        ).json()["referral_id"]
+        rid = (await refer(http, client_id))["referral_id"]
         # HTTP: the sender cannot accept its own referral, another member cannot either.
         for org in (JOBCENTER, CARITAS):
             resp = await http.post(f"/v1/referrals/{rid}/accept", headers=h(org))
@@ -214,11 +233,7 @@ async def test_blocked_disclosure_marks_the_referral_blocked(make_intake, consen
         client_id = await register(http)
         cid = uuid.UUID(client_id)
         consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        ref = (
-            await http.post(
-                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
-            )
-        ).json()
+        ref = await refer(http, client_id)
         blocked = DisclosureBlocked(
             client_id=cid,
             request_id=uuid.uuid4(),
@@ -229,8 +244,7 @@ async def test_blocked_disclosure_marks_the_referral_blocked(make_intake, consen
             reason="consent withdrawn",
             blocked_at=datetime.now(UTC),
         )
-        rec = encode(new_event(blocked, source="/lotse/consent"))
-        await produce_raw(kafka_bootstrap, topic_namespace + topics.DISCLOSURES, [(rec.key, rec.value, rec.headers)])
+        await produce_events(kafka_bootstrap, topic_namespace + topics.DISCLOSURES, new_event(blocked, source="/lotse/consent"))
         await eventually(lambda: _is(app, ref["referral_id"], "blocked"))
         row = await app.state.runtime.db.pool.fetchrow("SELECT status FROM deadlines WHERE referral_id = $1", uuid.UUID(ref["referral_id"]))
         assert row["status"] == "resolved"
@@ -272,11 +286,7 @@ async def test_handover_moves_open_referrals_and_deadlines(make_intake, consent,
     async with make_intake() as (_app, http):
         client_id = await register(http, legal_regime="asylblg")
         consent.grant(client_id, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        rid = (
-            await http.post(
-                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
-            )
-        ).json()["referral_id"]
+        rid = (await refer(http, client_id))["referral_id"]
         resp = await http.post(
             f"/v1/clients/{client_id}/handover",
             headers=h(JOBCENTER),
@@ -308,16 +318,8 @@ async def test_worklists_and_overdue(make_intake, consent, clock):
         client_id = await register(http)
         consent.grant(client_id, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
         consent.grant(client_id, CARITAS, Purpose.REFERRAL, [DataCategory.IDENTITY])
-        r1 = (
-            await http.post(
-                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "interpreter", "categories": ["identity"]}
-            )
-        ).json()
-        r2 = (
-            await http.post(
-                f"/v1/clients/{client_id}/referrals", headers=h(JOBCENTER), json={"need": "integration_course", "categories": ["identity"]}
-            )
-        ).json()
+        r1 = await refer(http, client_id)
+        r2 = await refer(http, client_id, "integration_course")
         assert r2["answer_due"] == "2026-03-09"  # 5 working days
         await http.post(f"/v1/referrals/{r2['referral_id']}/accept", headers=h(CARITAS))
 

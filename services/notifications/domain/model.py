@@ -124,7 +124,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also holds for "²", which float() refuses
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -192,9 +192,13 @@ def client_ref(client_id: str | None) -> str:
 
 def check_endpoint_url(url: str, *, allow_http: bool) -> str:
     """A webhook endpoint URL: absolute, https (http only where allowed), without credentials."""
-    parts = urlsplit(url)
     allowed = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in allowed or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise InvalidEndpointUrl(f"the URL must be absolute and use {' or '.join(allowed)}") from None
+    if parts.scheme not in allowed or not hostname:
         raise InvalidEndpointUrl(f"the URL must be absolute and use {' or '.join(allowed)}")
     if parts.username or parts.password:
         raise InvalidEndpointUrl("credentials in the URL are not accepted")

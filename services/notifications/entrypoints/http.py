@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
+from contracts.text import FreeText, ShortText
 from lotse_kit.context import Ctx
+from lotse_kit.dates import SupportedDateTime
 
 from .. import views
 from ..domain.commands import EnableEndpoint, RegisterEndpoint, RemoveEndpoint, RotateEndpointSecret
@@ -26,8 +28,8 @@ WEBHOOK_EVENT_TYPES = sorted({r.trigger for r in ROUTES if r.audience is Audienc
 
 
 class EndpointIn(BaseModel):
-    url: str = Field(max_length=2000, examples=["https://partner.example/lotse/webhooks"])
-    description: str | None = Field(default=None, max_length=500)
+    url: FreeText = Field(max_length=2000, examples=["https://partner.example/lotse/webhooks"])
+    description: ShortText | None = None
     event_types: list[str] | None = Field(default=None, description=f"Only these types; all when omitted. One of {WEBHOOK_EVENT_TYPES}.")
 
     @field_validator("event_types")
@@ -142,7 +144,7 @@ def router(deps: Deps) -> APIRouter:
         status: Status | None = None,
         channel: Channel | None = None,
         trigger_event_id: uuid.UUID | None = None,
-        before: datetime | None = None,
+        before: SupportedDateTime | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Any:
         """What was sent and what failed. Operators see everything; others what was addressed to or concerns their organisation."""

@@ -1,9 +1,7 @@
-"""Loopback peers (SMTP, SMS gateway, webhook receivers), a fake intake contact API, and the service itself."""
+"""Loopback HTTP peers (SMS gateway, webhook receivers; SMTP is the shared `smtp` fixture), a fake intake contact API, and the service itself."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,22 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
-import uvicorn
-from aiosmtpd.controller import Controller
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from contracts import Envelope, encode
 from lotse_kit.network import OrgDirectory
 from services.notifications.adapters.contacts import ClientContact, NoContact
 from services.notifications.bootstrap import bootstrap
 from services.notifications.config import NotificationsSettings
-from tests.kafka_helpers import eventually, produce_raw
-from tests.peers import MailSink, free_port
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, in_process, serving
+from tests.peers import MailSink
 
 JOBCENTER = "jobcenter-paderborn"
 CARITAS = "caritas-paderborn"
@@ -73,17 +67,6 @@ organisations:
 """
 
 
-@pytest.fixture
-def smtp() -> Any:
-    sink = MailSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    sink.port = port  # type: ignore[attr-defined]
-    yield sink
-    controller.stop()
-
-
 # ---------------------------------------------------------------- HTTP peers (SMS gateway, webhook receivers)
 @dataclass
 class Seen:
@@ -96,13 +79,13 @@ class Seen:
 class HttpPeer:
     """Records every request; answers from a per-path script of (status, headers, json) and then the default."""
 
-    port: int = 0
+    base_url: str = ""
     requests: list[Seen] = field(default_factory=list)
     scripts: dict[str, list[tuple[int, dict[str, str], Any]]] = field(default_factory=dict)
     default: tuple[int, dict[str, str], Any] = (200, {}, {"status": "ok"})
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return self.base_url + path
 
     def script(self, path: str, *answers: tuple[int, dict[str, str], Any]) -> None:
         self.scripts[path] = list(answers)
@@ -124,16 +107,9 @@ class HttpPeer:
 async def peer() -> AsyncIterator[HttpPeer]:
     p = HttpPeer()
     app = Starlette(routes=[Route("/{path:path}", p._handle, methods=["POST", "GET", "PUT"])])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    p.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await eventually(lambda: server.started, timeout=10)
-    yield p
-    server.should_exit = True
-    await task
-    sock.close()
+    async with serving(app, lifespan="off") as url:
+        p.base_url = url
+        yield p
 
 
 # ---------------------------------------------------------------- intake's contact API, faked
@@ -159,14 +135,9 @@ class FakeContacts:
 
 
 # ---------------------------------------------------------------- the service
-def fast_settings(**overrides: Any) -> NotificationsSettings:
-    base: dict[str, Any] = dict(
-        outbox_poll_interval_s=0.2,
-        outbox_retry_base_s=0.2,
-        outbox_retry_max_s=1.0,
-        consumer_retry_base_s=0.05,
-        consumer_retry_max_s=0.5,
-        consumer_max_attempts=3,
+def fast_settings(namespace: str, **overrides: Any) -> NotificationsSettings:
+    own: dict[str, Any] = dict(
+        consumer_retry_max_s=0.5,  # deviates from FAST_KIT_SETTINGS (0.2)
         retry_schedule_s=[0.3, 0.3, 0.3],
         retry_jitter=0.0,
         worker_poll_interval_s=0.1,
@@ -176,29 +147,10 @@ def fast_settings(**overrides: Any) -> NotificationsSettings:
         smtp_timeout_s=5.0,
         operator_orgs=[OPERATOR],
     )
-    base.update(overrides)
-    return NotificationsSettings(**base)
+    return NotificationsSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, **own, **overrides})
 
 
-@dataclass
-class Service:
-    app: Any
-    http: httpx.AsyncClient
-    namespace: str
-    bootstrap_servers: str
-
-    @property
-    def runtime(self) -> Any:
-        return self.app.state.runtime
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.runtime.db.pool
-
-    async def publish(self, env: Envelope[Any], logical_topic: str, times: int = 1) -> None:
-        rec = encode(env)
-        await produce_raw(self.bootstrap_servers, self.namespace + logical_topic, [(rec.key, rec.value, rec.headers)] * times)
-
+class Service(RunningService):
     async def rows(self, where: str = "true", *args: Any) -> list[asyncpg.Record]:
         return await self.pool.fetch(f"SELECT * FROM notifications WHERE {where} ORDER BY created_at, id", *args)
 
@@ -231,17 +183,14 @@ def start_service(
     @asynccontextmanager
     async def start(clock: Any = None, **overrides: Any) -> AsyncIterator[Service]:
         settings = fast_settings(
-            topic_namespace=topic_namespace,
+            topic_namespace,
             smtp_host="127.0.0.1",
             smtp_port=smtp.port,  # type: ignore[attr-defined]
             sms_gateway_url=peer.url("/sms"),
             **overrides,
         )
         app = bootstrap(settings, schema=f"notif_{unique}", clock=clock, contacts=contacts, directory=OrgDirectory.from_file(network_file))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-        ):
+        async with in_process(app) as client:
             yield Service(app, client, topic_namespace, kafka_bootstrap)
 
     return start

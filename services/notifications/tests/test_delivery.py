@@ -86,7 +86,7 @@ async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_casework
     async with start_service() as svc:
         events = [approaching(olena), approaching(amira), approaching(nobody)]
         for env in events:
-            await svc.publish(env, DEADLINES)
+            await svc.produce(DEADLINES, env)
         await eventually(
             lambda: (
                 len(smtp.to("olena@client.test")) == 1
@@ -155,7 +155,7 @@ async def test_webhook_failing_twice_then_succeeding_is_delivered_once(start_ser
         ep = await register(svc, CARITAS, "/hooks/caritas", peer, event_types=["lotse.case.handed_over"])
         peer.script("/hooks/caritas", (503, {"Retry-After": "1"}, None), (500, {}, None), (204, {}, None))
         env = handed_over(CARITAS)
-        await svc.publish(env, CLIENTS)
+        await svc.produce(CLIENTS, env)
         await eventually(lambda: all_final(svc, env.id, 2), timeout=60)
 
         tries = peer.at("/hooks/caritas")
@@ -185,21 +185,21 @@ async def test_gone_endpoint_is_disabled_and_gets_nothing_more(start_service, pe
         ep = await register(svc, AWO, "/hooks/awo", peer)
         peer.script("/hooks/awo", (410, {}, None))
         first = handed_over(AWO)
-        await svc.publish(first, CLIENTS)
+        await svc.produce(CLIENTS, first)
         await eventually(lambda: all_final(svc, first.id, 2), timeout=60)
         assert await statuses(svc, first.id) == {("endpoint", "webhook"): "permanent-failure", ("org", "email"): "delivered"}
         r = await svc.http.get(f"/v1/webhook-endpoints/{ep['id']}", headers={"X-Lotse-Org": AWO})
         assert r.json()["status"] == "disabled" and "410" in r.json()["disabled_reason"]
 
         second = handed_over(AWO)
-        await svc.publish(second, CLIENTS)
+        await svc.produce(CLIENTS, second)
         await eventually(lambda: all_final(svc, second.id, 1), timeout=60)  # the e-mail only
         assert len(peer.at("/hooks/awo")) == 1
 
         # Re-enabled by the organisation, it receives again.
         assert (await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/enable", headers={"X-Lotse-Org": AWO})).json()["status"] == "active"
         third = handed_over(AWO)
-        await svc.publish(third, CLIENTS)
+        await svc.produce(CLIENTS, third)
         await eventually(lambda: all_final(svc, third.id, 2), timeout=60)
         assert await statuses(svc, third.id) == {("endpoint", "webhook"): "delivered", ("org", "email"): "delivered"}
 
@@ -209,9 +209,9 @@ async def test_redelivered_event_sends_nothing_new(start_service, contacts, smtp
     contacts.add(client, language="tr", email="deniz@client.test")
     async with start_service() as svc:
         env = missed(client)
-        await svc.publish(env, DEADLINES, times=3)  # Kafka redelivers the same record
+        await svc.produce(DEADLINES, env, times=3)  # Kafka redelivers the same record
         marker = approaching(client)  # same key, same partition: processed after the duplicates
-        await svc.publish(marker, DEADLINES)
+        await svc.produce(DEADLINES, marker)
         await eventually(lambda: all_final(svc, marker.id, 2), timeout=60)
         await eventually(lambda: all_final(svc, env.id, 2), timeout=30)
         assert len(smtp.to("deniz@client.test")) == 2  # one per event
@@ -219,9 +219,9 @@ async def test_redelivered_event_sends_nothing_new(start_service, contacts, smtp
 
         # Even when the inbox forgets the event (a replay, a new consumer group), the unique key holds.
         await svc.pool.execute("DELETE FROM processed_events WHERE event_id = $1", env.id)
-        await svc.publish(env, DEADLINES)
+        await svc.produce(DEADLINES, env)
         second_marker = approaching(client, days_left=1)
-        await svc.publish(second_marker, DEADLINES)
+        await svc.produce(DEADLINES, second_marker)
         await eventually(lambda: all_final(svc, second_marker.id, 2), timeout=60)
         assert len(await svc.rows("trigger_event_id = $1", env.id)) == 2
         assert sum(1 for m in smtp.to("deniz@client.test") if "Süre doldu" in m["Subject"]) == 1
@@ -238,7 +238,7 @@ async def test_secret_rotation_signs_with_both_secrets(start_service, peer):
         assert "secret" not in json.dumps(listed.json()).replace("previous_secret_expires_at", "")  # shown once only
 
         env = handed_over(CARITAS)
-        await svc.publish(env, CLIENTS)
+        await svc.produce(CLIENTS, env)
         await eventually(lambda: len(peer.at("/hooks/rotating")) == 1, timeout=60)
         [req] = peer.at("/hooks/rotating")
         assert len(req.headers["webhook-signature"].split(" ")) == 2
@@ -270,7 +270,7 @@ async def test_notification_survives_a_restart_mid_retry(start_service, peer):
         await register(svc, CARITAS, "/hooks/restart", peer)
         peer.script("/hooks/restart", (503, {}, None))
         env = handed_over(CARITAS)
-        await svc.publish(env, CLIENTS)
+        await svc.produce(CLIENTS, env)
 
         async def first_attempt_failed() -> bool:
             rows = await svc.rows("trigger_event_id = $1 AND channel = 'webhook'", env.id)
@@ -292,7 +292,7 @@ async def test_consent_withdrawal_reaches_every_recipient_organisation(start_ser
             client_id=uuid.uuid4(), consent_id=uuid.uuid4(), withdrawn_at=datetime.now(UTC), disclosed_to=[CARITAS, AWO]
         )
         env = new_event(data, source="/lotse/consent", acting_org=JOBCENTER)
-        await svc.publish(env, CONSENTS)
+        await svc.produce(CONSENTS, env)
         await eventually(lambda: all_final(svc, env.id, 3), timeout=60)
         assert await statuses(svc, env.id) == {("org", "email"): "delivered", ("endpoint", "webhook"): "delivered"}
         assert len(smtp.to("migrationsdienst@caritas.lotse-demo.de")) == 1 and len(smtp.to("jmd@awo.lotse-demo.de")) == 1
@@ -306,7 +306,7 @@ async def test_refused_mailbox_is_a_permanent_failure(start_service, contacts, s
     smtp.refuse.add("gone@client.test")
     async with start_service() as svc:
         env = missed(client)
-        await svc.publish(env, DEADLINES)
+        await svc.produce(DEADLINES, env)
         await eventually(lambda: all_final(svc, env.id, 2), timeout=60)
         [row] = await svc.rows("trigger_event_id = $1 AND recipient_kind = 'client'", env.id)
         assert row["status"] == "permanent-failure" and row["attempts"] == 1 and "550" in row["reason"]
@@ -318,7 +318,7 @@ async def test_rate_limit_holds_back_what_exceeds_the_bucket(start_service, smtp
     async with start_service(rate_limits=limits) as svc:
         events = [handed_over(CARITAS) for _ in range(4)]
         for env in events:
-            await svc.publish(env, CLIENTS)
+            await svc.produce(CLIENTS, env)
 
         async def counts() -> tuple[int, int]:
             rows = await svc.rows("trigger_event_id = ANY($1::uuid[])", [e.id for e in events])
@@ -339,7 +339,7 @@ async def test_two_replicas_send_each_notification_once(start_service, peer):
         await register(one, CARITAS, "/hooks/replicas", peer)
         events = [handed_over(CARITAS) for _ in range(12)]
         for env in events:
-            await one.publish(env, CLIENTS)
+            await one.produce(CLIENTS, env)
 
         async def done() -> bool:
             rows = await one.rows("trigger_event_id = ANY($1::uuid[])", [e.id for e in events])
@@ -359,7 +359,7 @@ async def test_a_claim_whose_sender_died_is_taken_over_after_the_lease(start_ser
         await register(svc, CARITAS, "/hooks/lease", peer)
         peer.script("/hooks/lease", (503, {}, None))
         env = handed_over(CARITAS)
-        await svc.publish(env, CLIENTS)
+        await svc.produce(CLIENTS, env)
         await eventually(lambda: _eq(svc.pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'"), 1), timeout=60)
     # Another replica claims the due retry and dies before sending: nothing records an outcome.
     await admin_db.execute(f"SET search_path = notif_{unique}")
@@ -382,7 +382,7 @@ async def test_the_injected_clock_decides_when_a_retry_is_due_and_stamps_the_out
         await register(svc, CARITAS, "/hooks/clock", peer)
         peer.script("/hooks/clock", (503, {}, None))
         env = handed_over(CARITAS)
-        await svc.publish(env, CLIENTS)
+        await svc.produce(CLIENTS, env)
         await eventually(lambda: _eq(svc.pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'"), 1), timeout=60)
         [row] = await svc.rows("trigger_event_id = $1 AND channel = 'webhook'", env.id)
         assert row["status"] == "sending" and row["next_attempt_at"] == clock.now() + timedelta(seconds=0.3)  # no jitter in the tests

@@ -12,8 +12,6 @@ import jinja2
 import pytest
 from babel.dates import format_date
 from babel.messages.catalog import Catalog as PoCatalog
-from babel.messages.extract import extract_from_dir
-from babel.messages.pofile import read_po, write_po
 
 from contracts.events import (
     CaseHandedOver,
@@ -26,39 +24,16 @@ from contracts.events import (
     ReferralSent,
 )
 from contracts.vocab import DataCategory, DeadlineKind, DeclineReason, Purpose
-from lotse_kit.i18n import LANGUAGES, Catalogue, check_catalogue, direction
+from lotse_kit.i18n import LANGUAGES, Catalogue, check_catalogue, direction, extract
 from lotse_kit.network import OrgDirectory, parse_network
 from services.notifications.adapters.templates import CHANNEL_FIELDS, LOCALE_DIR, Catalog, vocabulary
 from services.notifications.domain.model import Channel, scrub
 from services.notifications.domain.routing import ROUTES, templates_used
 from services.notifications.handlers.deliveries import render
+from tests.fixtures import catalogue_with, committed_template, message_ids
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
-# One keyword set for Python and Jinja: Python passes the language first (`catalogue.gettext(lang, "…")`),
-# Jinja's `{% trans %}` and `_()` do not; the "t" specs pick by the number of arguments.
-KEYWORDS = {
-    "_": None,
-    "gettext": {None: (2,), 1: (1,)},
-    "pgettext": {None: ((2, "c"), 3), 2: ((1, "c"), 2)},
-    "ngettext": {None: (2, 3), 3: (1, 2)},
-}
-METHODS = [("tests/**", "ignore"), ("**.py", "python"), ("templates/**.j2", "jinja2")]
-
-
-def extract(directory: Path = SERVICE_DIR) -> PoCatalog:
-    """The service's messages as `pybabel extract` finds them (the .pot)."""
-    pot = PoCatalog(project="lotse-notifications")
-    for filename, lineno, message, comments, context in extract_from_dir(
-        str(directory),
-        METHODS,
-        keywords=KEYWORDS,
-        options_map={"templates/**.j2": {"extensions": "jinja2.ext.i18n"}},
-    ):
-        pot.add(message, locations=[(filename, lineno)], auto_comments=comments, context=context)
-    return pot
-
-
-POT = extract()
+POT = extract(SERVICE_DIR)
 CATALOGUE = Catalogue(LOCALE_DIR)
 CATALOG = Catalog()
 
@@ -152,25 +127,11 @@ def test_every_message_is_translated_in_every_language_with_the_same_placeholder
 
 
 def test_the_committed_template_is_what_extraction_finds():
-    with (LOCALE_DIR / "messages.pot").open("rb") as f:
-        committed = read_po(f)
-    assert {(m.context, m.id) for m in committed if m.id} == {(m.context, m.id) for m in POT if m.id}, "run make i18n-extract"
-
-
-def _copy_with(tmp_path: Path, lang: str, edit) -> Catalogue:
-    locale = tmp_path / "locale"
-    shutil.copytree(LOCALE_DIR, locale)
-    path = locale / lang / "LC_MESSAGES" / "messages.po"
-    with path.open("rb") as f:
-        po = read_po(f, locale=lang)
-    edit(po)
-    with path.open("wb") as f:
-        write_po(f, po)
-    return Catalogue(locale)
+    assert message_ids(committed_template(LOCALE_DIR)) == message_ids(POT), "run make i18n-extract"
 
 
 def test_the_check_fails_for_a_missing_message(tmp_path: Path):
-    catalogue = _copy_with(tmp_path, "fa", lambda po: po.delete("Hello,"))
+    catalogue = catalogue_with(LOCALE_DIR, tmp_path, "fa", lambda po: po.delete("Hello,"))
     assert [(p.language, p.msgid, p.problem) for p in check_catalogue(catalogue, POT)] == [("fa", "Hello,", "missing")]
 
 
@@ -180,7 +141,7 @@ def test_the_check_fails_for_a_placeholder_that_differs(tmp_path: Path):
     def edit(po: PoCatalog) -> None:
         po[msgid].string = po[msgid].string.replace("%(due_date)s", "%(date)s")
 
-    problems = check_catalogue(_copy_with(tmp_path, "uk", edit), POT)
+    problems = check_catalogue(catalogue_with(LOCALE_DIR, tmp_path, "uk", edit), POT)
     assert [(p.language, p.msgid) for p in problems] == [("uk", msgid)] and "placeholders" in problems[0].problem
 
 
