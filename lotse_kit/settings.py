@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The one list of service ports (defaults; each is overridable with LOTSE_<SERVICE>_HTTP_PORT).
 # deploy/local/services.sh, the CLI and each service's settings read it from here.
 SERVICE_PORTS: dict[str, int] = {"intake": 8001, "consent": 8002, "notifications": 8003, "audit": 8004}
+
+
+# The demo district's network file: the default of LOTSE_NETWORK_FILE for every service.
+DEMO_NETWORK_FILE = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "network.yaml"
+
+
+def own(service: str) -> Callable[[str], AliasChoices]:
+    """The environment names of a service's own settings: `own("audit")("page_max")` reads
+    `LOTSE_AUDIT_PAGE_MAX` (or the field name, for settings passed in code)."""
+    prefix = f"LOTSE_{service.upper()}_"
+
+    def alias(field: str) -> AliasChoices:
+        return AliasChoices(prefix + field.upper(), field)
+
+    return alias
 
 
 def service_url(service: str, host: str = "127.0.0.1") -> str:
@@ -29,6 +47,9 @@ class KitSettings(BaseSettings):
     # Prefix for every physical topic name, e.g. "kreis-paderborn." for one district on a shared
     # cluster, or a random one per test so tests never read each other's records.
     topic_namespace: str = Field("", pattern=r"^([a-z0-9][a-z0-9-]*\.)?$")
+
+    # Every service reads the network file through lotse_kit.network.OrgDirectory (missing or invalid at start: exit 2).
+    network_file: Path = DEMO_NETWORK_FILE
 
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"

@@ -2,59 +2,51 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
-from pydantic import AliasChoices, Field
+from lotse_kit.settings import SERVICE_PORTS, KitSettings, own
 
-from lotse_kit.settings import SERVICE_PORTS, KitSettings
+env = own("consent")
 
 
 class ConsentSettings(KitSettings):
-    http_port: int = Field(SERVICE_PORTS["consent"], validation_alias=AliasChoices("LOTSE_CONSENT_HTTP_PORT", "http_port"))
-    db_schema: str = Field(
-        "consent", pattern=r"^[a-z_][a-z0-9_]{0,62}$", validation_alias=AliasChoices("LOTSE_CONSENT_DB_SCHEMA", "db_schema")
-    )
-    db_role: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", validation_alias=AliasChoices("LOTSE_CONSENT_DB_ROLE", "db_role"))
-    network_file: Path = Field(
-        Path("deploy/demo/network.yaml"),
-        validation_alias=AliasChoices("LOTSE_NETWORK_FILE", "network_file"),
-        description="Network configuration (required: without a valid file the service does not start); "
-        "gives the set of known recipients and organisation names for receipts.",
-    )
+    http_port: int = Field(SERVICE_PORTS["consent"], validation_alias=env("http_port"))
+    db_schema: str = Field("consent", pattern=r"^[a-z_][a-z0-9_]{0,62}$", validation_alias=env("db_schema"))
+    db_role: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", validation_alias=env("db_role"))
     default_validity_days: int = Field(
         365,
         ge=1,
-        validation_alias=AliasChoices("LOTSE_CONSENT_DEFAULT_VALIDITY_DAYS", "default_validity_days"),
+        validation_alias=env("default_validity_days"),
         description="Validity of a consent recorded without valid_until.",
     )
     max_validity_days: int = Field(
         730,
         ge=1,
-        validation_alias=AliasChoices("LOTSE_CONSENT_MAX_VALIDITY_DAYS", "max_validity_days"),
+        validation_alias=env("max_validity_days"),
         description="Longest validity a consent may be recorded with.",
     )
     expiry_interval_s: float = Field(
         30.0,
         gt=0,
-        validation_alias=AliasChoices("LOTSE_CONSENT_EXPIRY_INTERVAL_S", "expiry_interval_s"),
+        validation_alias=env("expiry_interval_s"),
         description="How often the expiry job looks for consents past valid_until.",
     )
     expiry_worker_enabled: bool = Field(
         True,
-        validation_alias=AliasChoices("LOTSE_CONSENT_EXPIRY_WORKER_ENABLED", "expiry_worker_enabled"),
+        validation_alias=env("expiry_worker_enabled"),
         description="Run the expiry job in this process (tests that drive expiry themselves turn it off).",
     )
-    expiry_batch_size: int = Field(100, ge=1, validation_alias=AliasChoices("LOTSE_CONSENT_EXPIRY_BATCH_SIZE", "expiry_batch_size"))
+    expiry_batch_size: int = Field(100, ge=1, validation_alias=env("expiry_batch_size"))
     decision_connections: int = Field(
         3,
         ge=0,
         le=8,
-        validation_alias=AliasChoices("LOTSE_CONSENT_DECISION_CONNECTIONS", "decision_connections"),
+        validation_alias=env("decision_connections"),
         description="Database connections the decision API keeps for itself (out of the kit pool's 10); 0: use the pool.",
     )
     decision_cache_size: int = Field(
         50_000,
         ge=0,
-        validation_alias=AliasChoices("LOTSE_CONSENT_DECISION_CACHE_SIZE", "decision_cache_size"),
+        validation_alias=env("decision_cache_size"),
         description="Clients whose consents the decision API keeps in memory; 0 disables the cache.",
     )

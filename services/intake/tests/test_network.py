@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.intake.bootstrap import bootstrap
-from services.intake.config import REPO, IntakeSettings
+from services.intake.config import IntakeSettings
 
 from .conftest import HERE, JOBCENTER, client_body, h
 
@@ -25,6 +25,8 @@ NEW_MEMBER = """\
     languages: [de, ar]
     contact_email: beratung@neu.example
 """
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_the_service_does_not_start_with_an_invalid_file(tmp_path: Path):
