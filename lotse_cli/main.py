@@ -7,6 +7,7 @@ lotse dlq show TOPIC     dead-lettered records with their reasons
 lotse outbox status      unpublished outbox rows per service
 lotse audit ...          audit log verification (when the audit service is installed)
 lotse demo seed          a few realistic cases in a freshly started local network
+lotse dev token          an access token from the local Keycloak (--org/--role, --service, --user)
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ SERVICES = SERVICE_PORTS
 from lotse_cli.demo import app as demo_app  # noqa: E402
 
 app.add_typer(demo_app, name="demo")
+
+from lotse_cli.dev import app as dev_app  # noqa: E402
+
+app.add_typer(dev_app, name="dev")
 
 try:  # the audit service brings its own verification commands
     from services.audit.cli import app as audit_app

@@ -1,8 +1,11 @@
-"""Where the tests get their Kafka broker and PostgreSQL server.
+"""Where the tests get their Kafka broker, PostgreSQL server and OIDC provider (Keycloak).
 
 1. `LOTSE_KAFKA_BOOTSTRAP` / `LOTSE_DATABASE_URL`, if set;
 2. otherwise testcontainers, when a Docker engine answers (probed with a short timeout);
-3. otherwise the local stack (deploy/local/stack.sh up), which installs and starts both.
+3. otherwise the local stack (deploy/local/stack.sh up), which installs and starts them.
+
+Keycloak: `LOTSE_KEYCLOAK_URL` if set, the local stack's otherwise (`stack.sh up` starts it; with
+the other two sources `Infra.keycloak()` starts it on first use, `stack.sh keycloak-up`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack.sh"
+
+
+def local_keycloak_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('LOTSE_KEYCLOAK_PORT', '8180')}"
 
 
 def docker_engine_answers(timeout: float = 1.5) -> bool:
@@ -43,6 +50,14 @@ class Infra:
     database_url: str
     kind: str  # "env", "testcontainers" or "local-stack"
     _containers: tuple = ()
+    keycloak_url: str | None = None  # Keycloak's base URL (realm lotse at <url>/realms/lotse), once known
+
+    def keycloak(self) -> str:
+        """Keycloak's base URL, starting the local stack's Keycloak if nothing provides one yet."""
+        if self.keycloak_url is None:
+            subprocess.run([str(STACK), "keycloak-up"], check=True)
+            self.keycloak_url = local_keycloak_url()
+        return self.keycloak_url
 
     def kafka_restartable(self) -> bool:
         return self.kind in ("local-stack", "testcontainers")
@@ -67,8 +82,9 @@ class Infra:
 def provide() -> Infra:
     kafka = os.environ.get("LOTSE_KAFKA_BOOTSTRAP")
     pg = os.environ.get("LOTSE_DATABASE_URL")
+    keycloak = os.environ.get("LOTSE_KEYCLOAK_URL")
     if kafka and pg:
-        return Infra(kafka, pg, "env")
+        return Infra(kafka, pg, "env", keycloak_url=keycloak)
     if docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
         from testcontainers.postgres import PostgresContainer
@@ -78,7 +94,7 @@ def provide() -> Infra:
         k.start()
         p.start()
         url = p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
-        return Infra(kafka or k.get_bootstrap_server(), pg or url, "testcontainers", (k, p))
+        return Infra(kafka or k.get_bootstrap_server(), pg or url, "testcontainers", (k, p), keycloak_url=keycloak)
     subprocess.run([str(STACK), "up"], check=True)
     port_k = os.environ.get("LOTSE_KAFKA_PORT", "9092")
     port_p = os.environ.get("LOTSE_PG_PORT", "5432")
@@ -86,6 +102,7 @@ def provide() -> Infra:
         kafka or f"127.0.0.1:{port_k}",
         pg or f"postgresql://lotse:lotse@127.0.0.1:{port_p}/lotse",
         "local-stack",
+        keycloak_url=keycloak or local_keycloak_url(),
     )
 
 

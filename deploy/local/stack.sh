@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Local Lotse infrastructure: one Apache Kafka node in KRaft mode (broker and
-# controller in one JVM) and one PostgreSQL cluster, both on loopback.
+# controller in one JVM), one PostgreSQL cluster and one Keycloak (the OIDC provider,
+# realm `lotse` from deploy/keycloak/lotse-realm.json), all on loopback.
 #
 #   deploy/local/stack.sh up | down | status
+#   deploy/local/stack.sh keycloak-up | keycloak-down | keycloak-reset   (one part only)
 #
 # Everything lives under $LOTSE_RUN_DIR (default: <repo>/.run), which git ignores.
 set -euo pipefail
@@ -17,12 +19,26 @@ KAFKA_HEAP=${LOTSE_KAFKA_HEAP:--Xmx512m -Xms256m}
 PG_PORT=${LOTSE_PG_PORT:-5432}
 PG_SUPERUSER_PASSWORD=${LOTSE_PG_SUPERUSER_PASSWORD:-lotse}
 UP_TIMEOUT=${LOTSE_UP_TIMEOUT:-90}
+KEYCLOAK_PORT=${LOTSE_KEYCLOAK_PORT:-8180}
+KEYCLOAK_MANAGEMENT_PORT=${LOTSE_KEYCLOAK_MANAGEMENT_PORT:-9180}
+KEYCLOAK_HEAP=${LOTSE_KEYCLOAK_HEAP:--Xms64m -Xmx448m}
+# The first start builds (augments) the server, which takes ~30 s on two cores; later starts ~10 s.
+KEYCLOAK_UP_TIMEOUT=${LOTSE_KEYCLOAK_UP_TIMEOUT:-240}
 
 kafka_dir=$RUN_DIR/kafka
 kafka_pom_dir=$here/kafka
 kafka_libs=$kafka_pom_dir/target/dependency
 kafka_pid=$kafka_dir/kafka.pid
 kafka_log=$kafka_dir/server.out
+
+kc_dir=$RUN_DIR/keycloak
+kc_pom_dir=$here/keycloak
+kc_version=$(sed -n 's:.*<keycloak.version>\(.*\)</keycloak.version>.*:\1:p' "$kc_pom_dir/pom.xml")
+kc_home=$kc_dir/keycloak-$kc_version
+kc_pid=$kc_dir/keycloak.pid
+kc_log=$kc_dir/server.out
+kc_realm_file=$repo/deploy/keycloak/lotse-realm.json
+kc_stamp=$kc_dir/.provisioned
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -235,13 +251,201 @@ kafka_status() {
   fi
 }
 
+# ------------------------------------------------------------------ Keycloak
+# Keycloak's server distribution (org.keycloak:keycloak-quarkus-dist, resolved by Maven through
+# deploy/local/keycloak/pom.xml) runs in development mode (`start-dev`) on its file database (H2
+# under $kc_home/data): no separate build step, no hostname or TLS set-up. Measured on two cores:
+# the first start (it builds the server once) ~30 s, later starts ~8 s. `kc.sh build` followed by
+# `start --optimized` was slower here (build ~28 s, then starts of 12-22 s), so it is not used.
+# HTTP only, on loopback; --hostname pins the issuer, so tokens name the same issuer whichever
+# loopback name a caller used.
+#
+# Secrets: the bootstrap admin is generated on first start into $kc_dir/admin.env; client secrets
+# and user passwords are generated into $kc_dir/secrets.env and set through the admin REST API
+# (deploy/local/keycloak/provision.py). Both files are mode 0600 and never printed.
+
+java_major() {  # the major version of the Java runtime in $1, or nothing
+  local v=""
+  [ -f "$1/release" ] && v=$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$1/release")
+  [ -n "$v" ] || v=$("$1/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p')
+  echo "$v"
+}
+
+kc_java_home() {  # a Java 21+ runtime for Keycloak (Kafka keeps using the default java)
+  local d v
+  for d in ${LOTSE_KEYCLOAK_JAVA_HOME:-} /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/*; do
+    [ -x "$d/bin/java" ] || continue
+    v=$(java_major "$d")
+    [ -n "$v" ] && [ "$v" -ge 21 ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_keycloak_java() {
+  kc_java_home >/dev/null && return 0
+  log "no Java 21+ runtime found for Keycloak; installing Debian's openjdk-21-jre-headless"
+  [ "$(id -u)" = 0 ] || die "Keycloak needs Java 21+; install one (e.g. apt-get install openjdk-21-jre-headless) or set LOTSE_KEYCLOAK_JAVA_HOME"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  apt-get install -y -qq openjdk-21-jre-headless >/dev/null \
+    || die "apt-get install openjdk-21-jre-headless failed (this Debian release may not package it): install a Java 21+ runtime and set LOTSE_KEYCLOAK_JAVA_HOME"
+  kc_java_home >/dev/null || die "openjdk-21-jre-headless installed but no Java 21+ found under /usr/lib/jvm"
+}
+
+ensure_keycloak_dist() {
+  [ -x "$kc_home/bin/kc.sh" ] && return 0
+  [ -n "$kc_version" ] || die "no <keycloak.version> in $kc_pom_dir/pom.xml"
+  command -v mvn >/dev/null || die "mvn not found (needed once to resolve Keycloak's distribution)"
+  mkdir -p "$kc_dir"
+  log "resolving Keycloak $kc_version with Maven and unpacking it under $kc_dir (once)"
+  (cd "$kc_pom_dir" && mvn -q -B dependency:copy -DoutputDirectory="$kc_dir/dist") >"$kc_dir/mvn.log" 2>&1 \
+    || die "mvn dependency:copy failed in $kc_pom_dir; last lines of $kc_dir/mvn.log:
+$(tail -n 20 "$kc_dir/mvn.log")"
+  local tmp
+  tmp=$(mktemp -d "$kc_dir/.unpack.XXXXXX")
+  tar -xzf "$kc_dir/dist/keycloak-quarkus-dist-$kc_version.tar.gz" -C "$tmp" \
+    || { rm -rf "$tmp"; die "could not unpack keycloak-quarkus-dist-$kc_version.tar.gz"; }
+  mv "$tmp/keycloak-$kc_version" "$kc_home" && rmdir "$tmp"
+  rm -rf "$kc_dir/dist"
+}
+
+kc_random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+kc_forget_database() {
+  rm -rf "$kc_home/data/h2" "$kc_dir/realm.sha256" "$kc_stamp"
+}
+
+ensure_keycloak_admin() {
+  [ -s "$kc_dir/admin.env" ] && return 0
+  if [ -d "$kc_home/data/h2" ]; then
+    # The bootstrap admin exists only in the database that was created with it.
+    pid_alive "$kc_pid" && die "$kc_dir/admin.env is missing while Keycloak runs; run: $0 keycloak-reset"
+    log "admin.env is missing: re-creating Keycloak's dev database (the realm is imported again)"
+    kc_forget_database
+  fi
+  mkdir -p "$kc_dir"
+  (umask 077 && printf 'KC_BOOTSTRAP_ADMIN_USERNAME=lotse-admin\nKC_BOOTSTRAP_ADMIN_PASSWORD=%s\n' "$(kc_random)" >"$kc_dir/admin.env.tmp") \
+    && mv "$kc_dir/admin.env.tmp" "$kc_dir/admin.env" || die "could not write $kc_dir/admin.env"
+  log "generated the Keycloak bootstrap admin into $kc_dir/admin.env (mode 0600)"
+}
+
+kc_ready() { curl -sf -m 3 -o /dev/null "http://127.0.0.1:$KEYCLOAK_MANAGEMENT_PORT/health/ready"; }
+
+kc_started_now=0
+kc_foreign=0
+
+# Launches Keycloak without waiting for it (`up` starts PostgreSQL and Kafka meanwhile).
+kc_start() {
+  ensure_keycloak_java
+  ensure_keycloak_dist
+  ensure_keycloak_admin
+  command -v curl >/dev/null || die "curl not found (needed to probe Keycloak)"
+  if pid_alive "$kc_pid"; then
+    log "Keycloak already running (pid $(cat "$kc_pid"))"
+    return 0
+  fi
+  if port_open "$KEYCLOAK_PORT"; then
+    log "something already listens on 127.0.0.1:$KEYCLOAK_PORT; assuming it is the local Keycloak"
+    kc_foreign=1
+    return 0
+  fi
+  local jh
+  jh=$(kc_java_home)
+  mkdir -p "$kc_home/data/import"
+  cp "$kc_realm_file" "$kc_home/data/import/lotse-realm.json"
+  rm -f "$kc_stamp"
+  log "starting Keycloak $kc_version on 127.0.0.1:$KEYCLOAK_PORT (Java $(java_major "$jh"), heap $KEYCLOAK_HEAP)"
+  (
+    set -a
+    # shellcheck disable=SC1091
+    . "$kc_dir/admin.env"
+    set +a
+    export JAVA_HOME=$jh JAVA_OPTS_KC_HEAP=$KEYCLOAK_HEAP
+    exec nohup "$kc_home/bin/kc.sh" start-dev \
+      --http-host=127.0.0.1 --http-port="$KEYCLOAK_PORT" \
+      --http-management-port="$KEYCLOAK_MANAGEMENT_PORT" \
+      --hostname="http://127.0.0.1:$KEYCLOAK_PORT" \
+      --health-enabled=true --db=dev-file --import-realm
+  ) >"$kc_log" 2>&1 </dev/null &
+  echo $! >"$kc_pid"
+  kc_started_now=1
+}
+
+# Waits (bounded) until Keycloak is ready, then imports or re-imports the realm if needed and sets
+# the generated client secrets and user passwords.
+kc_wait() {
+  local waited=0
+  until kc_ready; do
+    if [ "$kc_foreign" = 0 ] && ! pid_alive "$kc_pid"; then
+      die "Keycloak exited during start-up; last lines of $kc_log:
+$(tail -n 20 "$kc_log" 2>/dev/null)"
+    fi
+    [ "$waited" -ge "$KEYCLOAK_UP_TIMEOUT" ] \
+      && die "Keycloak was not ready on 127.0.0.1:$KEYCLOAK_MANAGEMENT_PORT/health/ready within ${KEYCLOAK_UP_TIMEOUT}s, see $kc_log"
+    sleep 1; waited=$((waited + 1))
+  done
+  if [ "$kc_started_now" = 1 ] || [ ! -f "$kc_stamp" ] || [ "$kc_realm_file" -nt "$kc_stamp" ] \
+     || [ ! -f "$kc_dir/secrets.env" ] || [ "$kc_dir/secrets.env" -nt "$kc_stamp" ]; then
+    command -v python3 >/dev/null || die "python3 not found (needed to provision Keycloak)"
+    python3 "$here/keycloak/provision.py" --url "http://127.0.0.1:$KEYCLOAK_PORT" \
+      --state-dir "$kc_dir" --realm-file "$kc_realm_file" || die "provisioning the Keycloak realm failed"
+    touch "$kc_stamp"
+  fi
+  log "Keycloak answers on http://127.0.0.1:$KEYCLOAK_PORT/realms/lotse"
+}
+
+kc_up() { kc_start; kc_wait; }
+
+kc_down() {
+  if pid_alive "$kc_pid"; then
+    local pid
+    pid=$(cat "$kc_pid")
+    log "stopping Keycloak (pid $pid)"
+    # kc.sh forwards TERM to its java child; a relaunched server replaced kc.sh (same pid).
+    kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ "$waited" -ge 60 ]; then
+        pkill -KILL -P "$pid" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 1; waited=$((waited + 1))
+    done
+  else
+    log "Keycloak not running"
+  fi
+  rm -f "$kc_pid"
+}
+
+kc_status() {
+  if kc_ready; then
+    echo "keycloak: up (http://127.0.0.1:$KEYCLOAK_PORT/realms/lotse, health on 127.0.0.1:$KEYCLOAK_MANAGEMENT_PORT)"
+  elif pid_alive "$kc_pid"; then
+    echo "keycloak: starting, not ready yet (pid $(cat "$kc_pid"), log $kc_log)"; return 1
+  else
+    echo "keycloak: down (127.0.0.1:$KEYCLOAK_PORT)"; return 1
+  fi
+}
+
+kc_reset() {
+  kc_down
+  log "forgetting Keycloak's dev database and admin credentials (secrets.env is kept and applied again)"
+  kc_forget_database
+  rm -f "$kc_dir/admin.env"
+  kc_up
+}
+
 case "${1:-}" in
-  up) pg_up; kafka_up ;;
-  down) kafka_down; pg_down ;;
-  status) rc=0; pg_status || rc=1; kafka_status || rc=1; exit $rc ;;
+  up) kc_start; pg_up; kafka_up; kc_wait ;;
+  down) kc_down; kafka_down; pg_down ;;
+  status) rc=0; pg_status || rc=1; kafka_status || rc=1; kc_status || rc=1; exit $rc ;;
   kafka-up) kafka_up ;;
   kafka-down) kafka_down ;;
   pg-up) pg_up ;;
   pg-down) pg_down ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  keycloak-up) kc_up ;;
+  keycloak-down) kc_down ;;
+  keycloak-reset) kc_reset ;;
+  *) echo "usage: $0 up|down|status (or kafka-up|kafka-down|pg-up|pg-down|keycloak-up|keycloak-down|keycloak-reset)" >&2; exit 2 ;;
 esac
