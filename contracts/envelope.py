@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from .dates import EARLIEST, LATEST, is_supported
 from .events import EventData, EventSpec, current_of, spec_for, spec_of
 from .upcasting import UpcastError, upcast
 
@@ -207,6 +208,9 @@ def _checked_attributes(
         raise DecodeError(DecodeError.UNDECODABLE, f"ce_time is not RFC 3339: {time!r}") from exc
     if parsed is None or parsed.tzinfo is None:
         raise DecodeError(DecodeError.UNDECODABLE, "ce_time must be an RFC 3339 timestamp with offset")
+    if not is_supported(parsed):
+        # A time PostgreSQL cannot store (or Python cannot convert to UTC) would fail every consumer that keeps it.
+        raise DecodeError(DecodeError.UNDECODABLE, f"ce_time {time!r} is outside the supported range {EARLIEST}..{LATEST}")
     return spec, event_id, parsed
 
 

@@ -179,3 +179,24 @@ async def test_cloudevents_sdk_reads_our_records_from_kafka(kafka_bootstrap, uni
     assert event.get_time() == env.time
     assert event.get_extension("actingorg") == "caritas-paderborn"
     assert event.get_data()["preferred_language"] == "ar"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-12:00", "1899-12-31T00:00:00+00:00"])
+def test_a_ce_time_outside_the_supported_range_is_undecodable(when):
+    """PostgreSQL cannot store such a time (or Python cannot convert it to UTC): every consumer keeping it would fail."""
+    rec = encode(
+        new_event(
+            ClientRegistered(
+                client_id=uuid.uuid4(),
+                registering_org="a-org",
+                responsible_org="a-org",
+                preferred_language="uk",
+                registered_at=datetime.now(UTC),
+            ),
+            source="/lotse/intake",
+        )
+    )
+    headers = [(k, when.encode() if k == "ce_time" else v) for k, v in rec.headers]
+    with pytest.raises(DecodeError, match="outside the supported range") as err:
+        decode(headers, rec.value)
+    assert err.value.kind == DecodeError.UNDECODABLE

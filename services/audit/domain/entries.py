@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import orjson
 
 from contracts import DecodeError, decode_headers, decode_raw, validate
+from contracts.dates import is_supported
 from contracts.envelope import SPECVERSION, extensions_of
 from contracts.topics import DLQ_SUFFIX, ORG_ID_PATTERN, carries_personal_data, partner_of
 from contracts.vocab import DataCategory
@@ -204,7 +205,17 @@ def _parse_time(value: str | None) -> datetime | None:
         t = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return t if t.tzinfo else None
+    # Outside the supported range the time cannot be stored (timestamptz) and would stall the ingest.
+    return t if t.tzinfo and is_supported(t) else None
+
+
+def _record_time(timestamp_ms: int | None) -> datetime:
+    """The Kafka record's timestamp as a time; the epoch for none or one outside the supported range."""
+    try:
+        t = datetime.fromtimestamp((timestamp_ms or 0) / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.fromtimestamp(0, UTC)
+    return t if is_supported(t) else datetime.fromtimestamp(0, UTC)
 
 
 def _categories(data: Any) -> tuple[list[str], list[str]]:
@@ -367,11 +378,7 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
     if facts.partner:
         orgs.add(facts.partner)
 
-    event_time = (
-        (env.time if env is not None else None)
-        or _parse_time(ce.get("time"))
-        or datetime.fromtimestamp((record.timestamp or 0) / 1000, UTC)
-    )
+    event_time = (env.time if env is not None else None) or _parse_time(ce.get("time")) or _record_time(record.timestamp)
     entry = canonical_json(doc)
     return Entry(
         topic=record.topic,

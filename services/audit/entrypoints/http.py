@@ -15,10 +15,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import StringConstraints
 
+from contracts.dates import SupportedDateTime
 from contracts.text import NO_CONTROL_CHARACTERS
 from contracts.topics import ORG_ID_PATTERN
 from lotse_kit.context import Ctx
-from lotse_kit.dates import SupportedDateTime
 from lotse_kit.errors import Invalid, problem
 from lotse_kit.params import BIGINT_MAX, BigInt
 

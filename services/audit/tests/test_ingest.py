@@ -233,3 +233,22 @@ async def test_two_replicas_log_every_record_once_in_one_tree(infra, kafka_boots
         await export_to(a, tmp_path / "log.ndjson")
     code, out = run_cli(tmp_path / "log.ndjson", "--tree-head", tmp_path / "sth.json")
     assert code == 0 and out.startswith("OK: 400 entries"), out
+
+
+async def test_a_time_postgresql_cannot_store_does_not_stall_the_ingest(audit, kafka_bootstrap):
+    """ce_time far outside the calendar PostgreSQL stores (with an offset that pushes it past the edge) used to
+    fail the COPY of its batch again and again: the ingest stalled. Now the record is logged as invalid, with the reason."""
+    good = registered(uuid.uuid4())
+    rec = encode(good)
+    extreme = [(k, b"0001-01-01T00:00:00+01:00" if k == "ce_time" else v) for k, v in rec.headers]
+    topic = audit.topic(topics.CLIENTS)
+    await produce_raw(kafka_bootstrap, topic, [(rec.key, rec.value, extreme), (rec.key, rec.value, rec.headers)])
+
+    logged = await eventually(lambda: _two_logged(audit), timeout=40)
+    assert [r["kind"] for r in logged] == ["invalid", "event"]
+    assert "outside the supported range" in logged[0]["doc"]["error"]["reason"]
+
+
+async def _two_logged(audit):
+    rows = await entries(audit)
+    return [{"kind": r["doc"]["kind"], "doc": r["doc"]} for r in rows] if len(rows) >= 2 else None

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.dates import SupportedDateTime
 from contracts.events import LanguageTag, OrgId
 from contracts.text import ShortText
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.context import Ctx
-from lotse_kit.dates import SupportedDateTime
 
 from .. import views
 from ..domain.commands import RecordConsent, WithdrawConsent

@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.dates import SupportedAwareDateTime, SupportedDate
 from contracts.events import LanguageTag, OrgId
 from contracts.text import LongText, PersonName, ShortText
 from contracts.vocab import DataCategory, DeadlineKind, DeclineReason, LegalRegime, Need, ResidenceTitle
-from lotse_kit.dates import SupportedAwareDateTime, SupportedDate
 
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()/-]{4,29}$")]
 LeadTime = Annotated[int, Field(ge=1, le=730)]

@@ -6,8 +6,8 @@ import calendar as _cal
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from contracts import dates
 from contracts.vocab import DeadlineKind, ResidenceTitle
-from lotse_kit import dates
 
 from .errors import Invalid
 
@@ -30,7 +30,7 @@ def add_months_bgb(start: date, months: int, *, field: str) -> date:
 
     The period ends with the day before the day that corresponds in number to `start`; where the last month
     has no such day, it ends with that month's last day (§188(3)). A period that would end after the last
-    supported date (`lotse_kit.dates.LATEST`) is refused with `Invalid` naming `field`, the input it came from.
+    supported date (`contracts.dates.LATEST`) is refused with `Invalid` naming `field`, the input it came from.
     """
     if months < 1:
         raise ValueError("months must be at least 1")

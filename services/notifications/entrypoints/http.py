@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
+from contracts.dates import SupportedDateTime
 from contracts.text import FreeText, ShortText
 from lotse_kit.context import Ctx
-from lotse_kit.dates import SupportedDateTime
 
 from .. import views
 from ..domain.commands import EnableEndpoint, RegisterEndpoint, RemoveEndpoint, RotateEndpointSecret
