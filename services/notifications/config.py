@@ -7,9 +7,16 @@ List and mapping settings are JSON in the environment, e.g.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
 from lotse_kit.settings import SERVICE_PORTS, KitSettings, own, service_url
+
+from .domain.egress import EgressPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_KEY_DIR = REPO / ".run" / "notifications"
 
 # Standard Webhooks' recommended schedule: after the immediate attempt, retry after
 # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h (eight attempts within about 28 hours).
@@ -69,6 +76,69 @@ class NotificationsSettings(KitSettings):
         validation_alias=env("secret_rotation_overlap_s"),
         description="How long the previous secret still signs after a rotation.",
     )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        validation_alias=env("webhook_allowed_hosts"),
+        description="JSON list of host names, IP addresses and CIDR networks webhooks may reach although they are not "
+        'public (loopback, private, link-local, ...), e.g. ["hooks.partner.internal", "10.20.0.0/16"]. Empty: public addresses only.',
+    )
+    webhook_ca_file: Path | None = Field(
+        None,
+        validation_alias=env("webhook_ca_file"),
+        description="PEM file of CA certificates trusted for webhook endpoints besides the public ones (certifi).",
+    )
+    webhook_resolve_timeout_s: float = Field(
+        5.0, gt=0, validation_alias=env("webhook_resolve_timeout_s"), description="DNS look-up of an endpoint's host at registration."
+    )
+
+    # ------------------------------------------------------------ keys
+    secret_kek: SecretStr | None = Field(
+        None,
+        validation_alias=env("secret_kek"),
+        description="Key-encryption key for webhook secrets at rest: base64 of 32 random bytes (AES-256-GCM). Overrides secret_kek_file.",
+    )
+    secret_kek_id: str | None = Field(
+        None,
+        validation_alias=env("secret_kek_id"),
+        description="The id stored with every secret sealed under secret_kek; derived from the key when unset.",
+    )
+    secret_old_keks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        validation_alias=env("secret_old_keks"),
+        description='JSON {"<kek id>": "<base64>"}: previous KEKs, kept to open secrets sealed under them until the re-wrap job has moved them.',
+    )
+    secret_kek_file: Path = Field(
+        DEV_KEY_DIR / "secret-kek",
+        validation_alias=env("secret_kek_file"),
+        description="File with the base64 KEK when secret_kek is unset; generated (mode 0600) if absent and generate_keys is on.",
+    )
+    secret_rewrap_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=env("secret_rewrap_interval_s"),
+        description="How often secrets sealed under an old KEK are sealed again under the current one (also at start).",
+    )
+    webhook_signing_key: SecretStr | None = Field(
+        None,
+        validation_alias=env("webhook_signing_key"),
+        description="Ed25519 key that signs webhooks (v1a): whsk_<base64 of the 32-byte seed>, bare base64, or PEM. "
+        "Overrides webhook_signing_key_file.",
+    )
+    webhook_signing_previous_key: SecretStr | None = Field(
+        None,
+        validation_alias=env("webhook_signing_previous_key"),
+        description="During a signing-key rotation: the previous key, which still signs (a second v1a) and is still published.",
+    )
+    webhook_signing_key_file: Path = Field(
+        DEV_KEY_DIR / "webhook-signing-key",
+        validation_alias=env("webhook_signing_key_file"),
+        description="File with the signing key when webhook_signing_key is unset; generated (mode 0600) if absent and generate_keys is on.",
+    )
+    generate_keys: bool = Field(
+        True,
+        validation_alias=env("generate_keys"),
+        description="Generate the KEK and the signing key into their files if absent (development only; turn off in production).",
+    )
 
     # ------------------------------------------------------------ delivery
     retry_schedule_s: list[float] = Field(
@@ -108,3 +178,9 @@ class NotificationsSettings(KitSettings):
         validation_alias=env("operator_orgs"),
         description="Organisations whose staff see every notification in the status API.",
     )
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, v: list[str]) -> list[str]:
+        EgressPolicy.from_entries(v)  # a malformed entry stops the service at start, naming it
+        return v

@@ -1,4 +1,4 @@
-"""What the HTTP GETs show: an organisation's webhook endpoints and the notification status API.
+"""What the HTTP GETs show: an organisation's webhook endpoints, the webhook signing public keys and the notification status API.
 
 Operators (settings.operator_orgs) see every notification; other organisations what was addressed to
 or concerns them. Another organisation's endpoint or notification is reported as absent.
@@ -21,6 +21,14 @@ from .handlers.endpoints import own_endpoint
 def visible_to(deps: Deps, org_id: str) -> str | None:
     """None: the organisation sees everything (an operator)."""
     return None if org_id in deps.operator_orgs else org_id
+
+
+def public_keys(deps: Deps) -> list[dict[str, str]]:
+    """The Ed25519 public keys that verify `v1a` signatures; the current one first. Public by nature."""
+    return [
+        {"key_id": k.key_id, "public_key": k.public_key, "status": "current" if i == 0 else "previous"}
+        for i, k in enumerate(deps.signing_keys)
+    ]
 
 
 async def endpoints(deps: Deps, org_id: str) -> list[asyncpg.Record]:

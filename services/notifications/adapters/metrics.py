@@ -31,3 +31,9 @@ rate_limited = Counter(
     registry=REGISTRY,
 )
 in_flight = Gauge("lotse_notifications_in_flight", "Attempts being sent right now by this replica.", ["service"], registry=REGISTRY)
+secrets_under_old_keks = Gauge(
+    "lotse_notifications_webhook_secrets_under_old_keks",
+    "Stored webhook secrets sealed under another key-encryption key than the current one; at 0 an old KEK can be removed.",
+    ["service"],
+    registry=REGISTRY,
+)

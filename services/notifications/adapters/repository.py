@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from ..domain.model import Channel, Decision, Outcome, Status
+from .keys import Sealed
 
 
 def wake_channel(schema: str) -> str:
@@ -166,29 +167,56 @@ async def finish_attempt(
 
 
 # ---------------------------------------------------------------- webhook endpoints
+# Secrets are stored sealed (adapters/keys.py): key-encryption key id, nonce, ciphertext. No query here
+# decrypts; the handlers open what they need. ENDPOINT_COLUMNS (what the API may show) holds none of them.
 ENDPOINT_COLUMNS = """id, org_id, url, description, event_types, status, disabled_reason, disabled_at,
                       previous_secret_expires_at, created_at, updated_at"""
+SECRET_COLUMNS = """secret_kek_id, secret_nonce, secret_ciphertext,
+                    previous_secret_kek_id, previous_secret_nonce, previous_secret_ciphertext, previous_secret_expires_at"""
+
+
+def _sealed(row: asyncpg.Record, prefix: str) -> Sealed | None:
+    if row[f"{prefix}kek_id"] is None:
+        return None
+    return Sealed(row[f"{prefix}kek_id"], bytes(row[f"{prefix}nonce"]), bytes(row[f"{prefix}ciphertext"]))
+
+
+def sealed_secret(row: asyncpg.Record) -> Sealed | None:
+    return _sealed(row, "secret_")
+
+
+def sealed_previous_secret(row: asyncpg.Record) -> Sealed | None:
+    return _sealed(row, "previous_secret_")
 
 
 async def create_endpoint(
-    conn: asyncpg.Connection, *, org_id: str, url: str, description: str | None, event_types: list[str] | None, secret: str
+    conn: asyncpg.Connection,
+    *,
+    endpoint_id: uuid.UUID,
+    org_id: str,
+    url: str,
+    description: str | None,
+    event_types: list[str] | None,
+    secret: Sealed,
 ) -> asyncpg.Record:
     return await conn.fetchrow(
-        f"""INSERT INTO webhook_endpoints (id, org_id, url, description, event_types, secret)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}""",
-        uuid.uuid4(),
+        f"""INSERT INTO webhook_endpoints (id, org_id, url, description, event_types, secret_kek_id, secret_nonce, secret_ciphertext)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ENDPOINT_COLUMNS}""",
+        endpoint_id,
         org_id,
         url,
         description,
         event_types,
-        secret,
+        secret.kek_id,
+        secret.nonce,
+        secret.ciphertext,
     )
 
 
 async def get_endpoint(
     conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: uuid.UUID, *, with_secrets: bool = False
 ) -> asyncpg.Record | None:
-    cols = "*" if with_secrets else ENDPOINT_COLUMNS
+    cols = f"{ENDPOINT_COLUMNS}, {SECRET_COLUMNS}" if with_secrets else ENDPOINT_COLUMNS
     return await conn.fetchrow(f"SELECT {cols} FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL", endpoint_id)
 
 
@@ -209,18 +237,77 @@ async def endpoints_for(conn: asyncpg.Connection, org_id: str, event_type: str) 
     )
 
 
+async def has_secret(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT secret_kek_id IS NOT NULL FROM webhook_endpoints WHERE id = $1", endpoint_id))
+
+
 async def rotate_secret(
-    conn: asyncpg.Connection, endpoint_id: uuid.UUID, new_secret: str, overlap_s: float, now: datetime
+    conn: asyncpg.Connection, endpoint_id: uuid.UUID, new_secret: Sealed, overlap_s: float, now: datetime
 ) -> asyncpg.Record | None:
+    """The current secret becomes the previous one (signing too until the overlap ends); an endpoint without a
+    secret (discarded by migration 002) gets one and no previous."""
     return await conn.fetchrow(
         f"""UPDATE webhook_endpoints
-               SET previous_secret = secret, secret = $2, previous_secret_expires_at = $4::timestamptz + make_interval(secs => $3), updated_at = now()
+               SET previous_secret_kek_id = secret_kek_id, previous_secret_nonce = secret_nonce,
+                   previous_secret_ciphertext = secret_ciphertext,
+                   previous_secret_expires_at = CASE WHEN secret_kek_id IS NULL THEN NULL
+                                                     ELSE $5::timestamptz + make_interval(secs => $6) END,
+                   secret_kek_id = $2, secret_nonce = $3, secret_ciphertext = $4, updated_at = now()
              WHERE id = $1 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}""",
         endpoint_id,
-        new_secret,
-        overlap_s,
+        new_secret.kek_id,
+        new_secret.nonce,
+        new_secret.ciphertext,
         now,
+        overlap_s,
     )
+
+
+async def endpoints_to_rewrap(
+    conn: asyncpg.Connection, current_kek_id: str, known_kek_ids: list[str], now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Locked rows with a secret sealed under another known KEK than the current one, or with an expired
+    previous secret; SKIP LOCKED lets replicas share the work. Secrets under unknown KEKs are left alone."""
+    return await conn.fetch(
+        f"""SELECT id, {SECRET_COLUMNS} FROM webhook_endpoints
+             WHERE (secret_kek_id <> $1 AND secret_kek_id = ANY($2::text[]))
+                OR (previous_secret_kek_id <> $1 AND previous_secret_kek_id = ANY($2::text[]))
+                OR (previous_secret_kek_id IS NOT NULL AND (previous_secret_expires_at IS NULL OR previous_secret_expires_at <= $3::timestamptz))
+             ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED""",
+        current_kek_id,
+        known_kek_ids,
+        now,
+        limit,
+    )
+
+
+async def store_rewrapped(conn: asyncpg.Connection, endpoint_id: uuid.UUID, secret: Sealed | None, previous: Sealed | None) -> None:
+    await conn.execute(
+        """UPDATE webhook_endpoints
+              SET secret_kek_id = $2, secret_nonce = $3, secret_ciphertext = $4,
+                  previous_secret_kek_id = $5, previous_secret_nonce = $6, previous_secret_ciphertext = $7,
+                  previous_secret_expires_at = CASE WHEN $5::text IS NULL THEN NULL ELSE previous_secret_expires_at END
+            WHERE id = $1""",
+        endpoint_id,
+        secret.kek_id if secret else None,
+        secret.nonce if secret else None,
+        secret.ciphertext if secret else None,
+        previous.kek_id if previous else None,
+        previous.nonce if previous else None,
+        previous.ciphertext if previous else None,
+    )
+
+
+async def secrets_by_kek(pool: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:
+    """How many stored secrets (current and previous) each KEK seals."""
+    rows = await pool.fetch(
+        """SELECT kek_id, count(*) AS n FROM (
+               SELECT secret_kek_id AS kek_id FROM webhook_endpoints WHERE secret_kek_id IS NOT NULL
+               UNION ALL
+               SELECT previous_secret_kek_id FROM webhook_endpoints WHERE previous_secret_kek_id IS NOT NULL) s
+            GROUP BY kek_id"""
+    )
+    return {r["kek_id"]: r["n"] for r in rows}
 
 
 async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: uuid.UUID, reason: str, now: datetime) -> None:
@@ -245,7 +332,9 @@ async def delete_endpoint(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> N
     # Kept (without secrets) so that past notifications still name it.
     await conn.execute(
         """UPDATE webhook_endpoints SET deleted_at = now(), status = 'disabled', disabled_reason = 'deleted',
-                  secret = '', previous_secret = NULL, updated_at = now() WHERE id = $1""",
+                  secret_kek_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL,
+                  previous_secret_kek_id = NULL, previous_secret_nonce = NULL, previous_secret_ciphertext = NULL,
+                  previous_secret_expires_at = NULL, updated_at = now() WHERE id = $1""",
         endpoint_id,
     )
 

@@ -3,6 +3,11 @@
 Each sender turns one attempt into an `Outcome`; none of them raises for a peer's
 answer. Reasons are written by us (status codes, error classes), never copied from
 the peer, whose text may echo an address or a phone number.
+
+Webhooks carry two kinds of Standard Webhooks signature in `webhook-signature`: `v1` (HMAC-SHA256 with
+the endpoint's secret; during a secret rotation one per secret) and `v1a` (Ed25519 with the service's
+signing key, whose public key is published at GET /v1/webhooks/public-key). They go out through the
+egress-guarded client (adapters/egress.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from standardwebhooks import Webhook
 from lotse_kit.clock import Clock, SystemClock
 
 from ..domain.model import Outcome, parse_retry_after
+from .egress import RefusedDestination, Unresolvable, tls_failure
+from .keys import SigningKey
 from .templates import Rendered
 
 USER_AGENT = "Lotse-Notifications/1.0"
@@ -185,15 +192,26 @@ class HttpSmsGateway:
 
 
 # ---------------------------------------------------------------- webhooks
-def sign(secrets: Sequence[str], msg_id: str, timestamp: datetime, body: bytes) -> str:
-    """The `webhook-signature` header: one `v1,<base64>` per secret, space-separated (rotation signs with both)."""
+def signed_content(msg_id: str, timestamp: datetime, body: bytes) -> bytes:
+    """What Standard Webhooks signs: `{msg_id}.{timestamp}.{payload}`."""
+    return f"{msg_id}.{int(timestamp.timestamp())}.".encode() + body
+
+
+def sign(secrets: Sequence[str], msg_id: str, timestamp: datetime, body: bytes, signing_keys: Sequence[SigningKey] = ()) -> str:
+    """The `webhook-signature` header: one `v1,<base64>` per secret (a rotation signs with both), then one
+    `v1a,<base64>` per signing key (the current one, and the previous one while it is being rotated out)."""
     data = body.decode("utf-8")
-    return " ".join(Webhook(s).sign(msg_id, timestamp, data) for s in secrets)
+    symmetric = [Webhook(s).sign(msg_id, timestamp, data) for s in secrets]
+    content = signed_content(msg_id, timestamp, body)
+    asymmetric = [f"v1a,{k.sign(content)}" for k in signing_keys]
+    return " ".join(symmetric + asymmetric)
 
 
 class WebhookSender:
-    def __init__(self, client: httpx.AsyncClient, timeout_s: float = 15.0) -> None:
-        self.client, self.timeout_s = client, timeout_s
+    """`client` is the egress-guarded webhook client (adapters.egress.webhook_client)."""
+
+    def __init__(self, client: httpx.AsyncClient, timeout_s: float = 15.0, signing_keys: Sequence[SigningKey] = ()) -> None:
+        self.client, self.timeout_s, self.signing_keys = client, timeout_s, tuple(signing_keys)
 
     async def send(self, *, url: str, secrets: Sequence[str], msg_id: str, body: bytes, now: datetime) -> Outcome:
         """`now` (the service's clock) signs the request and reads a Retry-After date."""
@@ -203,14 +221,26 @@ class WebhookSender:
             "user-agent": USER_AGENT,
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(ts.timestamp())),
-            "webhook-signature": sign(secrets, msg_id, ts, body),
+            "webhook-signature": sign(secrets, msg_id, ts, body, self.signing_keys),
         }
         try:
             r = await self.client.post(url, content=body, headers=headers, timeout=self.timeout_s, follow_redirects=False)
+        except RefusedDestination as exc:
+            # The address is not allowed (SSRF); retrying will not change that, the endpoint's URL or DNS must.
+            return Outcome.permanent(f"destination refused: {exc}")
+        except Unresolvable as exc:
+            return Outcome.retry(f"endpoint unreachable: {exc}")
         except httpx.TimeoutException:
             return Outcome.retry("endpoint timed out")
         except httpx.TransportError as exc:
+            tls = tls_failure(exc)
+            if tls is not None:
+                certificate, reason = tls
+                # A certificate that does not verify is the endpoint's configuration, not a passing fault.
+                return Outcome.permanent(reason) if certificate else Outcome.retry(reason)
             return Outcome.retry(f"endpoint unreachable ({type(exc).__name__})")
+        except httpx.InvalidURL:
+            return Outcome.permanent("the endpoint URL cannot be sent to")
         code = r.status_code
         if 200 <= code < 300:
             return Outcome.delivered(f"HTTP {code}", status_code=code)

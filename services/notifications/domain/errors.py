@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lotse_kit.errors import Forbidden, Invalid, NotFound
+from lotse_kit.errors import Conflict, Forbidden, Invalid, NotFound
 
 
 class InvalidEndpointUrl(Invalid):
@@ -26,3 +26,10 @@ class EndpointNotFound(NotFound):
 
 class NotificationNotFound(NotFound):
     title = "Notification not found"
+
+
+class EndpointHasNoSecret(Conflict):
+    """An endpoint whose secret was discarded (migration 002) signs nothing until the organisation rotates it."""
+
+    title = "Endpoint has no secret"
+    type = "urn:lotse:problem:endpoint-without-secret"

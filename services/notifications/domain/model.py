@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from contracts.vocab import NotificationChannel as Channel
 from contracts.vocab import NotificationFailure, RecipientKind
 
+from .egress import EgressPolicy, parse_ip
 from .errors import InvalidEndpointUrl
 
 __all__ = ["Channel", "Decision", "Outcome", "RecipientKind", "Status", "TokenBucket", "check_endpoint_url", "decide"]
@@ -190,8 +191,13 @@ def client_ref(client_id: str | None) -> str:
     return (client_id or "")[:8]
 
 
-def check_endpoint_url(url: str, *, allow_http: bool) -> str:
-    """A webhook endpoint URL: absolute, https (http only where allowed), without credentials."""
+PUBLIC_ONLY = "webhooks go only to public addresses unless the operator allow-lists the host"
+
+
+def check_endpoint_url(url: str, *, allow_http: bool, policy: EgressPolicy | None = None) -> str:
+    """A webhook endpoint URL: absolute, https (http only where allowed), without credentials, and not
+    naming a refused address literally (loopback, private, link-local, ...: `EgressPolicy`). What a host
+    name resolves to is checked by the adapters, at registration and at every delivery."""
     allowed = ("https", "http") if allow_http else ("https",)
     try:
         parts = urlsplit(url)
@@ -202,4 +208,12 @@ def check_endpoint_url(url: str, *, allow_http: bool) -> str:
         raise InvalidEndpointUrl(f"the URL must be absolute and use {' or '.join(allowed)}")
     if parts.username or parts.password:
         raise InvalidEndpointUrl("credentials in the URL are not accepted")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        raise InvalidEndpointUrl("the port must be a number between 0 and 65535") from None
+    policy = policy if policy is not None else EgressPolicy()
+    ip = parse_ip(hostname)
+    if ip is not None and (why := policy.refusal(ip)) is not None:
+        raise InvalidEndpointUrl(f"{hostname} is not a public address ({why}); {PUBLIC_ONLY}")
     return url

@@ -1,4 +1,4 @@
-"""HTTP API: webhook endpoints (per organisation) and the notification status API.
+"""HTTP API: webhook endpoints (per organisation), the webhook signing public key (for anyone) and the notification status API.
 
 Thin: parses, calls a command handler (`handlers.handle`) or a view (`views`), shapes the answer.
 Refusals are domain errors (domain.errors), mapped to problem+json by the kit.
@@ -64,7 +64,20 @@ class EndpointCreated(EndpointOut):
 class SecretRotated(BaseModel):
     id: uuid.UUID
     secret: str = Field(description="Shown once. Until previous_secret_expires_at both secrets sign every request.")
-    previous_secret_expires_at: datetime
+    previous_secret_expires_at: datetime | None = Field(description="None when the endpoint had no secret (discarded by migration 002).")
+
+
+class PublicKeyOut(BaseModel):
+    key_id: str = Field(description="First 16 hex digits of the SHA-256 of the raw public key.")
+    public_key: str = Field(description="Standard Webhooks serialisation: whpk_ and the base64 of the 32-byte Ed25519 public key.")
+    status: Literal["current", "previous"]
+
+
+class PublicKeys(BaseModel):
+    algorithm: Literal["ed25519"] = "ed25519"
+    signature_version: Literal["v1a"] = "v1a"
+    public_key: str = Field(description="The current key (whpk_...); verify v1a signatures with it.")
+    keys: list[PublicKeyOut] = Field(description="The current key and, during a signing-key rotation, the previous one.")
 
 
 class NotificationOut(BaseModel):
@@ -109,6 +122,12 @@ class NotificationPage(BaseModel):
 
 def router(deps: Deps) -> APIRouter:
     r = APIRouter(prefix="/v1")
+
+    @r.get("/webhooks/public-key", response_model=PublicKeys, tags=["webhooks"])
+    async def public_key() -> Any:
+        """The Ed25519 public key(s) that verify the `v1a` signature of every webhook. Unauthenticated: it is public."""
+        keys = [PublicKeyOut(**k) for k in views.public_keys(deps)]
+        return PublicKeys(public_key=keys[0].public_key, keys=keys)
 
     @r.post("/webhook-endpoints", status_code=201, response_model=EndpointCreated, tags=["webhooks"])
     async def create(body: EndpointIn, ctx: Ctx) -> Any:

@@ -1,4 +1,5 @@
-"""The delivery worker: claims due notifications per channel, within each channel's token bucket, and sends them.
+"""The delivery worker: claims due notifications per channel, within each channel's token bucket, and sends them;
+and the re-wrap job (`secret_rewrap`), which keeps stored webhook secrets under the current key-encryption key.
 
 Not a `periodic` job: it is woken by NOTIFY when the consumer records rows (on a dedicated LISTEN
 connection) and keeps up to `worker_batch_size` attempts in flight at once; without a wake-up it
@@ -14,13 +15,13 @@ import logging
 import asyncpg
 
 from lotse_kit.retry import TRANSIENT_ERRORS, backoff
-from lotse_kit.workers import sleep_unless_stopping
+from lotse_kit.workers import PeriodicWorker, periodic, sleep_unless_stopping
 
 from ..adapters import metrics
 from ..adapters import repository as repo
 from ..config import NotificationsSettings
 from ..domain.model import Channel, TokenBucket
-from ..handlers import Deps, send_notification
+from ..handlers import Deps, rewrap_secrets, send_notification
 from ..handlers.triggers import SERVICE
 
 log = logging.getLogger(__name__)
@@ -140,3 +141,12 @@ class DeliveryWorker:
         except DB_ERRORS as exc:
             log.warning("no LISTEN connection; the worker polls only", extra={"error": repr(exc)})
             return None
+
+
+def secret_rewrap(deps: Deps, interval_s: float) -> PeriodicWorker:
+    """At start and every `interval_s`: secrets sealed under an old KEK are sealed again under the current one."""
+
+    async def step() -> bool:
+        return await rewrap_secrets(deps)
+
+    return periodic("secret-rewrap", step, interval_s=interval_s)

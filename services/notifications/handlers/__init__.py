@@ -5,6 +5,8 @@ Event handlers (`EVENT_HANDLERS`, registered through entrypoints.consumers.DECLA
 Called by the delivery worker (entrypoints.workers):
   deliveries.send_notification    send one claimed notification and record the outcome
 Commands (`COMMAND_HANDLERS`, dispatched by `handle`): webhook endpoints (endpoints.py).
+Called by the re-wrap job (entrypoints.workers):
+  secrets.rewrap_secrets          seal stored webhook secrets under the current key-encryption key
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from ..domain.routing import TRIGGERS
 from .deliveries import send_notification
 from .deps import Deps
 from .endpoints import enable_endpoint, register_endpoint, remove_endpoint, rotate_endpoint_secret
+from .secrets import rewrap_secrets
 from .triggers import record_notifications
 
-__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "Deps", "handle", "record_notifications", "send_notification"]
+__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "Deps", "handle", "record_notifications", "rewrap_secrets", "send_notification"]
 
 # Every trigger of the routing table is handled alike: the table decides whom to notify.
 EVENT_HANDLERS: dict[str, EventHandler] = handlers_for(sorted(TRIGGERS), record_notifications)

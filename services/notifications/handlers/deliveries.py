@@ -23,6 +23,7 @@ from lotse_kit.network import OrgDirectory
 from ..adapters import metrics
 from ..adapters import repository as repo
 from ..adapters.contacts import ContactsUnavailable, NoContact
+from ..adapters.keys import SecretUnavailable
 from ..adapters.senders import webhook_body
 from ..adapters.templates import Catalog, Rendered, TemplateMissing
 from ..domain.context import build_context
@@ -169,9 +170,19 @@ async def _attempt_webhook(row: asyncpg.Record, payload: dict[str, Any], deps: D
     if ep is None or ep["status"] != "active":
         return Outcome.permanent("webhook endpoint disabled or deleted")
     now = deps.clock.now()
-    keys = [ep["secret"]]
-    if ep["previous_secret"] and ep["previous_secret_expires_at"] and ep["previous_secret_expires_at"] > now:
-        keys.append(ep["previous_secret"])
+    current = repo.sealed_secret(ep)
+    if current is None:
+        return Outcome.technical("webhook endpoint has no secret")
+    sealed = [current]
+    previous = repo.sealed_previous_secret(ep)
+    if previous is not None and ep["previous_secret_expires_at"] and ep["previous_secret_expires_at"] > now:
+        sealed.append(previous)
+    try:
+        keys = [deps.secrets.open(s, ep["id"]) for s in sealed]
+    except SecretUnavailable as exc:
+        # Our side (a KEK missing from the configuration, or an altered row): nothing is sent unsigned.
+        log.error("webhook secret unavailable", extra={"endpoint_id": str(ep["id"]), "error": str(exc)})
+        return Outcome.technical(str(exc))
     data = {
         **payload,
         "notification_id": str(row["id"]),

@@ -10,6 +10,8 @@ from lotse_kit.network import OrgDirectory
 from lotse_kit.outbox import Outbox
 
 from ..adapters.contacts import Contacts
+from ..adapters.egress import EgressGuard
+from ..adapters.keys import SecretBox, SigningKey
 from ..adapters.senders import EmailSender, SmsSender, WebhookSender
 from ..adapters.templates import Catalog
 from ..domain.model import Channel, RetryPolicy
@@ -27,6 +29,9 @@ class Deps:
     sms: SmsSender | None
     webhooks: WebhookSender
     policy: RetryPolicy
+    secrets: SecretBox  # seals and opens webhook secrets (KEKs)
+    signing_keys: list[SigningKey]  # v1a: the current key first, then one being rotated out
+    egress: EgressGuard  # where webhooks may go (SSRF)
     secret_rotation_overlap_s: float = 86400.0
     webhook_allow_http: bool = False
     operator_orgs: frozenset[str] = field(default_factory=frozenset)

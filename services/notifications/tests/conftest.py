@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import ipaddress
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,9 +29,11 @@ from starlette.routing import Route
 
 from lotse_kit.network import OrgDirectory
 from services.notifications.adapters.contacts import ClientContact, NoContact
+from services.notifications.adapters.keys import signing_key_text
 from services.notifications.bootstrap import bootstrap
 from services.notifications.config import NotificationsSettings
 from tests.fixtures import FAST_KIT_SETTINGS, RunningService, in_process, serving
+from tests.kafka_helpers import eventually
 from tests.peers import MailSink
 
 JOBCENTER = "jobcenter-paderborn"
@@ -135,8 +148,19 @@ class FakeContacts:
 
 
 # ---------------------------------------------------------------- the service
+# Fixed keys for the tests (a restart within a test must open the secrets it sealed); never generated into .run/.
+TEST_KEK = base64.b64encode(b"lotse-notifications-test-kek-32B").decode()
+TEST_KEK_ID = "test-kek-1"
+TEST_SIGNING_KEY = signing_key_text(Ed25519PrivateKey.from_private_bytes(b"lotse-notifications-test-ed25519"))
+
+
 def fast_settings(namespace: str, **overrides: Any) -> NotificationsSettings:
     own: dict[str, Any] = dict(
+        secret_kek=TEST_KEK,
+        secret_kek_id=TEST_KEK_ID,
+        webhook_signing_key=TEST_SIGNING_KEY,
+        generate_keys=False,
+        webhook_allowed_hosts=["127.0.0.1"],  # the loopback peers; tests of the SSRF rule start without it
         consumer_retry_max_s=0.5,  # deviates from FAST_KIT_SETTINGS (0.2)
         retry_schedule_s=[0.3, 0.3, 0.3],
         retry_jitter=0.0,
@@ -178,10 +202,11 @@ def start_service(
     smtp: MailSink,
     peer: HttpPeer,
 ) -> Callable[..., Any]:
-    """`async with start_service(clock=None, **settings) as svc:` — the same schema each time, so a second start is a restart."""
+    """`async with start_service(clock=None, resolver=None, **settings) as svc:` — the same schema each time, so a second
+    start is a restart. `resolver` replaces DNS for the egress guard."""
 
     @asynccontextmanager
-    async def start(clock: Any = None, **overrides: Any) -> AsyncIterator[Service]:
+    async def start(clock: Any = None, resolver: Any = None, **overrides: Any) -> AsyncIterator[Service]:
         settings = fast_settings(
             topic_namespace,
             smtp_host="127.0.0.1",
@@ -189,8 +214,98 @@ def start_service(
             sms_gateway_url=peer.url("/sms"),
             **overrides,
         )
-        app = bootstrap(settings, schema=f"notif_{unique}", clock=clock, contacts=contacts, directory=OrgDirectory.from_file(network_file))
+        extra = {"resolver": resolver} if resolver is not None else {}
+        app = bootstrap(
+            settings, schema=f"notif_{unique}", clock=clock, contacts=contacts, directory=OrgDirectory.from_file(network_file), **extra
+        )
         async with in_process(app) as client:
             yield Service(app, client, topic_namespace, kafka_bootstrap)
 
     return start
+
+
+# ---------------------------------------------------------------- HTTPS peers with certificates made in the test
+@dataclass
+class Tls:
+    """A certificate and its key as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write(tmp: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> Tls:
+    cert_path, key_path = tmp / f"{stem}.crt", tmp / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return Tls(cert_path, key_path)
+
+
+def _certificate(
+    subject: str, issuer: x509.Name, public_key: Any, signer: Any, *, ca: bool, ips: tuple[str, ...] = (), dns: tuple[str, ...] = ()
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    else:
+        sans = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips] + [x509.DNSName(d) for d in dns]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def make_ca(tmp: Path) -> tuple[Tls, ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate("Lotse test CA", _name("Lotse test CA"), key.public_key(), key, ca=True)
+    return _write(tmp, "ca", key, cert), key, cert
+
+
+def make_server_cert(tmp: Path, stem: str, *, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None, ips: tuple[str, ...]) -> Tls:
+    """Signed by `ca`, or self-signed when `ca` is None; valid for the given IP addresses only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    if ca is None:
+        cert = _certificate(stem, _name(stem), key.public_key(), key, ca=False, ips=ips)
+    else:
+        ca_key, ca_cert = ca
+        cert = _certificate(stem, ca_cert.subject, key.public_key(), ca_key, ca=False, ips=ips)
+    return _write(tmp, stem, key, cert)
+
+
+@asynccontextmanager
+async def https_peer(tls: Tls) -> AsyncIterator[HttpPeer]:
+    """An HttpPeer served over TLS with `tls` on a free loopback port; its base_url is https://127.0.0.1:<port>."""
+    p = HttpPeer()
+    app = Starlette(routes=[Route("/{path:path}", p._handle, methods=["POST"])])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_config=None, log_level="warning", lifespan="off", access_log=False, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key)
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await eventually(lambda: server.started or task.done(), timeout=60)
+        if task.done():
+            task.result()
+        p.base_url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+        yield p
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -241,7 +241,8 @@ async def test_secret_rotation_signs_with_both_secrets(start_service, peer):
         await svc.produce(CLIENTS, env)
         await eventually(lambda: len(peer.at("/hooks/rotating")) == 1, timeout=60)
         [req] = peer.at("/hooks/rotating")
-        assert len(req.headers["webhook-signature"].split(" ")) == 2
+        versions = [sig.split(",")[0] for sig in req.headers["webhook-signature"].split(" ")]
+        assert versions == ["v1", "v1", "v1a"]  # both secrets (HMAC), and the service's Ed25519 key
         assert Webhook(ep["secret"]).verify(req.body, req.headers)["data"]["to_org"] == CARITAS  # partner not yet switched
         assert Webhook(new_secret).verify(req.body, req.headers)["data"]["to_org"] == CARITAS  # partner already switched
 
