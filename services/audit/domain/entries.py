@@ -209,6 +209,11 @@ def _parse_time(value: str | None) -> datetime | None:
     return t if t.tzinfo and is_supported(t) else None
 
 
+def _storable(value: Any) -> str | None:
+    """A lookup column's text, or None where PostgreSQL text cannot hold it (NUL): the entry keeps the value."""
+    return value if isinstance(value, str) and "\x00" not in value else None
+
+
 def _record_time(timestamp_ms: int | None) -> datetime:
     """The Kafka record's timestamp as a time; the epoch for none or one outside the supported range."""
     try:
@@ -386,8 +391,8 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
         offset=record.offset,
         logical_topic=logical,
         kind=kind,
-        event_id=event_id if isinstance(event_id, str) else None,
-        event_type=event_type if isinstance(event_type, str) else None,
+        event_id=_storable(event_id),
+        event_type=_storable(event_type),
         client_id=client_id,
         acting_org=acting_org,
         orgs=sorted(orgs),

@@ -252,3 +252,15 @@ async def test_a_time_postgresql_cannot_store_does_not_stall_the_ingest(audit, k
 async def _two_logged(audit):
     rows = await entries(audit)
     return [{"kind": r["doc"]["kind"], "doc": r["doc"]} for r in rows] if len(rows) >= 2 else None
+
+
+async def test_nul_characters_in_headers_do_not_stall_the_ingest(audit, kafka_bootstrap):
+    """PostgreSQL text cannot hold NUL: a header value with one must not make the batch's COPY fail forever."""
+    good = registered(uuid.uuid4())
+    rec = encode(good)
+    poisoned = [(k, v + b"\x00" if k in ("ce_type", "ce_id", "ce_actingorg", "ce_subject", "ce_source") else v) for k, v in rec.headers]
+    topic = audit.topic(topics.CLIENTS)
+    await produce_raw(kafka_bootstrap, topic, [(rec.key, rec.value, poisoned), (rec.key, rec.value, rec.headers)])
+
+    logged = await eventually(lambda: _two_logged(audit), timeout=40)
+    assert logged[1]["kind"] == "event" and logged[0]["kind"] != "event"
