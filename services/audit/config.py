@@ -41,6 +41,13 @@ class AuditSettings(KitSettings):
         validation_alias=env("ingest_stalled_after"),
         description="Failed attempts at one batch after which readiness reports the ingest as down.",
     )
+    ingest_isolate_after: int = Field(
+        3,
+        ge=1,
+        validation_alias=env("ingest_isolate_after"),
+        description="Attempts at a batch the database refuses (not a connection failure) after which the refused "
+        "entries are found and logged as 'unloggable' stand-ins, so one record never stalls the log.",
+    )
 
     # ------------------------------------------------------------ tree heads
     signing_key: SecretStr | None = Field(

@@ -16,6 +16,9 @@ SERVICE = "audit"
 
 ENTRIES_LOGGED = Counter("lotse_audit_entries_total", "Records appended to the audit log.", ["service", "kind"], registry=REGISTRY)
 DUPLICATES_SKIPPED = Counter("lotse_audit_duplicates_total", "Redelivered records already in the log.", ["service"], registry=REGISTRY)
+ENTRIES_UNLOGGABLE = Counter(
+    "lotse_audit_unloggable_total", "Entries the database refused, logged as stand-ins naming the record.", ["service"], registry=REGISTRY
+)
 TREE_SIZE = Gauge("lotse_audit_tree_size", "Entries in the audit log (as appended by this replica).", ["service"], registry=REGISTRY)
 APPEND_SECONDS = Histogram(
     "lotse_audit_append_seconds",

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from lotse_kit.db import Database
+from lotse_kit.retry import TRANSIENT_ERRORS
 
 from ..domain import merkle
 from ..domain.entries import Entry
@@ -20,6 +21,30 @@ from ..domain.tree_head import TreeHead
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _ProbeDone(Exception):
+    """Rolls back a probe's transaction."""
+
+
+def _row(idx: int, e: Entry) -> tuple[Any, ...]:
+    return (
+        idx,
+        e.topic,
+        e.partition,
+        e.offset,
+        e.logical_topic,
+        e.kind,
+        e.event_id,
+        e.event_type,
+        e.client_id,
+        e.acting_org,
+        e.orgs,
+        e.event_time,
+        e.entry,
+        e.leaf_hash,
+    )
+
 
 ENTRY_COLUMNS = (
     "idx",
@@ -139,29 +164,29 @@ class AuditRepository:
                 "audit_log",
                 schema_name=self.schema,
                 columns=ENTRY_COLUMNS,
-                records=[
-                    (
-                        start + i,
-                        e.topic,
-                        e.partition,
-                        e.offset,
-                        e.logical_topic,
-                        e.kind,
-                        e.event_id,
-                        e.event_type,
-                        e.client_id,
-                        e.acting_org,
-                        e.orgs,
-                        e.event_time,
-                        e.entry,
-                        e.leaf_hash,
-                    )
-                    for i, e in enumerate(new)
-                ],
+                records=[_row(start + i, e) for i, e in enumerate(new)],
             )
             if nodes:
                 await conn.copy_records_to_table("tree_nodes", schema_name=self.schema, columns=("level", "idx", "hash"), records=nodes)
         return AppendResult(start, len(new), len(entries) - len(new))
+
+    async def refusal(self, entries: Sequence[Entry]) -> str | None:
+        """Why the database would refuse to store these entries, or None. Nothing is written: the probe's
+        transaction is always rolled back. Infrastructure errors are raised, not reported as refusals."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.append_lock)
+                start = await conn.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_log")
+                await conn.copy_records_to_table(
+                    "audit_log", schema_name=self.schema, columns=ENTRY_COLUMNS, records=[_row(start + i, e) for i, e in enumerate(entries)]
+                )
+                raise _ProbeDone
+        except _ProbeDone:
+            return None
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"[:2000]
 
     async def _already_logged(self, conn: asyncpg.Connection, entries: Sequence[Entry]) -> set[tuple[str, int, int]]:
         # Per partition, offsets are logged in order, so only records at or below the highest

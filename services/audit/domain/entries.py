@@ -22,6 +22,7 @@ are stored as written and hashed as stored; verifiers never re-serialise them.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -399,6 +400,39 @@ def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
         event_time=event_time,
         entry=entry,
         leaf_hash=leaf_hash(entry),
+    )
+
+
+def unloggable(entry: Entry, reason: str) -> Entry:
+    """A stand-in for an entry the database refused (its lookup columns or time cannot be stored).
+
+    The log must never stall and never skip a record: the stand-in names the record's position, says
+    why, and carries the refused entry's exact bytes (base64) and leaf hash, with only columns that
+    can always be stored."""
+    doc = {
+        "kind": "unloggable",
+        "topic": entry.topic,
+        "partition": entry.partition,
+        "offset": entry.offset,
+        "reason": reason[:2000],
+        "entry_base64": base64.b64encode(entry.entry).decode(),
+        "entry_leaf_hash": entry.leaf_hash.hex(),
+    }
+    raw = canonical_json(doc)
+    return Entry(
+        topic=entry.topic,
+        partition=entry.partition,
+        offset=entry.offset,
+        logical_topic=entry.logical_topic,
+        kind="unloggable",
+        event_id=None,
+        event_type=None,
+        client_id=None,
+        acting_org=None,
+        orgs=[],
+        event_time=datetime.fromtimestamp(0, UTC),
+        entry=raw,
+        leaf_hash=leaf_hash(raw),
     )
 
 

@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 
-from lotse_kit.retry import backoff
+from lotse_kit.retry import TRANSIENT_ERRORS, backoff
 from lotse_kit.workers import PeriodicWorker, periodic, sleep_unless_stopping
 
 from ..adapters import metrics
 from ..config import AuditSettings
 from ..domain.commands import AppendEntries, SignTreeHeadIfGrown
+from ..domain.entries import Entry, unloggable
 from ..handlers import Deps, handle
 from .consumers import Batch, IngestConsumer
 
@@ -31,6 +32,7 @@ class IngestWriter:
         self.retry_base_s = settings.ingest_retry_base_s
         self.retry_max_s = settings.ingest_retry_max_s
         self.stalled_after = settings.ingest_stalled_after
+        self.isolate_after = settings.ingest_isolate_after
 
     async def __call__(self, stopping: asyncio.Event) -> None:
         ingest = self.ingest
@@ -58,6 +60,11 @@ class IngestWriter:
             except Exception as exc:  # nothing may be skipped: retry whatever failed
                 if stopping.is_set():
                     return False
+                if not isinstance(exc, TRANSIENT_ERRORS) and attempt >= self.isolate_after:
+                    # The database refuses something in this batch, not the connection: find the
+                    # entries it refuses, log stand-ins for them, and move on instead of stalling.
+                    batch.entries = await self._isolate(list(batch.entries))
+                    continue
                 ingest.failed_attempts = attempt
                 ingest.failing_since = ingest.failing_since or time.monotonic()
                 delay = backoff(attempt, self.retry_base_s, self.retry_max_s)
@@ -79,6 +86,28 @@ class IngestWriter:
             if result.duplicates:
                 log.info("redelivered records skipped", extra={"duplicates": result.duplicates, "tree_size": result.tree_size})
             return True
+
+    async def _isolate(self, entries: list[Entry]) -> list[Entry]:
+        """`entries` with every one the database refuses (tried alone, by bisection, in a transaction that
+        is rolled back) replaced by its `unloggable` stand-in. Order is kept."""
+        refused: dict[tuple[str, int, int], str] = {}
+
+        async def probe(part: list[Entry]) -> None:
+            error = await self.deps.repo.refusal(part)
+            if error is None:
+                return
+            if len(part) == 1:
+                refused[part[0].position] = error
+                return
+            mid = len(part) // 2
+            await probe(part[:mid])
+            await probe(part[mid:])
+
+        await probe(entries)
+        for position, reason in refused.items():
+            log.error("audit entry refused by the database; logging a stand-in", extra={"position": list(position), "reason": reason})
+            metrics.ENTRIES_UNLOGGABLE.labels(metrics.SERVICE).inc()
+        return [unloggable(e, refused[e.position]) if e.position in refused else e for e in entries]
 
     async def _commit(self, batch: Batch) -> None:
         try:

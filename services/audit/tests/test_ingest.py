@@ -264,3 +264,44 @@ async def test_nul_characters_in_headers_do_not_stall_the_ingest(audit, kafka_bo
 
     logged = await eventually(lambda: _two_logged(audit), timeout=40)
     assert logged[1]["kind"] == "event" and logged[0]["kind"] != "event"
+
+
+async def test_an_entry_the_database_refuses_is_logged_as_a_stand_in_and_the_log_moves_on(audit):
+    """Whatever the database refuses in a batch (here a NUL smuggled past the entry builder), the writer finds
+    the refused entry by bisection after a few attempts, logs a stand-in naming it, and appends the rest in order."""
+    import asyncio
+    from dataclasses import replace
+
+    from aiokafka import TopicPartition
+
+    from services.audit.domain.entries import Record, build_entries
+    from services.audit.entrypoints.consumers import Batch
+    from services.audit.entrypoints.workers import IngestWriter
+
+    records = [
+        Record(audit.topic(topics.CLIENTS), 0, n, 1_700_000_000_000 + n, None, *_encoded(registered(uuid.uuid4()))) for n in range(5)
+    ]
+    built = build_entries(records, namespace=audit.namespace)
+    poisoned = replace(built[2], event_type="lotse.client.registered\x00")
+    batch_entries = [*built[:2], poisoned, *built[3:]]
+
+    class NoCommit:
+        async def commit(self, offsets):
+            return None
+
+    settings = audit.app.state.runtime.settings.model_copy(update={"ingest_retry_base_s": 0.01, "ingest_retry_max_s": 0.02})
+    writer = IngestWriter(audit.app.state.ingest, audit.deps, settings)
+    batch = Batch(batch_entries, {TopicPartition(records[0].topic, 0): 5}, NoCommit())
+    assert await asyncio.wait_for(writer._append(batch, asyncio.Event()), timeout=30)
+
+    rows = await audit.pool.fetch('SELECT "offset", kind, event_type, entry FROM audit_log WHERE topic = $1 ORDER BY idx', records[0].topic)
+    assert [(r["offset"], r["kind"]) for r in rows] == [(0, "event"), (1, "event"), (2, "unloggable"), (3, "event"), (4, "event")]
+    stand_in = json.loads(rows[2]["entry"])
+    assert stand_in["offset"] == 2 and stand_in["topic"] == records[0].topic
+    assert stand_in["reason"].startswith(("CharacterNotInRepertoireError", "UntranslatableCharacterError", "DataError")), stand_in["reason"]
+    assert base64.b64decode(stand_in["entry_base64"]) == poisoned.entry
+
+
+def _encoded(env):
+    rec = encode(env)
+    return rec.value, list(rec.headers)
