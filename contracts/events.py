@@ -10,13 +10,13 @@ Consumers are tolerant readers: unknown fields are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Annotated, TypeAlias
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from . import topics
+from .dates import SupportedDate, SupportedDateTime
 from .text import FreeText, ShortText
 from .upcasting import JsonData, upcaster
 from .vocab import (
@@ -31,6 +31,11 @@ from .vocab import (
     RecipientKind,
     ResidenceTitle,
 )
+
+# Every date and time an event carries lies in the supported calendar (contracts/dates.py): one outside it
+# is schema-invalid at decoding, not a failure in each consumer that stores it.
+Timestamp: TypeAlias = SupportedDateTime
+Day: TypeAlias = SupportedDate
 
 OrgId = Annotated[str, StringConstraints(pattern=topics.ORG_ID_PATTERN)]
 LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
@@ -52,7 +57,7 @@ class ClientEvent(EventData):
 class ResidenceStatus(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     title: ResidenceTitle | None = None
-    valid_until: date | None = None
+    valid_until: Day | None = None
 
 
 class ClientRegisteredV1(ClientEvent):
@@ -64,9 +69,9 @@ class ClientRegisteredV1(ClientEvent):
     languages: list[LanguageTag] = []
     needs: list[Need] = []
     residence_title: ResidenceTitle | None = None
-    residence_valid_until: date | None = None
+    residence_valid_until: Day | None = None
     legal_regime: LegalRegime | None = None
-    registered_at: datetime
+    registered_at: Timestamp
 
 
 class ClientRegistered(ClientEvent):
@@ -82,7 +87,7 @@ class ClientRegistered(ClientEvent):
     needs: list[Need] = []
     residence: ResidenceStatus | None = None
     legal_regime: LegalRegime | None = None
-    registered_at: datetime
+    registered_at: Timestamp
 
 
 @upcaster("lotse.client.registered", from_version=1)
@@ -100,9 +105,9 @@ class ClientUpdated(ClientEvent):
     languages: list[LanguageTag] | None = None
     needs: list[Need] | None = None
     residence_title: ResidenceTitle | None = None
-    residence_valid_until: date | None = None
+    residence_valid_until: Day | None = None
     updated_by_org: OrgId
-    updated_at: datetime
+    updated_at: Timestamp
 
 
 class CaseHandedOver(ClientEvent):
@@ -115,12 +120,12 @@ class CaseHandedOver(ClientEvent):
     reason: ShortText | None = None
     open_referral_ids: list[UUID] = []
     open_deadline_ids: list[UUID] = []
-    handed_over_at: datetime
+    handed_over_at: Timestamp
 
 
 class ClientErased(ClientEvent):
     requested_by_org: OrgId
-    erased_at: datetime
+    erased_at: Timestamp
 
 
 # ---------------------------------------------------------------- consents
@@ -134,20 +139,20 @@ class ConsentGranted(ClientEvent):
     form: FreeText
     information_language: LanguageTag
     interpreter_used: bool = False
-    granted_at: datetime
-    valid_until: datetime | None = None
+    granted_at: Timestamp
+    valid_until: Timestamp | None = None
 
 
 class ConsentWithdrawn(ClientEvent):
     consent_id: UUID
-    withdrawn_at: datetime
+    withdrawn_at: Timestamp
     recorded_by_org: OrgId | None = None
     disclosed_to: list[OrgId] = Field(default=[], description="Organisations that already received data under this consent.")
 
 
 class ConsentExpired(ClientEvent):
     consent_id: UUID
-    expired_at: datetime
+    expired_at: Timestamp
     disclosed_to: list[OrgId] = []
 
 
@@ -159,8 +164,8 @@ class ReferralSent(ClientEvent):
     service: FreeText
     need: Need | None = None
     requested_categories: list[DataCategory] = []
-    answer_due: date | None = None
-    sent_at: datetime
+    answer_due: Day | None = None
+    sent_at: Timestamp
 
 
 class ReferralAnswer(ClientEvent):
@@ -172,18 +177,18 @@ class ReferralAnswer(ClientEvent):
 
 
 class ReferralAccepted(ReferralAnswer):
-    accepted_at: datetime
-    appointment_at: datetime | None = None
+    accepted_at: Timestamp
+    appointment_at: Timestamp | None = None
 
 
 class ReferralDeclined(ReferralAnswer):
     reason: DeclineReason
     reason_text: ShortText | None = Field(default=None, description="Required when reason is 'other'.")
-    declined_at: datetime
+    declined_at: Timestamp
 
 
 class ReferralCompleted(ReferralAnswer):
-    completed_at: datetime
+    completed_at: Timestamp
     outcome: ShortText | None = None
 
 
@@ -192,14 +197,14 @@ class ReferralRevoked(ClientEvent):
     from_org: OrgId
     to_org: OrgId
     reason: ShortText | None = None
-    revoked_at: datetime
+    revoked_at: Timestamp
 
 
 # ---------------------------------------------------------------- deadlines
 class DeadlineEvent(ClientEvent):
     deadline_id: UUID
     kind: DeadlineKind
-    due_at: datetime
+    due_at: Timestamp
     responsible_org: OrgId
     referral_id: UUID | None = None
     legal_note: FreeText | None = Field(default=None, description="Why the date matters, in English.")
@@ -207,7 +212,7 @@ class DeadlineEvent(ClientEvent):
 
 class DeadlineRegistered(DeadlineEvent):
     lead_times_days: list[int] = []
-    registered_at: datetime
+    registered_at: Timestamp
 
 
 class DeadlineApproaching(DeadlineEvent):
@@ -216,11 +221,11 @@ class DeadlineApproaching(DeadlineEvent):
 
 
 class DeadlineMissed(DeadlineEvent):
-    missed_at: datetime
+    missed_at: Timestamp
 
 
 class DeadlineResolved(DeadlineEvent):
-    resolved_at: datetime
+    resolved_at: Timestamp
     resolution: ShortText | None = None
 
 
@@ -229,7 +234,7 @@ class Identity(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     given_name: FreeText
     family_name: FreeText
-    date_of_birth: date | None = None
+    date_of_birth: Day | None = None
 
 
 class Contact(BaseModel):
@@ -271,9 +276,9 @@ class DisclosureRequested(ClientEvent):
     categories: list[DataCategory]
     reason: ShortText | None = None
     free_text: FreeText | None = Field(default=None, max_length=4000)
-    answer_due: date | None = None
+    answer_due: Day | None = None
     personal_data: PersonalData
-    requested_at: datetime
+    requested_at: Timestamp
 
 
 class DisclosureMade(ClientEvent):
@@ -284,7 +289,7 @@ class DisclosureMade(ClientEvent):
     categories: list[DataCategory]
     consent_id: UUID
     payload_sha256: Sha256Hex
-    disclosed_at: datetime
+    disclosed_at: Timestamp
 
 
 class DisclosureBlocked(ClientEvent):
@@ -295,7 +300,7 @@ class DisclosureBlocked(ClientEvent):
     categories: list[DataCategory]
     reason: FreeText
     missing_categories: list[DataCategory] = []
-    blocked_at: datetime
+    blocked_at: Timestamp
 
 
 class PartnerReferral(ClientEvent):
@@ -308,11 +313,11 @@ class PartnerReferral(ClientEvent):
     need: Need | None = None
     reason: ShortText | None = None
     free_text: FreeText | None = None
-    answer_due: date | None = None
+    answer_due: Day | None = None
     consent_id: UUID
     categories: list[DataCategory]
     personal_data: PersonalData
-    sent_at: datetime
+    sent_at: Timestamp
 
 
 # ---------------------------------------------------------------- notifications
@@ -328,7 +333,7 @@ class NotificationEvent(EventData):
 
 
 class NotificationDelivered(NotificationEvent):
-    delivered_at: datetime
+    delivered_at: Timestamp
     attempts: int = 1
 
 
@@ -336,7 +341,7 @@ class NotificationFailed(NotificationEvent):
     status: NotificationFailure
     reason: FreeText
     attempts: int
-    failed_at: datetime
+    failed_at: Timestamp
 
 
 # ---------------------------------------------------------------- registry

@@ -200,3 +200,18 @@ def test_a_ce_time_outside_the_supported_range_is_undecodable(when):
     with pytest.raises(DecodeError, match="outside the supported range") as err:
         decode(headers, rec.value)
     assert err.value.kind == DecodeError.UNDECODABLE
+
+
+def test_a_date_in_an_event_outside_the_supported_range_is_schema_invalid():
+    """A partner's answer with an appointment at the end of the calendar is refused at decoding (DLQ with a reason),
+    not retried in the consumer that would store it."""
+    from contracts.events import ReferralAccepted
+
+    ok = ReferralAccepted(client_id=uuid.uuid4(), referral_id=uuid.uuid4(), to_org="caritas-paderborn", accepted_at=datetime.now(UTC))
+    rec = encode(new_event(ok, source="/partners/caritas-paderborn", acting_org="caritas-paderborn"))
+    data = json.loads(rec.value)
+    data["appointment_at"] = "9999-12-31T23:00:00-12:00"
+    with pytest.raises(DecodeError, match="appointment_at") as err:
+        decode(rec.headers, json.dumps(data).encode())
+    assert err.value.kind == DecodeError.SCHEMA_INVALID
+    assert decode(rec.headers, rec.value).data.accepted_at == ok.accepted_at
