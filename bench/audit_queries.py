@@ -38,9 +38,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from contracts import encode, new_event
 from contracts.events import ReferralAccepted, ReferralSent
 from lotse_kit.settings import KitSettings
+from tests.fixtures import as_org
 
 ORGS = ["jobcenter-paderborn", "caritas-paderborn", "diakonie-paderborn", "awo-paderborn", "invia-paderborn", "ki-paderborn"]
-HEADERS = {"X-Lotse-Org": "datenschutz-kreis"}
+# Signed by an in-process issuer that the service trusts through LOTSE_OIDC_* (set when it is first used).
+HEADERS = as_org("datenschutz-kreis", "auditor")
 
 
 def templates(k: int = 200):

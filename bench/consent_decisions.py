@@ -41,11 +41,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import topics
 from lotse_kit.kafka import ensure_topics
+from tests.fixtures import as_org
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "consent.md"
 MARK_BEGIN = "<!-- bench:consent_decisions:begin -->"
 MARK_END = "<!-- bench:consent_decisions:end -->"
+# Signed by an in-process issuer; the service processes started below trust it through LOTSE_OIDC_* (inherited).
+AS_JOBCENTER = as_org("jobcenter-kreis-paderborn")
 RECIPIENTS = ["caritas-paderborn", "diakonie-paderborn-hoexter", "awo-kreis-paderborn", "in-via-paderborn", "ki-kreis-paderborn"]
 
 
@@ -136,7 +139,7 @@ async def seed(base: str, clients: int) -> list[uuid.UUID]:
                 "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
             }
             async with sem:
-                r = await c.post("/v1/consents", json=body, headers={"X-Lotse-Org": "jobcenter-kreis-paderborn"})
+                r = await c.post("/v1/consents", json=body, headers=AS_JOBCENTER)
                 r.raise_for_status()
 
         await asyncio.gather(*(grant(cid) for cid in ids))

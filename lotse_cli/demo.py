@@ -14,6 +14,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from lotse_cli.dev import find_user, user_token
 from lotse_kit.settings import service_url
 
 app = typer.Typer(help="Demo data for the local network.", no_args_is_help=True)
@@ -96,7 +97,8 @@ def seed(
     with httpx.Client(timeout=30) as http:
         for case in CASES:
             org = case["org"]
-            h = {"X-Lotse-Org": org}
+            # Each organisation acts with its caseworker's token from the local Keycloak.
+            h = {"Authorization": f"Bearer {user_token(find_user(org, 'caseworker'))}"}
             r = http.post(f"{intake}/v1/clients", headers=h, json={"registering_org": org, **case["client"]})
             _check(r, 201, "register client")
             client_id = r.json()["client_id"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -38,7 +39,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import Unauthorized, Unavailable
@@ -54,6 +55,7 @@ ROLES: frozenset[str] = frozenset({"caseworker", "partner_system", "auditor", "d
 ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
@@ -71,6 +73,9 @@ class AuthSettings(BaseSettings):
     jwks_min_refresh_s: float = Field(30.0, ge=0, description="An unknown kid re-fetches the JWKS at most this often.")
     jwks_max_age_s: float = Field(3600.0, gt=0, description="Cached keys are re-fetched when they are older than this.")
     http_timeout_s: float = Field(5.0, gt=0)
+    # This service's own credentials (client-credentials grant), for calls to another service.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
     # Where the acting organisation and the roles are in the token (a district's provider may differ from Keycloak).
     org_claim: str = "org"
     roles_claim: str = "realm_access.roles"
@@ -289,7 +294,8 @@ class TokenVerifier:
 
     def principal_from(self, claims: Mapping[str, Any]) -> Principal:
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
+        # The subject is logged and stored (who recorded a consent): no control characters.
+        if not isinstance(sub, str) or not sub or sub != sub.strip() or _CONTROL.search(sub):
             raise InvalidToken("The token's subject is malformed.")
         org = _claim(claims, self.settings.org_claim)
         roles = _claim(claims, self.settings.roles_claim)
@@ -342,6 +348,47 @@ async def principal(request: Request) -> Principal:
     p = await _verifier_for(request).verify(bearer_token(request))
     request.state.principal = p
     return p
+
+
+class ServiceTokens:
+    """This service's access token for calls to other services (OAuth 2.0 client-credentials grant),
+    fetched from the issuer's token endpoint and reused until shortly before it expires."""
+
+    def __init__(self, settings: AuthSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings or AuthSettings()
+        self._transport = transport
+        self._token: str | None = None
+        self._valid_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> str:
+        async with self._lock:
+            if self._token is None or time.monotonic() >= self._valid_until:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self) -> None:
+        """Forget the cached token (the other service refused it, e.g. after the provider rotated its keys)."""
+        self._token = None
+
+    async def _fetch(self) -> None:
+        s = self.settings
+        if not s.client_id or s.client_secret is None:
+            raise Unavailable("This service has no client credentials (LOTSE_OIDC_CLIENT_ID and LOTSE_OIDC_CLIENT_SECRET).")
+        transport = _Borrowed(self._transport) if self._transport is not None else None
+        async with httpx.AsyncClient(transport=transport, timeout=s.http_timeout_s) as client:
+            meta = (await client.get(s.issuer + "/.well-known/openid-configuration")).raise_for_status().json()
+            r = await client.post(
+                meta["token_endpoint"],
+                data={"grant_type": "client_credentials"},
+                auth=(s.client_id, s.client_secret.get_secret_value()),
+            )
+            r.raise_for_status()
+            body = r.json()
+        self._token = str(body["access_token"])
+        # Renew a little early, so a token never expires on its way to the other service.
+        self._valid_until = time.monotonic() + max(5.0, float(body.get("expires_in", 60)) - 30.0)
 
 
 # ------------------------------------------------------------------- tests

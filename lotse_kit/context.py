@@ -1,45 +1,80 @@
-"""The request context: who acts. Every mutating request names the acting organisation.
+"""The request context: who acts. The acting organisation comes from the caller's verified OIDC token.
 
-Today it comes from the `X-Lotse-Org` header; with JWT roles it will come from
-the token's claims, and handlers will not change.
+A caseworker's or partner system's token carries its organisation (`org` claim). A service's own
+token (client credentials, `service` claim) carries none: when a service asks another on behalf of an
+organisation (notifications asking intake for a client's contact channels), it names that
+organisation in the `Lotse-On-Behalf-Of` header, which is honoured only for service tokens. Every
+request that acts is logged with the token's subject and organisation.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request
 
-from contracts.text import FreeText
 from contracts.topics import ORG_ID_PATTERN
 
-from .errors import problem
+from .auth import Principal, principal
+from .errors import Forbidden
 
+log = logging.getLogger(__name__)
+
+ON_BEHALF_OF = "Lotse-On-Behalf-Of"
 _ORG = re.compile(ORG_ID_PATTERN)
+
+
+class NoActingOrganisation(Forbidden):
+    title = "No acting organisation"
+    type = "urn:lotse:problem:no-acting-org"
 
 
 @dataclass(frozen=True)
 class RequestContext:
     acting_org: str
-    actor: str | None = None  # the caseworker or system user, when known
+    actor: str  # the token's subject: the caseworker, partner system or service
+    principal: Principal
 
 
-def request_context(
-    x_lotse_org: Annotated[str | None, Header(description="The acting organisation's id.")] = None,
-    x_lotse_actor: Annotated[FreeText | None, Header(description="The acting caseworker or system.")] = None,
-) -> RequestContext:
-    if not x_lotse_org:
-        raise problem(400, "Acting organisation missing", "Send the X-Lotse-Org header.", type_="urn:lotse:problem:no-acting-org")
-    if not _ORG.fullmatch(x_lotse_org):
-        raise problem(
-            400,
-            "Invalid acting organisation",
-            f"X-Lotse-Org {x_lotse_org!r} is not an organisation id.",
-            type_="urn:lotse:problem:no-acting-org",
-        )
-    return RequestContext(acting_org=x_lotse_org, actor=x_lotse_actor)
+@dataclass(frozen=True)
+class CallerContext:
+    """Any authenticated caller, also one acting for no organisation (a district auditor or
+    data-protection officer, an operator, a service)."""
+
+    acting_org: str | None
+    actor: str
+    principal: Principal
 
 
+async def caller_context(request: Request, caller: Annotated[Principal, Depends(principal)]) -> CallerContext:
+    log.info(
+        "request",
+        extra={"method": request.method, "path": request.url.path, "subject": caller.subject, "org": caller.org, "service": caller.service},
+    )
+    return CallerContext(acting_org=caller.org, actor=caller.subject, principal=caller)
+
+
+async def request_context(request: Request, caller: Annotated[Principal, Depends(principal)]) -> RequestContext:
+    org = caller.org
+    if caller.service is not None:
+        behalf = request.headers.get(ON_BEHALF_OF)
+        if behalf is not None:
+            if not _ORG.fullmatch(behalf):
+                raise NoActingOrganisation(f"{ON_BEHALF_OF} {behalf!r} is not an organisation id.")
+            org = behalf
+    if org is None:
+        raise NoActingOrganisation("The access token names no organisation to act for.")
+    log.info(
+        "request",
+        extra={"method": request.method, "path": request.url.path, "subject": caller.subject, "org": org, "service": caller.service},
+    )
+    return RequestContext(acting_org=org, actor=caller.subject, principal=caller)
+
+
+# An organisation acts (caseworkers, partner systems, a service on an organisation's behalf).
 Ctx = Annotated[RequestContext, Depends(request_context)]
+# Any authenticated caller (the audit API: auditors and data-protection officers, also district-wide).
+CallerCtx = Annotated[CallerContext, Depends(caller_context)]

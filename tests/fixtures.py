@@ -202,3 +202,83 @@ def catalogue_with(locale_dir: Path, tmp_path: Path, language: str, edit: Callab
     with path.open("wb") as f:
         write_po(f, po)
     return Catalogue(copy)
+
+
+# ---------------------------------------------------------------- identity
+class LocalIssuer:
+    """An OIDC issuer for the tests, on a real loopback port: discovery, JWKS and a client-credentials token
+    endpoint, all backed by a `LocalSigner`. The services find it through LOTSE_OIDC_* like any issuer, so
+    every service a test builds (in process, under uvicorn or as a subprocess) verifies its tokens."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        port = free_port()
+        from lotse_kit.auth import LocalSigner
+
+        self.signer = LocalSigner(issuer=f"http://127.0.0.1:{port}/realms/test")
+        signer = self.signer
+        token_url = signer.issuer + "/protocol/openid-connect/token"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _json(self, body: Any) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                url = f"http://127.0.0.1:{port}{self.path}"
+                if url == signer.issuer + "/.well-known/openid-configuration":
+                    self._json({"issuer": signer.issuer, "jwks_uri": signer.jwks_url, "token_endpoint": token_url})
+                elif url == signer.jwks_url:
+                    self._json(signer.jwks())
+                else:
+                    self.send_error(404)
+
+            def do_POST(self) -> None:
+                import base64
+
+                client = base64.b64decode(self.headers.get("Authorization", "Basic ").split(" ", 1)[1] or b"").decode().split(":")[0]
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                service = client.removeprefix("lotse-")
+                self._json({"access_token": signer.token(subject=f"service-account-{client}", service=service), "expires_in": 300})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "LOTSE_OIDC_ISSUER": self.signer.issuer,
+            "LOTSE_OIDC_CLIENT_ID": "lotse-notifications",
+            "LOTSE_OIDC_CLIENT_SECRET": "test-only",
+        }
+
+
+_ISSUER: list[LocalIssuer] = []
+
+
+def local_issuer() -> LocalIssuer:
+    if not _ISSUER:
+        _ISSUER.append(LocalIssuer())
+        os.environ.update(_ISSUER[0].env())
+    return _ISSUER[0]
+
+
+def as_org(org: str, role: str = "caseworker", *, subject: str | None = None, **claims: Any) -> dict[str, str]:
+    """Request headers of a caller acting for `org` with `role`, signed by the tests' issuer."""
+    token = local_issuer().signer.token(subject=subject or f"{role}@{org}", org=org, roles=[role], **claims)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _oidc_issuer() -> Iterator[LocalIssuer]:
+    """Every test session has the issuer, before any service is built (LOTSE_OIDC_* are read at first use)."""
+    yield local_issuer()

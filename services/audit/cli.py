@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -37,7 +36,6 @@ out = Console()
 err = Console(stderr=True)
 
 PROGRESS_FROM = 10_000
-DEFAULT_ORG = os.environ.get("LOTSE_AUDIT_ORG", "auditor")
 
 
 @app.callback()
@@ -85,6 +83,10 @@ def _finish(verdict: Verdict, head: TreeHead) -> None:
     raise typer.Exit(0 if verdict.ok else 1)
 
 
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 @app.command("verify")
 def verify_cmd(
     export: Annotated[Path | None, typer.Argument(help="Export file (ndjson or csv) from GET /v1/audit/export.")] = None,
@@ -92,7 +94,9 @@ def verify_cmd(
     url: Annotated[str | None, typer.Option(help="Audit service base URL: fetch the latest tree head and the export from it.")] = None,
     public_key: Annotated[str | None, typer.Option("--public-key", help="Pinned Ed25519 key: PEM file or base64 raw public key.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, ndjson or csv")] = "auto",
-    org: Annotated[str, typer.Option(help="X-Lotse-Org sent to the audit service.")] = DEFAULT_ORG,
+    token: Annotated[
+        str | None, typer.Option(envvar="LOTSE_TOKEN", help="Access token (e.g. $(lotse dev token --role auditor)); also LOTSE_TOKEN.")
+    ] = None,
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on from 10,000 entries).")
     ] = None,
@@ -101,7 +105,7 @@ def verify_cmd(
     key = load_public_key(public_key) if public_key else None
     if url:
         base = url.rstrip("/")
-        headers = {"X-Lotse-Org": org}
+        headers = _auth(token)
         with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30.0, read=300.0)) as client:
             r = client.get("/v1/audit/tree-head")
             if r.status_code != 200:
@@ -139,10 +143,12 @@ def verify_cmd(
 @app.command("tree-head")
 def tree_head_cmd(
     url: Annotated[str, typer.Option(help="Audit service base URL.")] = service_url("audit"),
-    org: Annotated[str, typer.Option(help="X-Lotse-Org sent to the audit service.")] = DEFAULT_ORG,
+    token: Annotated[
+        str | None, typer.Option(envvar="LOTSE_TOKEN", help="Access token (e.g. $(lotse dev token --role auditor)); also LOTSE_TOKEN.")
+    ] = None,
 ) -> None:
     """Print the latest signed tree head as JSON (keep it to verify an export later)."""
-    r = httpx.get(url.rstrip("/") + "/v1/audit/tree-head", headers={"X-Lotse-Org": org}, timeout=30.0)
+    r = httpx.get(url.rstrip("/") + "/v1/audit/tree-head", headers=_auth(token), timeout=30.0)
     if r.status_code != 200:
         err.print(f"HTTP {r.status_code}: {r.text[:300]}")
         raise typer.Exit(2)

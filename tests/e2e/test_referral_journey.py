@@ -28,7 +28,7 @@ from services.intake.bootstrap import bootstrap as intake_app
 from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_app
 from services.notifications.config import NotificationsSettings
-from tests.fixtures import FAST_KIT_SETTINGS, produce_events, serving
+from tests.fixtures import FAST_KIT_SETTINGS, as_org, produce_events, serving
 from tests.kafka_helpers import eventually, read_topic
 from tests.peers import MailSink
 
@@ -87,7 +87,7 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                     transport=httpx.ASGITransport(app=audit),
                     base_url="http://audit",
                     timeout=30,
-                    headers={"X-Lotse-Org": "datenschutz-kreis"},
+                    headers=as_org("datenschutz-kreis"),
                 ) as audit_http,
             ):
                 await journey(kafka_bootstrap, ns, intake_http, consent_http, audit_http, smtp)
@@ -96,7 +96,7 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
 async def journey(
     kafka: str, ns: str, intake: httpx.AsyncClient, consent: httpx.AsyncClient, audit: httpx.AsyncClient, mailbox: MailSink
 ) -> None:
-    jc = {"X-Lotse-Org": JOBCENTER}
+    jc = as_org(JOBCENTER)
 
     # 1. The Jobcenter registers a client who prefers Ukrainian.
     r = await intake.post(

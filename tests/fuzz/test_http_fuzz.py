@@ -15,7 +15,7 @@ How it runs:
 - Each service is seeded through its own API with a few resources (a client with open referrals and a
   deadline, consents, a webhook endpoint, audit entries and a signed tree head). Hooks on the schemas
   let Hypothesis decide per request whether to act as a member of the demo network (else the
-  generated `X-Lotse-Org`, usually refused with 400), whether to use seeded ids in the path (else the
+  no token, refused with 401), whether to use seeded ids in the path (else the
   generated ones: 404) and how to mix the generated body with a seed body the business rules accept
   (`seed_bodies`), so that the handlers and the database are really reached with generated values.
 - A fuzz dictionary puts values known to break things (control characters, dates at the end of the
@@ -72,6 +72,7 @@ from services.intake.bootstrap import bootstrap as intake_bootstrap
 from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_bootstrap
 from services.notifications.config import NotificationsSettings
+from tests.fixtures import as_org
 from tests.infra import Infra, cleanup
 from tests.kafka_helpers import produce_raw
 from tests.peers import free_port
@@ -243,8 +244,8 @@ def _steer(service: str) -> None:
 
     @schema.hook
     def flatmap_headers(context: Any, headers: dict[str, Any] | None) -> st.SearchStrategy[Any]:
-        # Mostly a member; one time in six the generated header (missing or malformed: 400).
-        return st.sampled_from([*MEMBERS, None]).map(lambda org: headers if org is None else {**(headers or {}), "X-Lotse-Org": org})
+        # Mostly a member's token; one time in six no token (401).
+        return st.sampled_from([*MEMBERS, None]).map(lambda org: headers if org is None else {**(headers or {}), **as_org(org)})
 
     @schema.hook
     def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any] | None) -> st.SearchStrategy[Any]:
@@ -339,7 +340,7 @@ def _ok(r: httpx.Response, status: int = 200) -> dict[str, Any]:
 
 
 def _as(org: str) -> dict[str, str]:
-    return {"X-Lotse-Org": org}
+    return as_org(org)
 
 
 def _consent_body(client_id: str) -> dict[str, Any]:
@@ -488,9 +489,9 @@ def check_answer(status: int, headers: Any, body: bytes, request: str) -> None:
 
 def _call(case: Any, target: Target) -> None:
     phase = case.meta.phase if case.meta else None
-    if phase is not None and phase.name.value in ("coverage", "examples") and (phase.data.parameter or "").lower() != "x-lotse-org":
-        # These phases do not go through the hooks: act as a member, unless the case is about the header itself.
-        case.headers = {**(case.headers or {}), "X-Lotse-Org": JOBCENTER}
+    if phase is not None and phase.name.value in ("coverage", "examples"):
+        # These phases do not go through the hooks: act as a member.
+        case.headers = {**(case.headers or {}), **as_org(JOBCENTER)}
     response = case.call(base_url=target.url, timeout=30)
     check_answer(response.status_code, response.headers, response.content, case.as_curl_command())
 
@@ -501,7 +502,7 @@ def run_stateful(schema: Any, target: Target) -> None:
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Any) -> None:
             # Each step acts as the jobcenter, so that a chain gets past the request context to the next link.
-            case.headers = {**(case.headers or {}), "X-Lotse-Org": JOBCENTER}
+            case.headers = {**(case.headers or {}), **as_org(JOBCENTER)}
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"base_url": target.url, "timeout": 30}

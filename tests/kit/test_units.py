@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,8 +19,9 @@ from fastapi import APIRouter, FastAPI
 
 from contracts import new_event
 from contracts.events import ClientRegistered
-from lotse_kit import errors, i18n, problems
+from lotse_kit import auth, errors, i18n, problems
 from lotse_kit.clock import ManualClock, SystemClock
+from lotse_kit.context import Ctx
 from lotse_kit.declaration import PARTNER_INBOX, Publication, ServiceDeclaration, Subscription, channel_regex
 from lotse_kit.network import NetworkConfigError, OrgDirectory
 from lotse_kit.retry import backoff
@@ -235,3 +237,38 @@ def test_declarations_match_templated_channels_and_refuse_unknown_types():
         Subscription("s", channels=("lotse.clients.v1",), handlers={"lotse.client.exploded": None})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="unknown messages"):
         Publication("lotse.clients.v1", ("lotse.client.exploded",))
+
+
+# ---------------------------------------------------------------- the acting organisation comes from the token
+def _ctx_app(verifier: Any) -> FastAPI:
+    app = FastAPI()
+    problems.install(app)
+    auth.install(app, verifier)
+
+    @app.get("/who")
+    async def who(ctx: Ctx) -> dict[str, str]:
+        return {"org": ctx.acting_org, "actor": ctx.actor}
+
+    return app
+
+
+async def test_the_acting_organisation_is_the_tokens_and_a_header_cannot_name_another():
+    signer = auth.LocalSigner()
+    transport = httpx.ASGITransport(app=_ctx_app(signer.verifier()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        caseworker = {"Authorization": "Bearer " + signer.token(subject="m.mueller", org="caritas-paderborn", roles=["caseworker"])}
+        r = await http.get("/who", headers=caseworker)
+        assert r.json() == {"org": "caritas-paderborn", "actor": "m.mueller"}
+        # Neither the old header nor the service delegation header changes who acts for a person's token.
+        r = await http.get(
+            "/who", headers={**caseworker, "X-Lotse-Org": "jobcenter-kreis-paderborn", "Lotse-On-Behalf-Of": "awo-kreis-paderborn"}
+        )
+        assert r.json()["org"] == "caritas-paderborn"
+        # A service acts for the organisation it names; without one it acts for none.
+        service = {"Authorization": "Bearer " + signer.token(subject="service-account-lotse-notifications", service="notifications")}
+        r = await http.get("/who", headers={**service, "Lotse-On-Behalf-Of": "awo-kreis-paderborn"})
+        assert r.json() == {"org": "awo-kreis-paderborn", "actor": "service-account-lotse-notifications"}
+        r = await http.get("/who", headers=service)
+        assert r.status_code == 403 and r.json()["type"] == "urn:lotse:problem:no-acting-org"
+        r = await http.get("/who", headers={"X-Lotse-Org": "caritas-paderborn"})
+        assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"

@@ -18,7 +18,7 @@ from pydantic import StringConstraints
 from contracts.dates import SupportedDateTime
 from contracts.text import NO_CONTROL_CHARACTERS
 from contracts.topics import ORG_ID_PATTERN
-from lotse_kit.context import Ctx
+from lotse_kit.context import CallerCtx
 from lotse_kit.errors import Invalid, problem
 from lotse_kit.params import BIGINT_MAX, BigInt
 
@@ -75,7 +75,7 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/entries")
     async def list_entries(
-        ctx: Ctx,
+        ctx: CallerCtx,
         client_id: uuid.UUID | None = None,
         org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN)] = None,
         type: Annotated[TypeFilter | None, Query()] = None,  # the API's name (shadows the builtin)
@@ -98,25 +98,25 @@ def router(deps: Deps) -> APIRouter:
         }
 
     @api.get("/entries/{index}")
-    async def get_entry(ctx: Ctx, index: Annotated[int, Path(ge=0), BigInt.path("index")]) -> dict[str, Any]:
+    async def get_entry(ctx: CallerCtx, index: Annotated[int, Path(ge=0), BigInt.path("index")]) -> dict[str, Any]:
         e = await views.entry(deps, index)
         accessed(ctx, "entry", index=index)
         return entry_json(e)
 
     @api.get("/tree-head")
-    async def get_tree_head(ctx: Ctx) -> dict[str, Any]:
+    async def get_tree_head(ctx: CallerCtx) -> dict[str, Any]:
         """The latest signed tree head (RFC 6962 get-sth shape)."""
         return (await views.latest_tree_head(deps)).to_json()
 
     @api.post("/tree-head", status_code=201)
-    async def sign_tree_head(ctx: Ctx) -> dict[str, Any]:
+    async def sign_tree_head(ctx: CallerCtx) -> dict[str, Any]:
         """Signs a tree head over the log as it is now."""
-        head: TreeHead = await handle(SignTreeHead(requested_by=ctx.acting_org), deps)
+        head: TreeHead = await handle(SignTreeHead(requested_by=ctx.acting_org or ctx.actor), deps)
         return head.to_json()
 
     @api.get("/entries/{index}/inclusion-proof")
     async def inclusion_proof(
-        ctx: Ctx,
+        ctx: CallerCtx,
         index: Annotated[int, Path(ge=0), BigInt.path("index")],
         tree_size: Annotated[int | None, Query(ge=1), BigInt.query("tree_size")] = None,
     ) -> dict[str, Any]:
@@ -131,7 +131,9 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/consistency-proof")
     async def consistency_proof(
-        ctx: Ctx, first: Annotated[int, Query(ge=1), BigInt.query("first")], second: Annotated[int, Query(ge=1), BigInt.query("second")]
+        ctx: CallerCtx,
+        first: Annotated[int, Query(ge=1), BigInt.query("first")],
+        second: Annotated[int, Query(ge=1), BigInt.query("second")],
     ) -> dict[str, Any]:
         """RFC 9162 §2.1.4 proof that the tree of size `second` extends the tree of size `first`."""
         proof = await views.consistency_proof(deps, first, second)
@@ -139,7 +141,7 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/export")
     async def export(
-        ctx: Ctx,
+        ctx: CallerCtx,
         format: Literal["ndjson", "csv"] = "ndjson",
         tree_size: Annotated[
             int | None,
@@ -157,7 +159,7 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/subjects/{client_id}/report", response_model=None)
     async def subject_report(
-        ctx: Ctx,
+        ctx: CallerCtx,
         client_id: uuid.UUID,
         format: Literal["json", "html"] = "json",
         lang: Annotated[str | None, Query(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = None,

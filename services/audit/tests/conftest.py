@@ -21,12 +21,12 @@ from lotse_kit.network import OrgDirectory, parse_network
 from services.audit.bootstrap import bootstrap
 from services.audit.config import AuditSettings
 from services.audit.handlers import Deps
-from tests.fixtures import FAST_KIT_SETTINGS, RunningService, in_process
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, as_org, in_process
 from tests.kafka_helpers import eventually
 
 PARTNER = "caritas-paderborn"
 ORG = "jobcenter-paderborn"
-AUDITOR = {"X-Lotse-Org": "datenschutz-kreis"}
+AUDITOR = as_org("datenschutz-kreis")
 # The time every test service's clock shows (tree heads and reports are dated with it).
 CLOCK_START = datetime(2026, 3, 2, 9, 30, 15, 123000, tzinfo=UTC)
 

@@ -166,7 +166,7 @@ async def test_filters_pagination_and_export(audit):
     bad = await audit.http.get("/v1/audit/entries", params={"client_id": "not-a-uuid"}, headers=AUDITOR)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "client_id"
     anonymous = await audit.http.get("/v1/audit/entries")
-    assert anonymous.status_code == 400 and anonymous.json()["type"] == "urn:lotse:problem:no-acting-org"
+    assert anonymous.status_code == 401 and anonymous.json()["type"] == "urn:lotse:problem:unauthenticated"
 
     # Export: every entry up to the signed head, in order, with the recorded leaf hashes.
     r = await audit.http.get("/v1/audit/export", headers=AUDITOR)

@@ -20,7 +20,7 @@ from services.audit.domain.commands import SignTreeHead
 from services.audit.handlers import handle
 from services.audit.tests import rfc9162
 from services.audit.tests.conftest import AUDITOR, DIRECTORY, ORG, fast_settings, now
-from tests.fixtures import serving
+from tests.fixtures import as_org, serving
 from tests.kafka_helpers import eventually, produce_raw
 
 runner = CliRunner()
@@ -140,7 +140,10 @@ async def test_cli_verifies_a_running_service_by_url(infra, kafka_bootstrap, top
         await eventually(logged, timeout=40)
         await handle(SignTreeHead(), deps)
         raw = base64.b64encode(signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-        result = await asyncio.to_thread(runner.invoke, cli, ["verify", "--url", url, "--public-key", raw, "--progress"])
+        token = as_org("datenschutz-kreis", "auditor")["Authorization"].removeprefix("Bearer ")
+        result = await asyncio.to_thread(runner.invoke, cli, ["verify", "--url", url, "--public-key", raw, "--progress", "--token", token])
         assert result.exit_code == 0 and result.stdout.startswith("OK: 25 entries"), result.output
-        result = await asyncio.to_thread(runner.invoke, cli, ["tree-head", "--url", url])
+        result = await asyncio.to_thread(runner.invoke, cli, ["tree-head", "--url", url, "--token", token])
         assert json.loads(result.stdout)["tree_size"] == 25
+        refused = await asyncio.to_thread(runner.invoke, cli, ["tree-head", "--url", url])
+        assert refused.exit_code == 2 and "HTTP 401" in refused.output

@@ -37,7 +37,7 @@ class InformationIn(BaseModel):
 class ConsentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     client_id: UUID
-    collecting_org: OrgId | None = Field(None, description="Defaults to the acting organisation (X-Lotse-Org); must equal it.")
+    collecting_org: OrgId | None = Field(None, description="Defaults to the acting organisation (from the access token); must equal it.")
     recipients: list[OrgId] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1)
     categories: list[DataCategory] = Field(min_length=1)

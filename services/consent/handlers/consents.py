@@ -23,7 +23,7 @@ async def record_consent(cmd: RecordConsent, deps: Deps) -> Consent:
     """Records a consent (ISO/IEC TS 27560 fields, §67b SGB X) and emits lotse.consent.granted."""
     collecting = cmd.collecting_org or cmd.acting_org
     if collecting != cmd.acting_org:
-        raise NotCollectingOrg(f"X-Lotse-Org {cmd.acting_org} cannot record a consent collected by {collecting}.")
+        raise NotCollectingOrg(f"{cmd.acting_org} cannot record a consent collected by {collecting}.")
     unknown = [o for o in [collecting, *cmd.recipients] if not deps.directory.has(o)]
     if unknown:
         raise ConsentRuleViolation("recipients", f"not organisations of this network: {', '.join(sorted(set(unknown)))}")

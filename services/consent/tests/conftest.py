@@ -19,7 +19,7 @@ from lotse_kit.network import OrgDirectory, parse_network
 from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.handlers import Deps
-from tests.fixtures import FAST_KIT_SETTINGS, RunningService, in_process
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, as_org, in_process
 
 JOBCENTER = "jobcenter-paderborn"
 CARITAS = "caritas-paderborn"
@@ -51,7 +51,7 @@ class Service(RunningService):
 
     async def grant(self, client_id: uuid.UUID | None = None, *, org: str = JOBCENTER, **overrides: Any) -> dict[str, Any]:
         body = consent_body(client_id or uuid.uuid4(), **overrides)
-        r = await self.http.post("/v1/consents", json=body, headers={"X-Lotse-Org": org})
+        r = await self.http.post("/v1/consents", json=body, headers=as_org(org))
         assert r.status_code == 201, r.text
         return r.json()
 

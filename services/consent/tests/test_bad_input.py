@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from tests.fixtures import as_org
+
 from .conftest import JOBCENTER, Service, consent_body
 
 
@@ -16,18 +18,18 @@ def assert_refused(resp: Any, field: str) -> None:
 
 async def test_nul_in_the_reason_for_an_oral_consent_is_refused_naming_the_field(service: Service):
     body = consent_body(uuid.uuid4(), form="oral", form_reason="Telefonat,\x00 Dolmetscherin zugeschaltet")
-    assert_refused(await service.http.post("/v1/consents", json=body, headers={"X-Lotse-Org": JOBCENTER}), "form_reason")
+    assert_refused(await service.http.post("/v1/consents", json=body, headers=as_org(JOBCENTER)), "form_reason")
     # Line breaks are text: the same reason written over two lines is recorded.
     body = consent_body(uuid.uuid4(), form="oral", form_reason="Telefonat,\r\nDolmetscherin zugeschaltet")
-    resp = await service.http.post("/v1/consents", json=body, headers={"X-Lotse-Org": JOBCENTER})
+    resp = await service.http.post("/v1/consents", json=body, headers=as_org(JOBCENTER))
     assert resp.status_code == 201, resp.text
     assert resp.json()["form_reason"] == "Telefonat,\r\nDolmetscherin zugeschaltet"
 
 
-async def test_a_control_character_in_the_acting_caseworker_header_is_refused(service: Service):
-    # The consent records who recorded it (X-Lotse-Actor); a NUL there reached PostgreSQL.
-    headers = {"X-Lotse-Org": JOBCENTER, "X-Lotse-Actor": "m.mueller\x00"}
-    assert_refused(await service.http.post("/v1/consents", json=consent_body(uuid.uuid4()), headers=headers), "x-lotse-actor")
+async def test_a_control_character_in_the_token_subject_is_refused(service: Service):
+    # The consent records who recorded it (the token's subject); a NUL there reached PostgreSQL.
+    resp = await service.http.post("/v1/consents", json=consent_body(uuid.uuid4()), headers=as_org(JOBCENTER, subject="m.mueller\x00"))
+    assert resp.status_code == 401 and resp.headers["content-type"] == "application/problem+json", resp.text
 
 
 async def test_the_receipt_of_a_consent_informed_in_a_language_without_locale_data(service: Service):

@@ -16,13 +16,14 @@ from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.domain.commands import ExpireDueConsents
 from services.consent.handlers import handle
+from tests.fixtures import as_org
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, JOBCENTER, KI, Service, consent_body, disclosure_request
 
 
 async def _post(svc: Service, body: dict, org: str = JOBCENTER):
-    return await svc.http.post("/v1/consents", json=body, headers={"X-Lotse-Org": org})
+    return await svc.http.post("/v1/consents", json=body, headers=as_org(org))
 
 
 async def test_67b_requires_all_three_pieces_of_information(service: Service) -> None:
@@ -68,7 +69,7 @@ async def test_legal_basis_validity_and_collecting_org(service: Service) -> None
     r = await _post(service, consent_body(uuid.uuid4(), collecting_org=CARITAS), org=JOBCENTER)
     assert r.status_code == 403 and r.json()["type"] == "urn:lotse:problem:not-collecting-org"
     r = await service.http.post("/v1/consents", json=consent_body(uuid.uuid4()))
-    assert r.status_code == 400  # no acting organisation
+    assert r.status_code == 401  # no token: nobody acts
 
 
 async def test_client_consents_newest_first_with_status(service: Service) -> None:
@@ -76,11 +77,11 @@ async def test_client_consents_newest_first_with_status(service: Service) -> Non
     first = await service.grant(client, recipients=[CARITAS])
     service.clock.advance(minutes=5)
     second = await service.grant(client, recipients=[KI])
-    await service.http.post(f"/v1/consents/{first['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    await service.http.post(f"/v1/consents/{first['consent_id']}/withdraw", headers=as_org(JOBCENTER))
     r = await service.http.get(f"/v1/clients/{client}/consents")
     assert [(c["consent_id"], c["status"]) for c in r.json()] == [(second["consent_id"], "active"), (first["consent_id"], "withdrawn")]
     assert (await service.http.get(f"/v1/clients/{uuid.uuid4()}/consents")).json() == []
-    missing = await service.http.post(f"/v1/consents/{uuid.uuid4()}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    missing = await service.http.post(f"/v1/consents/{uuid.uuid4()}/withdraw", headers=as_org(JOBCENTER))
     assert missing.status_code == 404 and missing.json()["type"] == "urn:lotse:problem:consent-not-found"
 
 
@@ -110,7 +111,7 @@ async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(servi
     assert [decode(r.headers, r.value).type for r in inbox] == ["lotse.referral.sent", "lotse.consent.expired"]
     r = await service.http.get(f"/v1/consents/{consent['consent_id']}")
     assert r.json()["status"] == "expired"
-    w = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    w = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org(JOBCENTER))
     assert w.status_code == 409 and w.json()["type"] == "urn:lotse:problem:consent-expired"
 
 

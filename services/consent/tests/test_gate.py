@@ -16,6 +16,7 @@ from services.consent.adapters.decision_cache import DecisionCache
 from services.consent.domain.commands import WithdrawConsent
 from services.consent.handlers import EVENT_HANDLERS, handle
 from services.consent.views import check_decision
+from tests.fixtures import as_org
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, DIAKONIE, JOBCENTER, KI, Service, disclosure_request
@@ -92,7 +93,7 @@ async def test_withdrawal_after_intakes_check_blocks_the_disclosure(service: Ser
     # Intake checks: allowed.
     assert (await service.decision(client, CARITAS, "referral", ["identity"]))["allowed"] is True
     # The client withdraws before the gate sees the request.
-    r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": KI})
+    r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org(KI))
     assert r.status_code == 200 and r.json()["status"] == "withdrawn"
     d = await service.decision(client, CARITAS, "referral", ["identity"])
     assert d["allowed"] is False and d["reason"].startswith("withdrawn") and d["consent_id"] == consent["consent_id"]
@@ -114,10 +115,10 @@ async def test_withdrawal_is_forwarded_to_partners_that_received_data(service: S
     await service.produce(topics.DISCLOSURE_REQUESTS, disclosure_request(client, to_org=CARITAS))
     await eventually(lambda: _outcomes(service, client))
 
-    r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    r = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org(JOBCENTER))
     assert r.json()["disclosed_to"] == [CARITAS]
     # Withdrawing again changes nothing and emits nothing.
-    again = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": JOBCENTER})
+    again = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org(JOBCENTER))
     assert again.status_code == 200 and again.json()["withdrawn_at"] == r.json()["withdrawn_at"]
 
     inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=1.0)

@@ -8,6 +8,7 @@ from contracts.vocab import DataCategory, Purpose
 from lotse_kit.i18n import LANGUAGES
 from services.consent.domain.model import ConsentStatus
 from services.consent.domain.receipts import Section
+from tests.fixtures import as_org
 
 from .conftest import Service
 
@@ -61,7 +62,7 @@ async def test_receipt_language_defaults_and_status(service: Service) -> None:
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "lang"
     assert bad.headers["content-type"].startswith("application/problem+json")
 
-    await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers={"X-Lotse-Org": "ki-paderborn"})
+    await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org("ki-paderborn"))
     text = (await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": "de"})).json()["text"]
     assert "Stand: widerrufen." in text and "widerrufen" in text.split("\n")[3]
     missing = await service.http.get(f"/v1/consents/{uuid.uuid4()}/receipt")

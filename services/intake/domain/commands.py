@@ -75,7 +75,7 @@ class RegisterClientBody(Body):
         default=None, description="For a §104c title: the first valid day; the end is computed."
     )
     legal_regime: LegalRegime | None = None
-    registering_org: OrgId | None = Field(default=None, description="Defaults to the acting organisation (X-Lotse-Org).")
+    registering_org: OrgId | None = Field(default=None, description="Defaults to the acting organisation (from the access token).")
     education_qualifications: LongText | None = None
     health: LongText | None = Field(default=None, description="Special category data (GDPR Art. 9); only disclosed with explicit consent.")
 

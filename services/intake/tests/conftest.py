@@ -19,7 +19,7 @@ from lotse_kit.network import OrgDirectory, load_network
 from services.intake.adapters.consent import Decision
 from services.intake.bootstrap import bootstrap
 from services.intake.config import IntakeSettings
-from tests.fixtures import FAST_KIT_SETTINGS, in_process
+from tests.fixtures import FAST_KIT_SETTINGS, as_org, in_process
 from tests.kafka_helpers import read_topic
 
 HERE = Path(__file__).parent
@@ -100,7 +100,7 @@ def make_intake(infra, unique, topic_namespace, directory, clock, consent) -> Ca
 
 
 def h(org: str) -> dict[str, str]:
-    return {"X-Lotse-Org": org}
+    return as_org(org)
 
 
 def client_body(**over: Any) -> dict[str, Any]:

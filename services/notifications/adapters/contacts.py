@@ -1,7 +1,8 @@
 """Client contact details from intake's consent-gated contact API.
 
-GET {LOTSE_INTAKE_URL}/v1/clients/{id}/contact with X-Lotse-Org answers only if
-the client consented that this organisation may contact them for notifications
+GET {LOTSE_INTAKE_URL}/v1/clients/{id}/contact, with this service's own access token and the
+organisation it asks for in `Lotse-On-Behalf-Of`, answers only if the client consented that this
+organisation may contact them for notifications
 (purpose contact_for_notifications, category contact); else 409. Contact data is
 fetched when needed and never stored here.
 """
@@ -9,10 +10,14 @@ fetched when needed and never stored here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
+
+from lotse_kit.auth import ServiceTokens
+from lotse_kit.context import ON_BEHALF_OF
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +50,10 @@ class Contacts(Protocol):
 
 
 class IntakeContacts:
-    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 5.0, *, tokens: Callable[[], Awaitable[str]] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.tokens = tokens or ServiceTokens()
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -57,7 +63,15 @@ class IntakeContacts:
 
     async def lookup(self, client_id: str, org: str) -> ClientContact | NoContact:
         try:
-            r = await self._http().get(f"/v1/clients/{client_id}/contact", headers={"X-Lotse-Org": org})
+            for attempt in (1, 2):
+                token = await self.tokens()
+                r = await self._http().get(
+                    f"/v1/clients/{client_id}/contact", headers={"Authorization": f"Bearer {token}", ON_BEHALF_OF: org}
+                )
+                invalidate = getattr(self.tokens, "invalidate", None)
+                if r.status_code != 401 or attempt == 2 or invalidate is None:
+                    break
+                invalidate()  # a token the provider no longer vouches for (rotated keys): fetch a new one once
         except httpx.TransportError as exc:
             raise ContactsUnavailable(f"intake contact API unreachable: {type(exc).__name__}") from exc
         if r.status_code == 200:

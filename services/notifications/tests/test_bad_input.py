@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 
 from services.notifications.domain.model import parse_retry_after
+from tests.fixtures import as_org
 
 from .conftest import JOBCENTER
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
-AS_JOBCENTER = {"X-Lotse-Org": JOBCENTER}
+AS_JOBCENTER = as_org(JOBCENTER)
 
 
 def assert_refused(resp: Any, field: str, words: str) -> None:

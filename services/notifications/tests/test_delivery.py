@@ -17,6 +17,7 @@ from contracts.events import CaseHandedOver, ConsentWithdrawn, DeadlineApproachi
 from contracts.topics import CLIENTS, CONSENTS, DEADLINES, NOTIFICATIONS
 from contracts.vocab import DeadlineKind
 from lotse_kit.clock import ManualClock
+from tests.fixtures import as_org
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import AWO, CARITAS, JOBCENTER, OPERATOR
@@ -70,7 +71,7 @@ async def all_final(svc: Any, trigger_id: uuid.UUID, n: int) -> bool:
 
 
 async def register(svc: Any, org: str, path: str, peer: Any, **body: Any) -> dict[str, Any]:
-    r = await svc.http.post("/v1/webhook-endpoints", json={"url": peer.url(path), **body}, headers={"X-Lotse-Org": org})
+    r = await svc.http.post("/v1/webhook-endpoints", json={"url": peer.url(path), **body}, headers=as_org(org))
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -128,7 +129,7 @@ async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_casework
         # Every outcome is visible in the status API, and announced on the notifications topic.
         await eventually(lambda: all_final(svc, events[2].id, 2))
         assert await statuses(svc, events[2].id) == {("client", "email"): "permanent-failure", ("org", "email"): "delivered"}
-        r = await svc.http.get("/v1/notifications", params={"client_id": str(olena)}, headers={"X-Lotse-Org": JOBCENTER})
+        r = await svc.http.get("/v1/notifications", params={"client_id": str(olena)}, headers=as_org(JOBCENTER))
         assert r.status_code == 200
         got = {(n["recipient_kind"], n["channel"], n["language"], n["status"]) for n in r.json()["items"]}
         assert got == {
@@ -136,13 +137,13 @@ async def test_deadline_reaches_clients_in_ukrainian_and_arabic_and_the_casework
             ("client", "sms", "uk", "delivered"),
             ("organisation", "email", "de", "delivered"),
         }
-        failed = await svc.http.get("/v1/notifications", params={"status": "permanent-failure"}, headers={"X-Lotse-Org": JOBCENTER})
+        failed = await svc.http.get("/v1/notifications", params={"status": "permanent-failure"}, headers=as_org(JOBCENTER))
         assert [n["client_id"] for n in failed.json()["items"]] == [str(nobody)]
         assert "consent" in failed.json()["items"][0]["reason"]
         # Organisations not concerned see nothing; the operator sees all.
-        other = await svc.http.get("/v1/notifications", params={"client_id": str(olena)}, headers={"X-Lotse-Org": AWO})
+        other = await svc.http.get("/v1/notifications", params={"client_id": str(olena)}, headers=as_org(AWO))
         assert other.json()["items"] == []
-        operator = await svc.http.get("/v1/notifications", headers={"X-Lotse-Org": OPERATOR})
+        operator = await svc.http.get("/v1/notifications", headers=as_org(OPERATOR))
         assert len(operator.json()["items"]) == 7  # olena: e-mail, SMS, team; amira: e-mail, team; nobody: refused, team
 
         records = await read_topic(kafka_bootstrap, topic_namespace + NOTIFICATIONS, until=7, timeout=30, settle=0.5)
@@ -172,7 +173,7 @@ async def test_webhook_failing_twice_then_succeeding_is_delivered_once(start_ser
         assert attempts[0]["retry_after_s"] == 1.0
         assert attempts[1]["started_at"] - attempts[0]["started_at"] >= timedelta(seconds=1)  # Retry-After outranks the 0.3 s schedule
 
-        detail = await svc.http.get(f"/v1/notifications/{row['id']}", headers={"X-Lotse-Org": CARITAS})
+        detail = await svc.http.get(f"/v1/notifications/{row['id']}", headers=as_org(CARITAS))
         assert [a["outcome"] for a in detail.json()["attempts_log"]] == ["retry", "retry", "delivered"]
         records = await read_topic(kafka_bootstrap, topic_namespace + NOTIFICATIONS, until=2, timeout=30, settle=0.5)
         delivered = [decode(r.headers, r.value) for r in records]
@@ -188,7 +189,7 @@ async def test_gone_endpoint_is_disabled_and_gets_nothing_more(start_service, pe
         await svc.produce(CLIENTS, first)
         await eventually(lambda: all_final(svc, first.id, 2), timeout=60)
         assert await statuses(svc, first.id) == {("endpoint", "webhook"): "permanent-failure", ("org", "email"): "delivered"}
-        r = await svc.http.get(f"/v1/webhook-endpoints/{ep['id']}", headers={"X-Lotse-Org": AWO})
+        r = await svc.http.get(f"/v1/webhook-endpoints/{ep['id']}", headers=as_org(AWO))
         assert r.json()["status"] == "disabled" and "410" in r.json()["disabled_reason"]
 
         second = handed_over(AWO)
@@ -197,7 +198,7 @@ async def test_gone_endpoint_is_disabled_and_gets_nothing_more(start_service, pe
         assert len(peer.at("/hooks/awo")) == 1
 
         # Re-enabled by the organisation, it receives again.
-        assert (await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/enable", headers={"X-Lotse-Org": AWO})).json()["status"] == "active"
+        assert (await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/enable", headers=as_org(AWO))).json()["status"] == "active"
         third = handed_over(AWO)
         await svc.produce(CLIENTS, third)
         await eventually(lambda: all_final(svc, third.id, 2), timeout=60)
@@ -230,11 +231,11 @@ async def test_redelivered_event_sends_nothing_new(start_service, contacts, smtp
 async def test_secret_rotation_signs_with_both_secrets(start_service, peer):
     async with start_service() as svc:
         ep = await register(svc, CARITAS, "/hooks/rotating", peer)
-        rotated = await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/rotate-secret", headers={"X-Lotse-Org": CARITAS})
+        rotated = await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/rotate-secret", headers=as_org(CARITAS))
         assert rotated.status_code == 200
         new_secret = rotated.json()["secret"]
         assert new_secret != ep["secret"] and new_secret.startswith("whsec_")
-        listed = await svc.http.get("/v1/webhook-endpoints", headers={"X-Lotse-Org": CARITAS})
+        listed = await svc.http.get("/v1/webhook-endpoints", headers=as_org(CARITAS))
         assert "secret" not in json.dumps(listed.json()).replace("previous_secret_expires_at", "")  # shown once only
 
         env = handed_over(CARITAS)
@@ -247,23 +248,23 @@ async def test_secret_rotation_signs_with_both_secrets(start_service, peer):
         assert Webhook(new_secret).verify(req.body, req.headers)["data"]["to_org"] == CARITAS  # partner already switched
 
         # Another organisation can neither see nor rotate it.
-        assert (await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/rotate-secret", headers={"X-Lotse-Org": AWO})).status_code == 404
+        assert (await svc.http.post(f"/v1/webhook-endpoints/{ep['id']}/rotate-secret", headers=as_org(AWO))).status_code == 404
 
 
 async def test_endpoint_registration_is_validated(start_service, peer):
     async with start_service(webhook_allow_http=False) as svc:
-        r = await svc.http.post("/v1/webhook-endpoints", json={"url": peer.url("/x")}, headers={"X-Lotse-Org": CARITAS})
+        r = await svc.http.post("/v1/webhook-endpoints", json={"url": peer.url("/x")}, headers=as_org(CARITAS))
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
         r = await svc.http.post(
             "/v1/webhook-endpoints",
             json={"url": "https://p.test/x", "event_types": ["lotse.client.registered"]},
-            headers={"X-Lotse-Org": CARITAS},
+            headers=as_org(CARITAS),
         )
         assert r.status_code == 422 and "event_types" in r.text
-        r = await svc.http.post("/v1/webhook-endpoints", json={"url": "https://p.test/x"}, headers={"X-Lotse-Org": "not-a-member"})
+        r = await svc.http.post("/v1/webhook-endpoints", json={"url": "https://p.test/x"}, headers=as_org("not-a-member"))
         assert r.status_code == 403
         r = await svc.http.post("/v1/webhook-endpoints", json={"url": "https://p.test/x"})
-        assert r.status_code == 400
+        assert r.status_code == 401  # no token: nobody acts
 
 
 async def test_notification_survives_a_restart_mid_retry(start_service, peer):

@@ -24,13 +24,14 @@ from lotse_kit.metrics import REGISTRY
 from services.notifications.adapters.keys import signing_key_text
 from services.notifications.bootstrap import MIGRATIONS
 from services.notifications.handlers import rewrap_secrets
+from tests.fixtures import as_org
 from tests.kafka_helpers import eventually
 
 from .conftest import CARITAS, TEST_KEK, TEST_KEK_ID, TEST_SIGNING_KEY, fast_settings, https_peer, make_ca, make_server_cert
 from .test_bad_input import assert_refused
 from .test_delivery import all_final, handed_over, register
 
-AS_CARITAS = {"X-Lotse-Org": CARITAS}
+AS_CARITAS = as_org(CARITAS)
 PUBLIC_IP = "93.184.215.14"
 UNDER_OLD_KEKS = "lotse_notifications_webhook_secrets_under_old_keks"
 
