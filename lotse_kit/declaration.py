@@ -13,6 +13,7 @@ version of a type, the schema id (`lotse.referral.sent.partner.v1`) for any othe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ def message_id_of(env: Envelope[Any]) -> str:
     return message_id(SCHEMAS[env.dataschema])
 
 
+@functools.cache  # the outbox asks per event: compile each channel's pattern once
 def channel_regex(channel: str) -> re.Pattern[str]:
     """A regex over logical topic names for a channel address (`{orgId}` matches one organisation id)."""
     parts = re.split(r"(\{[a-zA-Z]+\})", channel)
