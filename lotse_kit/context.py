@@ -5,6 +5,10 @@ token (client credentials, `service` claim) carries none: when a service asks an
 organisation (notifications asking intake for a client's contact channels), it names that
 organisation in the `Lotse-On-Behalf-Of` header, which is honoured only for service tokens. Every
 request that acts is logged with the token's subject and organisation.
+
+The services' routes get their context through an access policy (`lotse_kit.access`), which builds
+these contexts after checking roles and membership; `Ctx` and `CallerCtx` here resolve the acting
+organisation without any policy and are refused on a service's routes (`access.check_routes`).
 """
 
 from __future__ import annotations
@@ -49,28 +53,35 @@ class CallerContext:
     principal: Principal
 
 
+def log_request(request: Request, caller: Principal, org: str | None, *, policy: str | None = None) -> None:
+    """Every request that acts: who (the token's subject, its service) for which organisation, under which policy."""
+    extra = {"method": request.method, "path": request.url.path, "subject": caller.subject, "org": org, "service": caller.service}
+    if policy is not None:
+        extra["policy"] = policy
+    log.info("request", extra=extra)
+
+
+def org_id_or_none(value: str | None) -> str | None:
+    """`value` if it is a well-formed organisation id; a malformed `Lotse-On-Behalf-Of` is refused."""
+    if value is None:
+        return None
+    if not _ORG.fullmatch(value):
+        raise NoActingOrganisation(f"{ON_BEHALF_OF} {value[:80]!r} is not an organisation id.")
+    return value
+
+
 async def caller_context(request: Request, caller: Annotated[Principal, Depends(principal)]) -> CallerContext:
-    log.info(
-        "request",
-        extra={"method": request.method, "path": request.url.path, "subject": caller.subject, "org": caller.org, "service": caller.service},
-    )
+    log_request(request, caller, caller.org)
     return CallerContext(acting_org=caller.org, actor=caller.subject, principal=caller)
 
 
 async def request_context(request: Request, caller: Annotated[Principal, Depends(principal)]) -> RequestContext:
     org = caller.org
     if caller.service is not None:
-        behalf = request.headers.get(ON_BEHALF_OF)
-        if behalf is not None:
-            if not _ORG.fullmatch(behalf):
-                raise NoActingOrganisation(f"{ON_BEHALF_OF} {behalf!r} is not an organisation id.")
-            org = behalf
+        org = org_id_or_none(request.headers.get(ON_BEHALF_OF)) or org
     if org is None:
         raise NoActingOrganisation("The access token names no organisation to act for.")
-    log.info(
-        "request",
-        extra={"method": request.method, "path": request.url.path, "subject": caller.subject, "org": org, "service": caller.service},
-    )
+    log_request(request, caller, org)
     return RequestContext(acting_org=org, actor=caller.subject, principal=caller)
 
 

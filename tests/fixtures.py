@@ -278,6 +278,19 @@ def as_org(org: str, role: str = "caseworker", *, subject: str | None = None, **
     return {"Authorization": f"Bearer {token}"}
 
 
+def as_district(role: str, *, subject: str | None = None, **claims: Any) -> dict[str, str]:
+    """Request headers of a district-level caller (no organisation): an `auditor`, an `operator`, or a
+    `dpo` (pass `district_wide=True` for the district's dpo, as the realm's dpo.district)."""
+    token = local_issuer().signer.token(subject=subject or role, roles=[role], **claims)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def service_token(service: str) -> dict[str, str]:
+    """Request headers with a service's own token (client credentials: the `service` claim, no roles)."""
+    token = local_issuer().signer.token(subject=f"service-account-lotse-{service}", service=service)
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _oidc_issuer() -> Iterator[LocalIssuer]:
     """Every test session has the issuer, before any service is built (LOTSE_OIDC_* are read at first use)."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from .adapters import report_document
 from .adapters.repository import EntryFilter, StoredEntry
 from .domain import merkle
 from .domain.entries import parse_entry
-from .domain.errors import NoSuchEntry, NoTreeHead, OutOfRange
-from .domain.report import SubjectReport, build_report
+from .domain.errors import NoSuchClient, NoSuchEntry, NoTreeHead, OutOfRange
+from .domain.report import SubjectReport, build_report, data_holders
 from .domain.tree_head import TreeHead
 from .handlers.deps import Deps
 
@@ -35,8 +35,13 @@ async def entries(deps: Deps, f: EntryFilter, *, after: int | None, limit: int) 
     return Page(rows, more=len(rows) == limit)
 
 
-async def entry(deps: Deps, index: int) -> StoredEntry:
-    e = await deps.repo.entry(index)
+async def entry(deps: Deps, index: int, *, org: str | None = None) -> StoredEntry:
+    """Entry `index`; with `org`, only if the entry concerns that organisation (else it does not exist for the caller)."""
+    if org is None:
+        e = await deps.repo.entry(index)
+    else:
+        found = await deps.repo.entries(EntryFilter(org=org, before_size=index + 1), after=index - 1, limit=1)
+        e = found[0] if found and found[0].index == index else None
     if e is None:
         raise NoSuchEntry(index)
     return e
@@ -86,14 +91,22 @@ async def export(deps: Deps, tree_size: int | None) -> tuple[int, AsyncIterator[
     return size, deps.repo.stream(EntryFilter(before_size=size), fetch_rows=deps.export_fetch_rows)
 
 
-async def subject_report(deps: Deps, client_id: str, language: str | None = None) -> SubjectReport:
-    """The GDPR Art. 15 view of one client, over the entries covered by the latest signed tree head."""
+async def subject_report(
+    deps: Deps, client_id: str, language: str | None = None, *, may_read: Callable[[set[str]], bool] = lambda holders: True
+) -> SubjectReport:
+    """The GDPR Art. 15 view of one client, over the entries covered by the latest signed tree head.
+
+    `may_read` sees the organisations that hold data on the client (the scope rule of the caller);
+    when it says no, the client does not exist for the caller (404, like a client the log never saw
+    for an organisation's dpo)."""
     head = await deps.repo.latest_tree_head()
     size = head.tree_size if head else 0
     items = []
     async for r in deps.repo.stream(EntryFilter(client_id=client_id, before_size=size)):
         intact = merkle.leaf_hash(r.entry) == r.leaf_hash
         items.append((r.index, parse_entry(r.entry) if intact else None, intact))
+    if not may_read(data_holders(client_id, items)):
+        raise NoSuchClient(client_id)
     return build_report(client_id, items, head=head, language=language, generated_at=deps.clock.now())
 
 

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from contracts.vocab import DataCategory, Purpose
+from lotse_kit import access
 
 from .adapters import metrics
 from .adapters import repository as repo
@@ -19,18 +20,26 @@ from .handlers.deps import Deps
 T = TypeVar("T")
 
 
-async def get_consent(deps: Deps, consent_id: UUID) -> Consent:
+async def get_consent(deps: Deps, consent_id: UUID, org: str) -> Consent:
+    """A consent record, for the collecting organisation and the client's responsible organisations;
+    for any other it does not exist (404, exactly as for an unknown id)."""
     async with deps.db.pool.acquire() as conn:
         consent = await repo.get_consent(conn, consent_id)
+        if consent is not None and org != consent.collecting_org:
+            responsible = await repo.responsible_orgs(conn, consent.client_id)
+            if not access.sees_consent(org, collecting_org=consent.collecting_org, responsible_orgs=responsible):
+                consent = None
     if consent is None:
         raise ConsentNotFound(f"no consent {consent_id}")
     return consent
 
 
-async def list_client_consents(deps: Deps, client_id: UUID) -> list[Consent]:
-    """The client's consents, newest first, with the organisations that received data under each."""
+async def list_client_consents(deps: Deps, client_id: UUID, org: str) -> list[Consent]:
+    """The client's consents that `org` may see, newest first, with the organisations that received data under each."""
     async with deps.db.pool.acquire() as conn:
-        return await repo.client_consents(conn, client_id, with_disclosures=True)
+        responsible = await repo.responsible_orgs(conn, client_id)
+        consents = await repo.client_consents(conn, client_id, with_disclosures=True)
+    return [c for c in consents if access.sees_consent(org, collecting_org=c.collecting_org, responsible_orgs=responsible)]
 
 
 async def check_decision(deps: Deps, *, client_id: UUID, recipient: str, purpose: Purpose, categories: Sequence[DataCategory]) -> Decision:
@@ -56,9 +65,10 @@ async def _read(deps: Deps, query: Query[T]) -> T:
     return await query(deps.db.pool)
 
 
-async def consent_receipt(deps: Deps, consent_id: UUID, lang: str | None) -> dict[str, Any]:
-    """The receipt: the record (domain/receipts.py) and its text in the client's language (adapters/receipt_texts.py)."""
-    consent = await get_consent(deps, consent_id)
+async def consent_receipt(deps: Deps, consent_id: UUID, lang: str | None, org: str) -> dict[str, Any]:
+    """The receipt: the record (domain/receipts.py) and its text in the client's language (adapters/receipt_texts.py);
+    for whoever may see the consent record."""
+    consent = await get_consent(deps, consent_id, org)
     language = receipt_language(lang, consent.information_language)
     now = deps.clock.now()
     return {

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from contracts.vocab import DataCategory, Purpose
+from lotse_kit import access
 
 from .adapters import repository as repo
 from .domain import calendar
-from .domain.clients import PERSONAL_FIELDS, check_responsible
+from .domain.clients import PERSONAL_FIELDS, RECEIVER_SEES, check_responsible, restrict_case
 from .domain.errors import ConsentRequired, Forbidden, NotFound
 
 if TYPE_CHECKING:
@@ -85,24 +86,54 @@ def deadline_view(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in _DEADLINE_FIELDS}
 
 
-async def case_for(conn: asyncpg.Connection, client_id: uuid.UUID, acting_org: str, *, for_update: bool = False) -> asyncpg.Record:
-    """The client's case row, for the organisation responsible for it (NotFound / Forbidden otherwise)."""
+async def view_of(conn: asyncpg.Connection, client: Mapping[str, Any], org: str) -> access.ClientView:
+    """How much of the case `org` sees (the kit's scope rule, from intake's facts)."""
+    referred = org not in (client["registering_org"], client["responsible_org"]) and await repo.referred_to(
+        conn, client["client_id"], org, RECEIVER_SEES
+    )
+    return access.client_view(
+        org, registering_org=client["registering_org"], responsible_org=client["responsible_org"], referred_to=referred
+    )
+
+
+async def visible_client(conn: asyncpg.Connection, client_id: uuid.UUID, org: str, *, for_update: bool = False) -> asyncpg.Record:
+    """The client's case row if `org` may see the client at all; otherwise it does not exist for `org` (404)."""
     client = await repo.get_client(conn, client_id, for_update=for_update)
-    if client is None:
+    if client is None or await view_of(conn, client, org) is access.ClientView.NONE:
         raise NotFound(f"no client {client_id}")
+    return client
+
+
+async def case_for(conn: asyncpg.Connection, client_id: uuid.UUID, acting_org: str, *, for_update: bool = False) -> asyncpg.Record:
+    """The client's case row, for the organisation responsible for it: 404 if the client is not
+    visible to the organisation, 403 if it is but the organisation is not responsible."""
+    client = await visible_client(conn, client_id, acting_org, for_update=for_update)
     check_responsible(client, acting_org)
     return client
 
 
 async def get_client(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict[str, Any]:
-    """The case with personal data, referrals and deadlines, for the responsible organisation."""
+    """The case with personal data, referrals and deadlines: all of it for the registering and the
+    responsible organisation; for an organisation the client was referred to, only the categories a
+    valid consent for referrals allows (asked of the consent service, fail closed) and only its own
+    referrals and deadlines."""
     async with deps.db.pool.acquire() as conn:
-        client = await case_for(conn, client_id, acting_org)
+        client = await visible_client(conn, client_id, acting_org)
+        view = await view_of(conn, client, acting_org)
         p = await repo.get_personal_data(conn, client_id)
         refs = await repo.referrals_of_client(conn, client_id)
         dls = await repo.deadlines_of_client(conn, client_id)
-    out = {k: client[k] for k in _CASE_FIELDS}
-    out.update({k: p[k] for k in PERSONAL_FIELDS})
+    case = {k: client[k] for k in _CASE_FIELDS} | {k: p[k] for k in PERSONAL_FIELDS}
+    if view is access.ClientView.ALL:
+        out = case | {"view": view.value}
+    else:
+        asked = list(DataCategory)
+        decision = await deps.consent.decide(client_id, acting_org, Purpose.REFERRAL, asked)
+        # The consent that covers most names what it lacks; what it covers may be shown.
+        allowed = [c for c in asked if c not in decision.missing_categories]
+        out = restrict_case(case, set(allowed)) | {"view": view.value, "categories": [c.value for c in allowed]}
+        refs = [r for r in refs if acting_org in (r["from_org"], r["to_org"])]
+        dls = [d for d in dls if d["responsible_org"] == acting_org]
     out["referrals"] = [referral_view(r) for r in refs]
     out["deadlines"] = [deadline_view(d) for d in dls]
     return out
@@ -138,7 +169,7 @@ async def get_referral(deps: Deps, referral_id: uuid.UUID, acting_org: str) -> d
         if ref is None:
             raise NotFound(f"no referral {referral_id}")
         if acting_org not in (ref["from_org"], ref["to_org"]):
-            raise Forbidden(f"{acting_org} is neither sender nor receiver of this referral")
+            raise NotFound(f"no referral {referral_id}")  # another organisation's referral does not exist for this one
         # The notes may describe the client: the sender sees them; the receiver gets them only through the consent gate.
         notes = await repo.get_referral_notes(conn, referral_id) if acting_org == ref["from_org"] else None
     return referral_view(ref, notes)

@@ -1,7 +1,8 @@
 """What the HTTP GETs show: an organisation's webhook endpoints, the webhook signing public keys and the notification status API.
 
-Operators (settings.operator_orgs) see every notification; other organisations what was addressed to
-or concerns them. Another organisation's endpoint or notification is reported as absent.
+Operators (the `operator` role, and organisations in settings.operator_orgs) see every notification;
+other organisations what was addressed to or concerns them (`lotse_kit.access.notification_scope`).
+Another organisation's endpoint or notification is reported as absent.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ from .adapters import repository as repo
 from .domain.errors import NotificationNotFound
 from .handlers.deps import Deps
 from .handlers.endpoints import own_endpoint
-
-
-def visible_to(deps: Deps, org_id: str) -> str | None:
-    """None: the organisation sees everything (an operator)."""
-    return None if org_id in deps.operator_orgs else org_id
 
 
 def public_keys(deps: Deps) -> list[dict[str, str]]:
@@ -41,7 +37,7 @@ async def endpoint(deps: Deps, org_id: str, endpoint_id: uuid.UUID) -> asyncpg.R
 
 async def notifications(
     deps: Deps,
-    org_id: str,
+    visible_to: str | None,
     *,
     client_id: uuid.UUID | None = None,
     status: str | None = None,
@@ -52,7 +48,7 @@ async def notifications(
 ) -> list[asyncpg.Record]:
     return await repo.list_notifications(
         deps.db.pool,
-        visible_to=visible_to(deps, org_id),
+        visible_to=visible_to,
         client_id=client_id,
         status=status,
         channel=channel,
@@ -62,10 +58,10 @@ async def notifications(
     )
 
 
-async def notification(deps: Deps, org_id: str, notification_id: uuid.UUID) -> tuple[dict[str, Any], list[asyncpg.Record]]:
-    """The notification (without its list of concerned organisations) and its attempts."""
+async def notification(deps: Deps, visible_to: str | None, notification_id: uuid.UUID) -> tuple[dict[str, Any], list[asyncpg.Record]]:
+    """The notification (without its list of concerned organisations) and its attempts; `visible_to` None: any."""
     row, attempts = await repo.get_notification(deps.db.pool, notification_id)
-    org = visible_to(deps, org_id)
+    org = visible_to
     if row is None or (org is not None and row["recipient_org"] != org and org not in (row["concerned_orgs"] or [])):
         raise NotificationNotFound(f"no notification {notification_id}")
     return {k: v for k, v in dict(row).items() if k != "concerned_orgs"}, attempts

@@ -28,7 +28,7 @@ from services.intake.bootstrap import bootstrap as intake_app
 from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_app
 from services.notifications.config import NotificationsSettings
-from tests.fixtures import FAST_KIT_SETTINGS, as_org, produce_events, serving
+from tests.fixtures import FAST_KIT_SETTINGS, as_district, as_org, produce_events, serving
 from tests.kafka_helpers import eventually, read_topic
 from tests.peers import MailSink
 
@@ -87,7 +87,7 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                     transport=httpx.ASGITransport(app=audit),
                     base_url="http://audit",
                     timeout=30,
-                    headers=as_org("datenschutz-kreis"),
+                    headers=as_district("auditor"),  # reads the log; signing and the Art. 15 report need other roles
                 ) as audit_http,
             ):
                 await journey(kafka_bootstrap, ns, intake_http, consent_http, audit_http, smtp)
@@ -215,12 +215,15 @@ async def journey(
     inbox_entries = [e for e in page if e["entry"].get("topic", "").endswith(topics.partner_inbox(CARITAS))]
     assert inbox_entries and all("data_sha256" in e["entry"] for e in inbox_entries)
 
-    head = await audit.post("/v1/audit/tree-head")
+    head = await audit.post("/v1/audit/tree-head", headers=as_district("operator"))
     assert head.status_code == 201, head.text
     idx = inbox_entries[0]["index"]
     proof = await audit.get(f"/v1/audit/entries/{idx}/inclusion-proof", params={"tree_size": head.json()["tree_size"]})
     assert proof.status_code == 200 and proof.json()["leaf_index"] == idx
 
-    report = (await audit.get(f"/v1/audit/subjects/{client_id}/report", params={"format": "json", "lang": "uk"})).json()
+    # The Art. 15 report, for the data-protection officer of the Jobcenter, which registered the client.
+    report = (
+        await audit.get(f"/v1/audit/subjects/{client_id}/report", params={"format": "json", "lang": "uk"}, headers=as_org(JOBCENTER, "dpo"))
+    ).json()
     received = {d["recipient"]: set(d["categories"]) for d in report["disclosures"]}
     assert received == {CARITAS: {"identity", "contact"}}

@@ -72,7 +72,7 @@ from services.intake.bootstrap import bootstrap as intake_bootstrap
 from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_bootstrap
 from services.notifications.config import NotificationsSettings
-from tests.fixtures import as_org
+from tests.fixtures import as_district, as_org
 from tests.infra import Infra, cleanup
 from tests.kafka_helpers import produce_raw
 from tests.peers import free_port
@@ -463,10 +463,10 @@ def audit_target(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 records.append((rec.key, rec.value, rec.headers))
             asyncio.run(produce_raw(infra.kafka_bootstrap, namespace + topics.CLIENTS, records))
             deadline = time.monotonic() + 60
-            while len(_ok(http.get("/v1/audit/entries", headers=_as(JOBCENTER)))["items"]) < len(records):
+            while len(_ok(http.get("/v1/audit/entries", headers=as_district("auditor")))["items"]) < len(records):
                 assert time.monotonic() < deadline, "the audit log did not ingest the seeded records"
                 time.sleep(0.2)
-            _ok(http.post("/v1/audit/tree-head", headers=_as(JOBCENTER)), 201)
+            _ok(http.post("/v1/audit/tree-head", headers=as_district("operator")), 201)
             yield _seeded("audit", svc.url, index=[0, 1, 2], client_id=[str(c) for c in client_ids])
     finally:
         asyncio.run(cleanup(infra, [unique]))

@@ -26,3 +26,13 @@ class NoTreeHead(NotFound):
 
     def __init__(self) -> None:
         super().__init__("The log has not signed a tree head yet; try again shortly.")
+
+
+class NoSuchClient(NotFound):
+    """A client the caller may not see a report of: as if the log knew nothing about it."""
+
+    title = "Not found"
+    type = "urn:lotse:problem:not-found"
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"No report about client {client_id} for this caller.")

@@ -271,6 +271,31 @@ def build_report(
     )
 
 
+def data_holders(client_id: str, items: Iterable[tuple[int, dict[str, Any] | None, bool]]) -> set[str]:
+    """The organisations that hold data on the client, as the log shows it: the registering and
+    responsible organisation, every organisation the case was handed over to, and every recipient of a
+    disclosure or of a record on its own inbox. Read from intact entries' bytes only, like the report."""
+    holders: set[str] = set()
+    for _index, doc, intact in items:
+        if not intact or doc is None or doc.get("client_id") != client_id or doc.get("kind") != "event":
+            continue
+        topic = str(doc.get("topic", ""))
+        if topic.endswith(DLQ_SUFFIX):
+            continue
+        partner = partner_of(topic)
+        if partner and topic.endswith(".inbox.v1"):
+            holders.add(partner)
+            continue
+        etype, data = doc.get("ce", {}).get("type"), doc.get("data") or {}
+        names = {
+            "lotse.client.registered": ("registering_org", "responsible_org"),
+            "lotse.case.handed_over": ("to_org",),
+            "lotse.disclosure.made": ("recipient",),
+        }.get(etype, ())
+        holders.update(v for v in (data.get(n) for n in names) if isinstance(v, str) and v)
+    return holders
+
+
 def _head_summary(head: TreeHead | None) -> dict[str, Any] | None:
     if head is None:
         return None

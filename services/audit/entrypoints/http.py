@@ -1,6 +1,13 @@
-"""The auditor API: entries, signed tree heads, proofs, export and the data-subject report."""
+"""The auditor API: entries, signed tree heads, proofs, export and the data-subject report.
 
-from __future__ import annotations
+Access (`lotse_kit.access`, docs/security.md): auditors and data-protection officers read the log;
+an organisation's dpo only the entries concerning their organisation and no full export; the Art. 15
+report only for a dpo (an organisation's for clients it holds data on); tree heads are signed by the
+audit service's own token or an operator.
+"""
+
+# No `from __future__ import annotations`: route parameters are typed with access policies bound inside
+# the router builder (local names), and FastAPI resolves postponed annotations in module globals only.
 
 import base64
 import csv
@@ -18,8 +25,9 @@ from pydantic import StringConstraints
 from contracts.dates import SupportedDateTime
 from contracts.text import NO_CONTROL_CHARACTERS
 from contracts.topics import ORG_ID_PATTERN
-from lotse_kit.context import CallerCtx
-from lotse_kit.errors import Invalid, problem
+from lotse_kit import access
+from lotse_kit.context import CallerContext
+from lotse_kit.errors import Forbidden, Invalid, problem
 from lotse_kit.params import BIGINT_MAX, BigInt
 
 from .. import views
@@ -72,6 +80,11 @@ def accessed(ctx: Any, what: str, **extra: Any) -> None:
 
 def router(deps: Deps) -> APIRouter:
     api = APIRouter(prefix="/v1/audit", tags=["audit"])
+    guard = access.Guard(deps.directory)
+    CallerCtx = Annotated[CallerContext, guard(access.AUDIT_READ)]
+    Exporter = Annotated[CallerContext, guard(access.AUDIT_EXPORT)]
+    Dpo = Annotated[CallerContext, guard(access.SUBJECT_REPORT)]
+    Signer = Annotated[CallerContext, guard(access.TREE_HEAD_SIGNING)]
 
     @api.get("/entries")
     async def list_entries(
@@ -89,6 +102,11 @@ def router(deps: Deps) -> APIRouter:
             if t is not None and t.tzinfo is None:
                 raise Invalid(f"{name}: needs a UTC offset")
         after = decode_cursor(cursor) if cursor else None
+        scope = access.audit_scope(ctx)
+        if scope is not None:
+            if org is not None and org != scope:
+                raise Forbidden(f"A data-protection officer of {scope} reads only the entries concerning {scope}.")
+            org = scope
         f = EntryFilter(client_id=str(client_id) if client_id else None, org=org, type=type, time_from=time_from, time_to=time_to)
         page = await views.entries(deps, f, after=after, limit=limit)
         accessed(ctx, "entries", filter={"client_id": f.client_id, "org": org, "type": type})
@@ -99,7 +117,7 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/entries/{index}")
     async def get_entry(ctx: CallerCtx, index: Annotated[int, Path(ge=0), BigInt.path("index")]) -> dict[str, Any]:
-        e = await views.entry(deps, index)
+        e = await views.entry(deps, index, org=access.audit_scope(ctx))
         accessed(ctx, "entry", index=index)
         return entry_json(e)
 
@@ -109,7 +127,7 @@ def router(deps: Deps) -> APIRouter:
         return (await views.latest_tree_head(deps)).to_json()
 
     @api.post("/tree-head", status_code=201)
-    async def sign_tree_head(ctx: CallerCtx) -> dict[str, Any]:
+    async def sign_tree_head(ctx: Signer) -> dict[str, Any]:
         """Signs a tree head over the log as it is now."""
         head: TreeHead = await handle(SignTreeHead(requested_by=ctx.acting_org or ctx.actor), deps)
         return head.to_json()
@@ -141,7 +159,7 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/export")
     async def export(
-        ctx: CallerCtx,
+        ctx: Exporter,
         format: Literal["ndjson", "csv"] = "ndjson",
         tree_size: Annotated[
             int | None,
@@ -159,13 +177,16 @@ def router(deps: Deps) -> APIRouter:
 
     @api.get("/subjects/{client_id}/report", response_model=None)
     async def subject_report(
-        ctx: CallerCtx,
+        ctx: Dpo,
         client_id: uuid.UUID,
         format: Literal["json", "html"] = "json",
         lang: Annotated[str | None, Query(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = None,
     ) -> JSONResponse | HTMLResponse:
-        """GDPR Art. 15: who received which of the client's data, when, under which consent; consents and their status."""
-        report = await views.subject_report(deps, str(client_id), lang)
+        """GDPR Art. 15: who received which of the client's data, when, under which consent; consents and their status.
+        For a district-wide dpo any client; for an organisation's dpo a client their organisation holds data on (else 404)."""
+        report = await views.subject_report(
+            deps, str(client_id), lang, may_read=lambda holders: access.may_read_subject_report(ctx, holders)
+        )
         accessed(ctx, "subject-report", client_id=str(client_id))
         if format == "html":
             return HTMLResponse(views.subject_report_html(deps, report), headers={"Content-Language": report.language})

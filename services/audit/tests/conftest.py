@@ -21,12 +21,14 @@ from lotse_kit.network import OrgDirectory, parse_network
 from services.audit.bootstrap import bootstrap
 from services.audit.config import AuditSettings
 from services.audit.handlers import Deps
-from tests.fixtures import FAST_KIT_SETTINGS, RunningService, as_org, in_process
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, as_district, in_process
 from tests.kafka_helpers import eventually
 
 PARTNER = "caritas-paderborn"
 ORG = "jobcenter-paderborn"
-AUDITOR = as_org("datenschutz-kreis")
+AUDITOR = as_district("auditor")  # reads the whole log
+OPERATOR = as_district("operator")  # signs tree heads (besides the audit service itself)
+DPO = as_district("dpo", district_wide=True)  # the district's data-protection officer: Art. 15 reports of any client
 # The time every test service's clock shows (tree heads and reports are dated with it).
 CLOCK_START = datetime(2026, 3, 2, 9, 30, 15, 123000, tzinfo=UTC)
 
@@ -89,7 +91,7 @@ class Audit(RunningService):
         await eventually(reached, timeout=within_s)
 
     async def sign(self) -> dict[str, Any]:
-        r = await self.http.post("/v1/audit/tree-head", headers=AUDITOR)
+        r = await self.http.post("/v1/audit/tree-head", headers=OPERATOR)
         assert r.status_code == 201, r.text
         return r.json()
 

@@ -23,7 +23,7 @@ from contracts.events import (
 from services.audit.adapters.report_document import CATALOGUE, category_label
 from services.audit.domain.report import build_report
 from services.audit.domain.tree_head import epoch_ms
-from services.audit.tests.conftest import AUDITOR, CLOCK_START, ORG, PARTNER, now, partner_referral
+from services.audit.tests.conftest import AUDITOR, CLOCK_START, DPO, ORG, PARTNER, now, partner_referral
 
 OTHER = "awo-paderborn"
 
@@ -145,13 +145,13 @@ async def test_subject_report_shows_who_received_what_under_which_consent(audit)
     await audit.sign()
     await audit.produce(topics.CONSENTS, ev(ConsentWithdrawn(client_id=client, consent_id=consent_b, withdrawn_at=t, disclosed_to=[])))
     await audit.wait_for_size(10)
-    before = (await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)).json()
+    before = (await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=DPO)).json()
     assert {c["consent_id"]: c["status"] for c in before["consents"]} == {str(consent_a): "active", str(consent_b): "active"}
     audit.clock.advance(minutes=5)
     head = await audit.sign()
     assert head["timestamp"] == epoch_ms(CLOCK_START) + 5 * 60 * 1000  # dated by the service's clock
 
-    r = await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)
+    r = await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=DPO)
     assert r.status_code == 200 and r.headers["content-language"] == "uk"
     report = r.json()
     assert report["generated_at"] == "2026-03-02T09:35:15Z"
@@ -183,7 +183,7 @@ async def test_subject_report_shows_who_received_what_under_which_consent(audit)
     for personal in ("Olena", "Kovalenko", "olena.kovalenko", "1990-04-12"):
         assert personal not in text
 
-    html = await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html"}, headers=AUDITOR)
+    html = await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html"}, headers=DPO)
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     page = html.text
     assert 'lang="uk" dir="ltr"' in page and CATALOGUE.gettext("uk", "Your data protection report (Art. 15 GDPR)") in page
@@ -196,8 +196,8 @@ async def test_subject_report_shows_who_received_what_under_which_consent(audit)
     assert "Olena" not in page
 
     for lang in ("ar", "fa"):
-        page = (await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html", "lang": lang}, headers=AUDITOR)).text
+        page = (await audit.http.get(f"/v1/audit/subjects/{client}/report", params={"format": "html", "lang": lang}, headers=DPO)).text
         assert f'lang="{lang}" dir="rtl"' in page and CATALOGUE.gettext(lang, "Who received your data") in page
     assert "، " in page  # the Arabic-script list separator between categories
-    de = (await audit.http.get(f"/v1/audit/subjects/{stranger}/report", params={"format": "html"}, headers=AUDITOR)).text
+    de = (await audit.http.get(f"/v1/audit/subjects/{stranger}/report", params={"format": "html"}, headers=DPO)).text
     assert 'lang="de"' in de and "Keine Einträge." in de

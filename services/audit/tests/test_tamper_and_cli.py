@@ -19,7 +19,7 @@ from services.audit.cli import app as cli
 from services.audit.domain.commands import SignTreeHead
 from services.audit.handlers import handle
 from services.audit.tests import rfc9162
-from services.audit.tests.conftest import AUDITOR, DIRECTORY, ORG, fast_settings, now
+from services.audit.tests.conftest import AUDITOR, DIRECTORY, DPO, ORG, fast_settings, now
 from tests.fixtures import as_org, serving
 from tests.kafka_helpers import eventually, produce_raw
 
@@ -109,7 +109,7 @@ async def test_one_changed_byte_is_detected(audit, admin_db, tmp_path):
     assert rfc9162.verify_inclusion(rfc9162.hash_leaf(base64.b64decode(neighbour["entry_b64"])), 3, 9, npath, root)
 
     # The subject report names the entry it can no longer trust.
-    report = (await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=AUDITOR)).json()
+    report = (await audit.http.get(f"/v1/audit/subjects/{client}/report", headers=DPO)).json()
     assert report["tampered_entries"] == [victim] and report["entries_examined"] == 9
 
     # Rewriting the recorded leaf hash as well only moves the failure to the root.

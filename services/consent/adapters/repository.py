@@ -244,3 +244,35 @@ async def referral_parties(conn: asyncpg.Connection, referral_id: UUID) -> tuple
     """(senders, recipients) of a referral, as far as it went through the gate."""
     rows = await conn.fetch("SELECT from_org, recipient FROM disclosures WHERE referral_id = $1 AND outcome = 'made'", referral_id)
     return {r["from_org"] for r in rows}, {r["recipient"] for r in rows}
+
+
+# ---------------------------------------------------------------- who is responsible for a client
+async def record_registration(conn: asyncpg.Connection, client_id: UUID, registering_org: str, responsible_org: str, at: datetime) -> None:
+    """A client registered in intake; a hand-over seen first (replayed topics) keeps its responsible organisation."""
+    await conn.execute(
+        """INSERT INTO client_orgs (client_id, registering_org, responsible_org, updated_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (client_id) DO UPDATE SET registering_org = EXCLUDED.registering_org""",
+        client_id,
+        registering_org,
+        responsible_org,
+        at,
+    )
+
+
+async def record_handover(conn: asyncpg.Connection, client_id: UUID, to_org: str, at: datetime) -> None:
+    """The case moved to `to_org` (events of one client arrive in order: they share a partition)."""
+    await conn.execute(
+        """INSERT INTO client_orgs (client_id, registering_org, responsible_org, updated_at) VALUES ($1, NULL, $2, $3)
+           ON CONFLICT (client_id) DO UPDATE SET responsible_org = EXCLUDED.responsible_org, updated_at = EXCLUDED.updated_at""",
+        client_id,
+        to_org,
+        at,
+    )
+
+
+async def responsible_orgs(conn: asyncpg.Connection | asyncpg.Pool, client_id: UUID) -> frozenset[str]:
+    """The client's registering and current responsible organisation (empty if intake never announced the client)."""
+    row = await conn.fetchrow("SELECT registering_org, responsible_org FROM client_orgs WHERE client_id = $1", client_id)
+    if row is None:
+        return frozenset()
+    return frozenset(o for o in (row["registering_org"], row["responsible_org"]) if o)

@@ -33,7 +33,8 @@ class RecordConsent:
 
 @dataclass(frozen=True)
 class WithdrawConsent:
-    """The client's withdrawal (GDPR Art. 7(3)), recorded by any member organisation."""
+    """The client's withdrawal (GDPR Art. 7(3)), recorded by the collecting organisation, a recipient or
+    a responsible organisation of the client (`lotse_kit.access.may_withdraw`)."""
 
     consent_id: UUID
     by_org: str

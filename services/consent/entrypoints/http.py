@@ -1,9 +1,12 @@
 """HTTP API: consents, withdrawals, receipts and the decision API. Thin: parse, call handlers or views, return.
 
-Refusals are domain errors (domain/errors.py); the kit turns them into problem+json.
+Refusals are domain errors (domain/errors.py); the kit turns them into problem+json. Access
+(`lotse_kit.access`, docs/security.md): consents are recorded, read and withdrawn by organisations'
+caseworkers and partner systems within the scope rules; the decision API answers services only.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: route parameters are typed with access policies bound inside
+# the router builder (local names), and FastAPI resolves postponed annotations in module globals only.
 
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,7 +20,8 @@ from contracts.dates import SupportedDateTime
 from contracts.events import LanguageTag, OrgId
 from contracts.text import ShortText
 from contracts.vocab import DataCategory, Purpose
-from lotse_kit.context import Ctx
+from lotse_kit import access
+from lotse_kit.context import CallerContext, RequestContext
 
 from .. import views
 from ..domain.commands import RecordConsent, WithdrawConsent
@@ -113,6 +117,9 @@ def _out(c: Consent, now: datetime) -> ConsentOut:
 
 def router(deps: Deps) -> APIRouter:
     r = APIRouter(tags=["consents"])
+    guard = access.Guard(deps.directory)
+    Ctx = Annotated[RequestContext, guard(access.ORG_STAFF)]
+    Service = Annotated[CallerContext, guard(access.SERVICES)]
 
     @r.post("/v1/consents", status_code=201, response_model=ConsentOut)
     async def record_consent(body: ConsentIn, ctx: Ctx) -> ConsentOut:
@@ -140,38 +147,43 @@ def router(deps: Deps) -> APIRouter:
         return _out(consent, deps.clock.now())
 
     @r.get("/v1/consents/{consent_id}", response_model=ConsentOut)
-    async def read_consent(consent_id: UUID) -> ConsentOut:
-        return _out(await views.get_consent(deps, consent_id), deps.clock.now())
+    async def read_consent(consent_id: UUID, ctx: Ctx) -> ConsentOut:
+        """For the collecting organisation and the client's responsible organisations; 404 for anyone else."""
+        return _out(await views.get_consent(deps, consent_id, ctx.acting_org), deps.clock.now())
 
     @r.post("/v1/consents/{consent_id}/withdraw", response_model=ConsentOut)
     async def withdraw(consent_id: UUID, ctx: Ctx) -> ConsentOut:
-        """The client's withdrawal (GDPR Art. 7(3)), recorded by any member organisation; effective at once."""
+        """The client's withdrawal (GDPR Art. 7(3)), effective at once; recorded by the collecting organisation,
+        a recipient or a responsible organisation of the client (404 for any other)."""
         consent = await handle(WithdrawConsent(consent_id, by_org=ctx.acting_org), deps)
         return _out(consent, deps.clock.now())
 
     @r.get("/v1/clients/{client_id}/consents", response_model=list[ConsentOut])
-    async def client_consents(client_id: UUID) -> list[ConsentOut]:
-        """The client's consents, newest first, with their status now."""
+    async def client_consents(client_id: UUID, ctx: Ctx) -> list[ConsentOut]:
+        """The client's consents, newest first, with their status now: all for the client's responsible
+        organisations, the ones it collected for any other organisation."""
         now = deps.clock.now()
-        return [_out(c, now) for c in await views.list_client_consents(deps, client_id)]
+        return [_out(c, now) for c in await views.list_client_consents(deps, client_id, ctx.acting_org)]
 
     @r.get("/v1/consents/{consent_id}/receipt")
     async def consent_receipt(
         consent_id: UUID,
+        ctx: Ctx,
         lang: Annotated[
             str | None, Query(description="de, en, uk, ar, ru, tr or fa; default: the language the client was informed in.")
         ] = None,
     ) -> dict[str, Any]:
-        return await views.consent_receipt(deps, consent_id, lang)
+        return await views.consent_receipt(deps, consent_id, lang, ctx.acting_org)
 
     @r.get("/v1/decisions", response_model=DecisionOut, tags=["decisions"])
     async def decision(
+        _: Service,
         client_id: UUID,
         recipient: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")],
         purpose: Purpose,
         category: Annotated[list[DataCategory], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     ) -> JSONResponse:
-        """May `recipient` receive these categories of the client's data for `purpose`, right now?"""
+        """May `recipient` receive these categories of the client's data for `purpose`, right now? For services' own tokens only."""
         d = await views.check_decision(deps, client_id=client_id, recipient=recipient, purpose=purpose, categories=category)
         return JSONResponse(d.as_dict())
 

@@ -7,6 +7,7 @@ import uuid
 
 from contracts import new_event
 from contracts.events import ConsentExpired, ConsentGranted, ConsentWithdrawn
+from lotse_kit import access
 
 from ..adapters import repository as repo
 from ..domain.commands import ExpireDueConsents, RecordConsent, WithdrawConsent
@@ -72,7 +73,13 @@ async def withdraw_consent(cmd: WithdrawConsent, deps: Deps) -> Consent:
     async with deps.db.pool.acquire() as conn:
         async with conn.transaction():
             consent = await repo.get_consent(conn, cmd.consent_id, for_update=True)
-            if consent is None:
+            if consent is None or not access.may_withdraw(
+                cmd.by_org,
+                collecting_org=consent.collecting_org,
+                recipients=consent.recipients,
+                responsible_orgs=await repo.responsible_orgs(conn, consent.client_id),
+            ):
+                # An unrelated organisation cannot withdraw, nor learn that the consent exists.
                 raise ConsentNotFound(f"no consent {cmd.consent_id}")
             now = deps.clock.now()
             status = consent.status(now)

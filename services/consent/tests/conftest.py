@@ -19,7 +19,7 @@ from lotse_kit.network import OrgDirectory, parse_network
 from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.handlers import Deps
-from tests.fixtures import FAST_KIT_SETTINGS, RunningService, as_org, in_process
+from tests.fixtures import FAST_KIT_SETTINGS, RunningService, as_org, in_process, service_token
 
 JOBCENTER = "jobcenter-paderborn"
 CARITAS = "caritas-paderborn"
@@ -57,7 +57,7 @@ class Service(RunningService):
 
     async def decision(self, client_id: Any, recipient: str, purpose: str, categories: list[str]) -> dict[str, Any]:
         params = [("client_id", str(client_id)), ("recipient", recipient), ("purpose", purpose)] + [("category", c) for c in categories]
-        r = await self.http.get("/v1/decisions", params=params)
+        r = await self.http.get("/v1/decisions", params=params, headers=service_token("intake"))  # services only
         assert r.status_code == 200, r.text
         return r.json()
 

@@ -9,6 +9,8 @@ from tests.fixtures import as_org
 
 from .conftest import JOBCENTER, Service, consent_body
 
+JC = as_org(JOBCENTER)  # the collecting organisation of the consents these tests grant
+
 
 def assert_refused(resp: Any, field: str) -> None:
     assert resp.status_code == 422, resp.text
@@ -37,6 +39,6 @@ async def test_the_receipt_of_a_consent_informed_in_a_language_without_locale_da
     ("zz") made every receipt of that consent fail while naming the language (Babel's UnknownLocaleError)."""
     consent = await service.grant(information_language="zz")
     for lang in (None, "de", "ar"):
-        resp = await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": lang} if lang else None)
+        resp = await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": lang} if lang else None, headers=JC)
         assert resp.status_code == 200, resp.text
         assert "zz" in resp.json()["text"]  # the tag stands in for the name it does not have

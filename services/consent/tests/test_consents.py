@@ -21,6 +21,8 @@ from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, JOBCENTER, KI, Service, consent_body, disclosure_request
 
+JC = as_org(JOBCENTER)  # the collecting organisation of the consents these tests grant
+
 
 async def _post(svc: Service, body: dict, org: str = JOBCENTER):
     return await svc.http.post("/v1/consents", json=body, headers=as_org(org))
@@ -78,9 +80,9 @@ async def test_client_consents_newest_first_with_status(service: Service) -> Non
     service.clock.advance(minutes=5)
     second = await service.grant(client, recipients=[KI])
     await service.http.post(f"/v1/consents/{first['consent_id']}/withdraw", headers=as_org(JOBCENTER))
-    r = await service.http.get(f"/v1/clients/{client}/consents")
+    r = await service.http.get(f"/v1/clients/{client}/consents", headers=JC)
     assert [(c["consent_id"], c["status"]) for c in r.json()] == [(second["consent_id"], "active"), (first["consent_id"], "withdrawn")]
-    assert (await service.http.get(f"/v1/clients/{uuid.uuid4()}/consents")).json() == []
+    assert (await service.http.get(f"/v1/clients/{uuid.uuid4()}/consents", headers=JC)).json() == []
     missing = await service.http.post(f"/v1/consents/{uuid.uuid4()}/withdraw", headers=as_org(JOBCENTER))
     assert missing.status_code == 404 and missing.json()["type"] == "urn:lotse:problem:consent-not-found"
 
@@ -109,7 +111,7 @@ async def test_expiry_is_emitted_once_and_takes_effect_before_the_job_runs(servi
     assert expired[0].data.expired_at == datetime.fromisoformat(consent["valid_until"])
     inbox = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)), until=2, settle=0.5)
     assert [decode(r.headers, r.value).type for r in inbox] == ["lotse.referral.sent", "lotse.consent.expired"]
-    r = await service.http.get(f"/v1/consents/{consent['consent_id']}")
+    r = await service.http.get(f"/v1/consents/{consent['consent_id']}", headers=JC)
     assert r.json()["status"] == "expired"
     w = await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org(JOBCENTER))
     assert w.status_code == 409 and w.json()["type"] == "urn:lotse:problem:consent-expired"

@@ -21,6 +21,8 @@ from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, DIAKONIE, JOBCENTER, KI, Service, disclosure_request
 
+JC = as_org(JOBCENTER)  # the collecting organisation of the consents these tests grant
+
 
 def _types(records) -> list[str]:
     return [decode(r.headers, r.value).type for r in records]
@@ -69,7 +71,7 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
     assert _types(granted) == ["lotse.consent.granted"]
 
     # The consent now shows where data went.
-    r = await service.http.get(f"/v1/clients/{client}/consents")
+    r = await service.http.get(f"/v1/clients/{client}/consents", headers=JC)
     assert [c["disclosed_to"] for c in r.json()] == [[CARITAS]]
 
 

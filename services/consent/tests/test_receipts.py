@@ -10,7 +10,9 @@ from services.consent.domain.model import ConsentStatus
 from services.consent.domain.receipts import Section
 from tests.fixtures import as_org
 
-from .conftest import Service
+from .conftest import JOBCENTER, Service
+
+JC = as_org(JOBCENTER)  # the collecting organisation of the consents these tests grant
 
 
 async def test_receipt_in_every_language(service: Service) -> None:
@@ -18,7 +20,7 @@ async def test_receipt_in_every_language(service: Service) -> None:
     cid = consent["consent_id"]
     texts = service.deps.receipt_texts
     for lang in LANGUAGES:
-        r = await service.http.get(f"/v1/consents/{cid}/receipt", params={"lang": lang})
+        r = await service.http.get(f"/v1/consents/{cid}/receipt", params={"lang": lang}, headers=JC)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["language"] == lang
@@ -44,7 +46,7 @@ async def test_receipt_in_every_language(service: Service) -> None:
 async def test_receipt_text_in_arabic_script_separates_items_with_the_arabic_semicolon(service: Service) -> None:
     consent = await service.grant(categories=["identity", "contact"])
     for lang, separator in (("ar", "؛ "), ("fa", "؛ "), ("de", "; ")):
-        text = (await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": lang})).json()["text"]
+        text = (await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": lang}, headers=JC)).json()["text"]
         texts = service.deps.receipt_texts
         labels = separator.join([texts.category(lang, DataCategory.IDENTITY), texts.category(lang, DataCategory.CONTACT)])
         assert labels in text, lang
@@ -53,20 +55,20 @@ async def test_receipt_text_in_arabic_script_separates_items_with_the_arabic_sem
 async def test_receipt_language_defaults_and_status(service: Service) -> None:
     texts = service.deps.receipt_texts
     consent = await service.grant(information_language="uk", categories=["identity"], interpreter_used=False)
-    r = await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt")
+    r = await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", headers=JC)
     assert r.json()["language"] == "uk" and texts.sentence("uk", Section.INTERPRETER) not in r.json()["text"]
     assert texts.sentence("uk", Section.HEALTH) not in r.json()["text"]
     other = await service.grant(information_language="ti")  # Tigrinya: no text yet, German is the fallback
-    assert (await service.http.get(f"/v1/consents/{other['consent_id']}/receipt")).json()["language"] == "de"
-    bad = await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": "xx"})
+    assert (await service.http.get(f"/v1/consents/{other['consent_id']}/receipt", headers=JC)).json()["language"] == "de"
+    bad = await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": "xx"}, headers=JC)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "lang"
     assert bad.headers["content-type"].startswith("application/problem+json")
 
     await service.http.post(f"/v1/consents/{consent['consent_id']}/withdraw", headers=as_org("ki-paderborn"))
-    text = (await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": "de"})).json()["text"]
+    text = (await service.http.get(f"/v1/consents/{consent['consent_id']}/receipt", params={"lang": "de"}, headers=JC)).json()["text"]
     assert "Stand: widerrufen." in text and "widerrufen" in text.split("\n")[3]
-    missing = await service.http.get(f"/v1/consents/{uuid.uuid4()}/receipt")
+    missing = await service.http.get(f"/v1/consents/{uuid.uuid4()}/receipt", headers=JC)
     assert missing.status_code == 404 and missing.json()["type"] == "urn:lotse:problem:consent-not-found"
     service.clock.advance(days=400)
-    text = (await service.http.get(f"/v1/consents/{other['consent_id']}/receipt", params={"lang": "en"})).json()["text"]
+    text = (await service.http.get(f"/v1/consents/{other['consent_id']}/receipt", params={"lang": "en"}, headers=JC)).json()["text"]
     assert "Status: expired." in text and "This consent expired on" in text

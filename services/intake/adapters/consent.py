@@ -2,14 +2,20 @@
 
 Agreed API (consent service):
     GET /v1/decisions?client_id=<uuid>&recipient=<org>&purpose=<Purpose>&category=<DataCategory>&category=...
+    Authorization: Bearer <intake's own access token (client credentials)>
     -> 200 {"allowed": bool, "consent_id": uuid|null, "reason": str, "missing_categories": [DataCategory...]}
+
+The decision API answers service tokens only. Intake's token comes from the issuer's token endpoint
+(`lotse_kit.auth.ServiceTokens`, LOTSE_OIDC_CLIENT_ID / LOTSE_OIDC_CLIENT_SECRET) and is reused until
+shortly before it expires; a 401 (e.g. the provider rotated its keys) discards it and the request is
+sent once more with a new one. Any other answer but 200 is `ConsentUnavailable`: intake fails closed.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +23,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.vocab import DataCategory, Purpose
+from lotse_kit.auth import ServiceTokens
+from lotse_kit.errors import DomainError
 
 from ..domain.errors import ConsentUnavailable
 
@@ -48,14 +56,35 @@ class _DecisionBody(BaseModel):
 
 
 class HttpConsentDecisions:
-    def __init__(self, base_url: str, *, timeout_s: float = 3.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 3.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        tokens: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport)
+        self.tokens = tokens or ServiceTokens()
+
+    async def _token(self) -> str:
+        try:
+            return await self.tokens()
+        except (httpx.HTTPError, KeyError, ValueError, DomainError) as exc:
+            raise ConsentUnavailable(f"no access token for the consent service: {type(exc).__name__}") from exc
 
     async def decide(self, client_id: uuid.UUID, recipient: str, purpose: Purpose, categories: Iterable[DataCategory]) -> Decision:
         params: list[tuple[str, str]] = [("client_id", str(client_id)), ("recipient", recipient), ("purpose", Purpose(purpose).value)]
         params += [("category", DataCategory(c).value) for c in categories]
         try:
-            resp = await self._client.get("/v1/decisions", params=params)
+            for attempt in (1, 2):
+                token = await self._token()
+                resp = await self._client.get("/v1/decisions", params=params, headers={"Authorization": f"Bearer {token}"})
+                invalidate = getattr(self.tokens, "invalidate", None)
+                if resp.status_code != 401 or attempt == 2 or invalidate is None:
+                    break
+                log.info("the consent service refused intake's token; fetching a new one")
+                invalidate()  # a token the provider no longer vouches for: fetch a new one, once
         except httpx.HTTPError as exc:
             raise ConsentUnavailable(f"consent service not reachable: {type(exc).__name__}") from exc
         if resp.status_code != 200:

@@ -196,6 +196,18 @@ async def list_referrals(
     return await conn.fetch(sql, *args)
 
 
+async def referred_to(conn: asyncpg.Connection, client_id: uuid.UUID, org: str, statuses: Iterable[str]) -> bool:
+    """Whether `org` received a referral of the client that is in one of `statuses`."""
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM referrals WHERE client_id = $1 AND to_org = $2 AND status = ANY($3::text[]) LIMIT 1",
+            client_id,
+            org,
+            list(statuses),
+        )
+    )
+
+
 async def referrals_of_client(conn: asyncpg.Connection, client_id: uuid.UUID) -> list[Row]:
     return await conn.fetch("SELECT * FROM referrals WHERE client_id = $1 ORDER BY sent_at", client_id)
 

@@ -1,10 +1,13 @@
 """HTTP API (JSON; errors as application/problem+json, mapped by the kit from `domain.errors`).
 
 Thin: each route turns the request into a command (body + acting organisation + path) or a query,
-and hands it to `handlers.handle` or `views`.
+and hands it to `handlers.handle` or `views`. Each route declares its access policy
+(`lotse_kit.access`, see docs/security.md): an organisation's caseworkers and partner systems work
+cases; the contact API answers only the notifications service on behalf of an organisation.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: route parameters are typed with access policies bound inside
+# the router builder (local names), and FastAPI resolves postponed annotations in module globals only.
 
 import uuid
 from typing import Annotated, Any, Literal, TypeVar
@@ -13,7 +16,8 @@ from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel
 
 from contracts.topics import ORG_ID_PATTERN
-from lotse_kit.context import Ctx
+from lotse_kit import access
+from lotse_kit.context import CallerContext, RequestContext
 
 from .. import views
 from ..domain import commands as cmds
@@ -32,6 +36,10 @@ def command(cls: type[C], body: BaseModel | None, **context: Any) -> C:
 
 def build_router(deps: Deps) -> APIRouter:
     r = APIRouter(prefix="/v1")
+    guard = access.Guard(deps.directory)
+    Ctx = Annotated[RequestContext, guard(access.ORG_STAFF)]
+    Contact = Annotated[RequestContext, guard(access.CONTACT_LOOKUP)]
+    Anyone = Annotated[CallerContext, guard(access.AUTHENTICATED)]
 
     # ------------------------------------------------------------ clients
     @r.post("/clients", status_code=201, tags=["clients"], summary="Register a client")
@@ -40,7 +48,11 @@ def build_router(deps: Deps) -> APIRouter:
         response.headers["Location"] = f"/v1/clients/{client_id}"
         return {"client_id": client_id}
 
-    @r.get("/clients/{client_id}", tags=["clients"], summary="A client's case, for the responsible organisation")
+    @r.get(
+        "/clients/{client_id}",
+        tags=["clients"],
+        summary="A client's case: all of it for the registering and responsible organisation, consented categories for a receiver",
+    )
     async def get_client(client_id: uuid.UUID, ctx: Ctx) -> dict[str, Any]:
         return await views.get_client(deps, client_id, ctx.acting_org)
 
@@ -58,7 +70,7 @@ def build_router(deps: Deps) -> APIRouter:
         tags=["clients"],
         summary="Contact data, if the client consented to notifications by this organisation",
     )
-    async def contact(client_id: uuid.UUID, ctx: Ctx) -> dict[str, Any]:
+    async def contact(client_id: uuid.UUID, ctx: Contact) -> dict[str, Any]:
         return await views.get_contact(deps, client_id, ctx.acting_org)
 
     # ------------------------------------------------------------ referrals
@@ -116,7 +128,7 @@ def build_router(deps: Deps) -> APIRouter:
 
     # ------------------------------------------------------------ network
     @r.get("/network", tags=["network"], summary="The network configuration: organisations, services, process plans")
-    async def network() -> dict[str, Any]:
+    async def network(_: Anyone) -> dict[str, Any]:
         return views.network(deps)
 
     return r

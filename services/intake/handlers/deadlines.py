@@ -12,13 +12,14 @@ import asyncpg
 
 from contracts.events import DeadlineApproaching, DeadlineMissed, DeadlineRegistered, DeadlineResolved, EventData
 from contracts.vocab import DeadlineKind
+from lotse_kit import access
 
 from ..adapters import metrics
 from ..adapters import repository as repo
 from ..domain import calendar, deadlines
 from ..domain.commands import RegisterDeadline, ResolveDeadline
 from ..domain.errors import Conflict, Forbidden, Invalid, NotFound
-from ..views import case_for, deadline_view
+from ..views import case_for, deadline_view, view_of
 from .deps import Deps
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ async def resolve_deadline(cmd: ResolveDeadline, deps: Deps) -> dict[str, Any]:
             raise NotFound(f"no deadline {cmd.deadline_id}")
         client = await repo.get_client(conn, d["client_id"])
         if cmd.acting_org not in (d["responsible_org"], client["responsible_org"]):
+            if await view_of(conn, client, cmd.acting_org) is access.ClientView.NONE:
+                raise NotFound(f"no deadline {cmd.deadline_id}")  # a client it does not see: its deadlines do not exist for it
             raise Forbidden(f"only {d['responsible_org']} or the responsible organisation may resolve this deadline")
         if d["status"] != "open":
             raise Conflict(f"deadline {cmd.deadline_id} is already {d['status']}")

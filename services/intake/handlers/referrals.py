@@ -217,7 +217,8 @@ async def settle_referral_deadlines(
 async def _act(deps: Deps, referral_id: uuid.UUID, answer: Answer, acting_org: str) -> dict[str, Any]:
     async with deps.db.pool.acquire() as conn, conn.transaction():
         ref = await repo.get_referral(conn, referral_id, for_update=True)
-        if ref is None:
+        if ref is None or acting_org not in (ref["from_org"], ref["to_org"]):
+            # Another organisation's referral does not exist for this one (a party on the wrong side gets 403 below).
             raise NotFound(f"no referral {referral_id}")
         row = await apply_referral_action(conn, deps, ref, answer, acting_org)
     return referral_view(row)

@@ -55,3 +55,62 @@ async def test_unreachable_or_failing_consent_service_fails_closed():
     with pytest.raises(ConsentUnavailable, match="500"):
         await failing.decide(uuid.uuid4(), "ki-kreis-paderborn", Purpose.REFERRAL, [DataCategory.IDENTITY])
     await failing.aclose()
+
+
+def token_issuer(issued: list[str]) -> httpx.MockTransport:
+    """A stand-in token endpoint (client credentials): each token it issues is new ("t1", "t2", ...)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/openid-configuration"):
+            return httpx.Response(200, json={"token_endpoint": "http://issuer.test/token"})
+        assert request.url.path == "/token" and b"grant_type=client_credentials" in request.content
+        issued.append(f"t{len(issued) + 1}")
+        return httpx.Response(200, json={"access_token": issued[-1], "expires_in": 300})
+
+    return httpx.MockTransport(handle)
+
+
+async def test_the_decision_api_is_asked_with_intakes_own_token_and_a_refused_token_is_renewed_once():
+    from lotse_kit.auth import AuthSettings, ServiceTokens
+
+    issued: list[str] = []
+    tokens = ServiceTokens(
+        AuthSettings(issuer="http://issuer.test", client_id="lotse-intake", client_secret="s"), transport=token_issuer(issued)
+    )
+    accepted = {"t2"}  # the consent service refuses the first token (e.g. signed with a key the provider rotated out)
+    presented: list[str | None] = []
+
+    def consent(request: httpx.Request) -> httpx.Response:
+        presented.append(request.headers.get("authorization"))
+        if request.headers.get("authorization", "").removeprefix("Bearer ") not in accepted:
+            return httpx.Response(401, json={"type": "urn:lotse:problem:invalid-token"})
+        return httpx.Response(
+            200, json={"allowed": True, "consent_id": str(uuid.UUID(int=1)), "reason": "granted", "missing_categories": []}
+        )
+
+    adapter = HttpConsentDecisions("http://consent", transport=httpx.MockTransport(consent), tokens=tokens)
+    d = await adapter.decide(uuid.uuid4(), "ki-kreis-paderborn", Purpose.REFERRAL, [DataCategory.IDENTITY])
+    assert d.allowed and presented == ["Bearer t1", "Bearer t2"] and issued == ["t1", "t2"]
+    # The renewed token is kept: the next decision needs no new one.
+    await adapter.decide(uuid.uuid4(), "ki-kreis-paderborn", Purpose.REFERRAL, [DataCategory.IDENTITY])
+    assert presented[-1] == "Bearer t2" and issued == ["t1", "t2"]
+    # Refused again after the renewal: one retry only, then intake fails closed (503 for its caller).
+    accepted.clear()
+    presented.clear()
+    with pytest.raises(ConsentUnavailable, match="401"):
+        await adapter.decide(uuid.uuid4(), "ki-kreis-paderborn", Purpose.REFERRAL, [DataCategory.IDENTITY])
+    assert presented == ["Bearer t2", "Bearer t3"] and issued == ["t1", "t2", "t3"]
+    await adapter.aclose()
+
+
+async def test_without_credentials_intake_fails_closed():
+    from lotse_kit.auth import AuthSettings, ServiceTokens
+
+    adapter = HttpConsentDecisions(
+        "http://consent",
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"allowed": True})),
+        tokens=ServiceTokens(AuthSettings(issuer="http://issuer.test", client_id=None, client_secret=None)),
+    )
+    with pytest.raises(ConsentUnavailable, match="no access token"):
+        await adapter.decide(uuid.uuid4(), "ki-kreis-paderborn", Purpose.REFERRAL, [DataCategory.IDENTITY])
+    await adapter.aclose()

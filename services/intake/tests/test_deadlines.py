@@ -57,7 +57,8 @@ async def test_register_deadline_kinds_and_104c_end(make_intake):
             resp = await http.post(url, headers=h(JOBCENTER), json=body)
             assert resp.status_code == 422, (body, resp.text)
             assert resp.json()["errors"][0]["field"] == field, (body, resp.json())
-        assert (await http.post(url, headers=h(KI), json={"kind": "appointment", "due_at": "2026-03-10T10:30:00+01:00"})).status_code == 403
+        # An organisation that does not see the client: the client does not exist for it.
+        assert (await http.post(url, headers=h(KI), json={"kind": "appointment", "due_at": "2026-03-10T10:30:00+01:00"})).status_code == 404
         # Resolving emits once; a second resolve is a conflict.
         deadline_id = d["deadline_id"]
         assert (

@@ -58,7 +58,7 @@ async def test_a_changed_file_applies_without_restart_and_a_broken_one_keeps_the
         # A broken file is not applied: the last good version stays in force, readiness warns.
         _write(path, good.replace("kind: jobcenter", "kind: job_centre", 1))
         await asyncio.sleep(2.2)
-        orgs = [o["id"] for o in (await http.get("/v1/network")).json()["organisations"]]
+        orgs = [o["id"] for o in (await http.get("/v1/network", headers=h(JOBCENTER))).json()["organisations"]]
         assert "neue-beratung-paderborn" in orgs and JOBCENTER in orgs
         ready = await http.get("/health/ready")
         assert ready.status_code == 200 and ready.json()["checks"]["network"].startswith("up: last good version")

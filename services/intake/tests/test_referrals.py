@@ -10,8 +10,9 @@ from contracts import new_event, topics
 from contracts.events import DisclosureBlocked, ReferralAccepted, ReferralCompleted
 from contracts.topics import dlq, partner_outbox
 from contracts.vocab import DataCategory, Purpose
+from lotse_kit.context import ON_BEHALF_OF
 from services.intake.adapters.consent import HttpConsentDecisions
-from tests.fixtures import produce_events
+from tests.fixtures import produce_events, service_token
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import CARITAS, JOBCENTER, KI, KIM, client_body, events, h, metric
@@ -180,10 +181,11 @@ async def test_answers_from_the_wrong_organisation_are_refused(make_intake, cons
         cid = uuid.UUID(client_id)
         consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
         rid = (await refer(http, client_id))["referral_id"]
-        # HTTP: the sender cannot accept its own referral, another member cannot either.
-        for org in (JOBCENTER, CARITAS):
-            resp = await http.post(f"/v1/referrals/{rid}/accept", headers=h(org))
-            assert resp.status_code == 403, resp.text
+        # HTTP: the sender cannot accept its own referral (403); for another member it does not exist (404).
+        resp = await http.post(f"/v1/referrals/{rid}/accept", headers=h(JOBCENTER))
+        assert resp.status_code == 403 and resp.json()["type"] == "urn:lotse:problem:forbidden", resp.text
+        resp = await http.post(f"/v1/referrals/{rid}/accept", headers=h(CARITAS))
+        assert resp.status_code == 404 and resp.json()["detail"] == f"no referral {rid}", resp.text
         resp = await http.post(f"/v1/referrals/{rid}/revoke", headers=h(KI))
         assert resp.status_code == 403
         # Kafka: Caritas answers on its own outbox in the KI's name, and again as itself: both dead-lettered.
@@ -304,12 +306,14 @@ async def test_handover_moves_open_referrals_and_deadlines(make_intake, consent,
             "asylblg",
             "sgb_ii",
         )
-        # The new organisation now works the case; the old one no longer sees it.
-        assert (await http.get(f"/v1/clients/{client_id}", headers=h(JOBCENTER))).status_code == 403
+        # The new organisation now works the case; the registering one still sees what it recorded, but no longer works it.
+        assert (await http.get(f"/v1/clients/{client_id}", headers=h(JOBCENTER))).json()["view"] == "all"
+        assert (await http.patch(f"/v1/clients/{client_id}", headers=h(JOBCENTER), json={"needs": []})).status_code == 403
         case = (await http.get(f"/v1/clients/{client_id}", headers=h(KIM))).json()
         assert case["responsible_org"] == KIM and case["referrals"][0]["from_org"] == KIM
         assert {d["kind"]: d["responsible_org"] for d in case["deadlines"]} == {"residence_title_expiry": KIM, "referral_answer_due": KI}
-        assert (await http.post(f"/v1/referrals/{rid}/revoke", headers=h(JOBCENTER))).status_code == 403
+        # The referral moved with the case: the Jobcenter is no longer its party, so it does not exist for it.
+        assert (await http.post(f"/v1/referrals/{rid}/revoke", headers=h(JOBCENTER))).status_code == 404
         assert (await http.post(f"/v1/referrals/{rid}/revoke", headers=h(KIM), json={"reason": "nicht mehr nötig"})).status_code == 200
 
 
@@ -340,14 +344,22 @@ async def test_worklists_and_overdue(make_intake, consent, clock):
         assert (await http.get("/v1/referrals", params={"status": "lost"}, headers=h(JOBCENTER))).status_code == 422
 
 
+def notifications_for(org: str) -> dict[str, str]:
+    """The notifications service's own token, asking on behalf of `org` (the only caller of the contact API)."""
+    return service_token("notifications") | {ON_BEHALF_OF: org}
+
+
 async def test_contact_endpoint_is_consent_gated(make_intake, consent):
     async with make_intake() as (_app, http):
         client_id = await register(http)
+        # Only the notifications service asks; an organisation's own caseworker is refused.
         resp = await http.get(f"/v1/clients/{client_id}/contact", headers=h(KI))
+        assert resp.status_code == 403 and resp.json()["type"] == "urn:lotse:problem:role-required"
+        resp = await http.get(f"/v1/clients/{client_id}/contact", headers=notifications_for(KI))
         assert resp.status_code == 409
         assert resp.json()["missing_categories"] == ["contact"] and resp.json()["purpose"] == "contact_for_notifications"
         consent.grant(client_id, KI, Purpose.CONTACT_FOR_NOTIFICATIONS, [DataCategory.CONTACT])
-        resp = await http.get(f"/v1/clients/{client_id}/contact", headers=h(KI))
+        resp = await http.get(f"/v1/clients/{client_id}/contact", headers=notifications_for(KI))
         assert resp.status_code == 200
         assert resp.json() == {
             "client_id": client_id,
@@ -357,8 +369,12 @@ async def test_contact_endpoint_is_consent_gated(make_intake, consent):
             "phone": "+49 5251 123456",
         }
         # Consent for the KI does not open the contact to Caritas.
-        assert (await http.get(f"/v1/clients/{client_id}/contact", headers=h(CARITAS))).status_code == 409
-        assert (await http.get(f"/v1/clients/{uuid.uuid4()}/contact", headers=h(KI))).status_code == 404
+        assert (await http.get(f"/v1/clients/{client_id}/contact", headers=notifications_for(CARITAS))).status_code == 409
+        assert (await http.get(f"/v1/clients/{uuid.uuid4()}/contact", headers=notifications_for(KI))).status_code == 404
+        # The organisation asked for must be a member; the audit service's token may not ask at all.
+        assert (await http.get(f"/v1/clients/{client_id}/contact", headers=notifications_for("not-a-member"))).status_code == 403
+        audit = service_token("audit") | {ON_BEHALF_OF: KI}
+        assert (await http.get(f"/v1/clients/{client_id}/contact", headers=audit)).status_code == 403
 
 
 async def test_update_client_and_residence_title_change(make_intake, kafka_bootstrap, topic_namespace):
@@ -386,7 +402,8 @@ async def test_update_client_and_residence_title_change(make_intake, kafka_boots
         chancen = by_kind["chancen_aufenthalt_end"]
         assert chancen["status"] == "open" and chancen["last_day"] == "2027-08-31" and "§25b" in chancen["legal_note"]
         assert case["email"] == "neu@mail.example"
-        assert (await http.patch(f"/v1/clients/{client_id}", headers=h(KI), json={"needs": []})).status_code == 403
+        # The KI does not see the client at all: for it, the client does not exist.
+        assert (await http.patch(f"/v1/clients/{client_id}", headers=h(KI), json={"needs": []})).status_code == 404
         assert (
             await http.patch(
                 f"/v1/clients/{client_id}",
@@ -460,3 +477,49 @@ async def _personal_data_flow(make_intake, consent, kafka_bootstrap, topic_names
         )
         await eventually(lambda: _is(app, resp.json()["referral_id"], "accepted"))
         await events(kafka_bootstrap, topic_namespace + topics.DISCLOSURE_REQUESTS)  # the relay has published the personal data
+
+
+async def test_a_receiving_organisation_sees_only_the_consented_categories(make_intake, consent):
+    async with make_intake() as (_app, http):
+        client_id = await register(http, health="needs ground-floor rooms")
+        # Before any referral the KI does not see the client at all; Caritas never does.
+        for org in (KI, CARITAS):
+            resp = await http.get(f"/v1/clients/{client_id}", headers=h(org))
+            assert resp.status_code == 404 and resp.json()["detail"] == f"no client {client_id}"
+        consent.grant(client_id, KI, Purpose.REFERRAL, [DataCategory.IDENTITY, DataCategory.NEEDS])
+        rid = (await refer(http, client_id))["referral_id"]
+        consent.calls.clear()
+
+        case = (await http.get(f"/v1/clients/{client_id}", headers=h(KI))).json()
+        assert case["view"] == "consented" and case["categories"] == ["identity", "needs"]
+        assert (case["given_name"], case["family_name"], case["needs"]) == ("Olena", "Kovalenko", ["interpreter", "integration_course"])
+        for hidden in ("email", "phone", "health", "residence_title", "preferred_language", "languages", "education_qualifications"):
+            assert hidden not in case, hidden
+        assert [r["referral_id"] for r in case["referrals"]] == [rid] and "free_text" not in case["referrals"][0]
+        assert {d["responsible_org"] for d in case["deadlines"]} == {KI}  # its answer deadline, not the Jobcenter's
+        # The consent service was asked, for the receiver and for referrals, about every category.
+        assert consent.calls == [(uuid.UUID(client_id), KI, Purpose.REFERRAL, list(DataCategory))]
+
+        # The registering organisation sees everything it recorded.
+        full = (await http.get(f"/v1/clients/{client_id}", headers=h(JOBCENTER))).json()
+        assert full["view"] == "all" and full["health"] == "needs ground-floor rooms" and full["email"]
+
+        # Consent withdrawn: the receiver still sees that the case exists (its referral), but no personal data.
+        consent.grants.clear()
+        case = (await http.get(f"/v1/clients/{client_id}", headers=h(KI))).json()
+        assert case["categories"] == [] and "given_name" not in case and "needs" not in case
+        # A receiver may not change the case (it sees it, so 403, not 404).
+        assert (await http.patch(f"/v1/clients/{client_id}", headers=h(KI), json={"needs": []})).status_code == 403
+
+
+async def test_a_declined_referral_gives_its_receiver_nothing(make_intake, consent):
+    async with make_intake() as (_app, http):
+        client_id = await register(http)
+        consent.grant(client_id, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
+        rid = (await refer(http, client_id))["referral_id"]
+        assert (await http.get(f"/v1/clients/{client_id}", headers=h(KI))).status_code == 200
+        resp = await http.post(f"/v1/referrals/{rid}/decline", headers=h(KI), json={"reason": "no_capacity"})
+        assert resp.status_code == 200, resp.text
+        assert (await http.get(f"/v1/clients/{client_id}", headers=h(KI))).status_code == 404
+        # Its own referral stays readable to it.
+        assert (await http.get(f"/v1/referrals/{rid}", headers=h(KI))).status_code == 200

@@ -4,7 +4,8 @@ Thin: parses, calls a command handler (`handlers.handle`) or a view (`views`), s
 Refusals are domain errors (domain.errors), mapped to problem+json by the kit.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: route parameters are typed with access policies bound inside
+# the router builder (local names), and FastAPI resolves postponed annotations in module globals only.
 
 import uuid
 from datetime import datetime
@@ -15,7 +16,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from contracts.dates import SupportedDateTime
 from contracts.text import FreeText, ShortText
-from lotse_kit.context import Ctx
+from lotse_kit import access
+from lotse_kit.context import CallerContext, RequestContext
 
 from .. import views
 from ..domain.commands import EnableEndpoint, RegisterEndpoint, RemoveEndpoint, RotateEndpointSecret
@@ -120,10 +122,18 @@ class NotificationPage(BaseModel):
     next_before: datetime | None = Field(description="Pass as `before` for the next (older) page.")
 
 
+PUBLIC_KEY = access.Open("webhook-public-key", "the key that verifies webhook signatures is public by nature")
+
+
 def router(deps: Deps) -> APIRouter:
     r = APIRouter(prefix="/v1")
+    guard = access.Guard(deps.directory)
+    # Webhook endpoints are the organisation's: its partner systems and caseworkers manage them.
+    Ctx = Annotated[RequestContext, guard(access.ORG_STAFF)]
+    # Notification status: an organisation's own; operators see everything.
+    Reader = Annotated[CallerContext, guard(access.NOTIFICATION_STATUS)]
 
-    @r.get("/webhooks/public-key", response_model=PublicKeys, tags=["webhooks"])
+    @r.get("/webhooks/public-key", response_model=PublicKeys, tags=["webhooks"], dependencies=[access.declared(PUBLIC_KEY)])
     async def public_key() -> Any:
         """The Ed25519 public key(s) that verify the `v1a` signature of every webhook. Unauthenticated: it is public."""
         keys = [PublicKeyOut(**k) for k in views.public_keys(deps)]
@@ -158,7 +168,7 @@ def router(deps: Deps) -> APIRouter:
 
     @r.get("/notifications", response_model=NotificationPage, tags=["notifications"])
     async def notifications(
-        ctx: Ctx,
+        ctx: Reader,
         client_id: uuid.UUID | None = None,
         status: Status | None = None,
         channel: Channel | None = None,
@@ -169,7 +179,7 @@ def router(deps: Deps) -> APIRouter:
         """What was sent and what failed. Operators see everything; others what was addressed to or concerns their organisation."""
         rows = await views.notifications(
             deps,
-            ctx.acting_org,
+            access.notification_scope(ctx, deps.operator_orgs),
             client_id=client_id,
             status=status.value if status else None,
             channel=channel.value if channel else None,
@@ -181,8 +191,8 @@ def router(deps: Deps) -> APIRouter:
         return NotificationPage(items=items, next_before=items[-1].created_at if len(items) == limit else None)
 
     @r.get("/notifications/{notification_id}", response_model=NotificationDetail, tags=["notifications"])
-    async def notification(notification_id: uuid.UUID, ctx: Ctx) -> Any:
-        data, attempts = await views.notification(deps, ctx.acting_org, notification_id)
+    async def notification(notification_id: uuid.UUID, ctx: Reader) -> Any:
+        data, attempts = await views.notification(deps, access.notification_scope(ctx, deps.operator_orgs), notification_id)
         return NotificationDetail(**data, attempts_log=[AttemptOut(**dict(a)) for a in attempts])
 
     return r
