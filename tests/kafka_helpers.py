@@ -9,9 +9,11 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from lotse_kit.kafka import KafkaConnection, connection
+
 
 async def read_topic(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     topic: str,
     *,
     until: Callable[[list[ConsumerRecord]], bool] | int = 1,
@@ -22,7 +24,7 @@ async def read_topic(
     want = (lambda rs: len(rs) >= until) if isinstance(until, int) else until
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **connection(bootstrap).aiokafka(),
         group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -45,8 +47,10 @@ async def read_topic(
     return records
 
 
-async def produce_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def produce_raw(
+    bootstrap: str | KafkaConnection, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **connection(bootstrap).aiokafka())
     await producer.start()
     try:
         for key, value, headers in records:
