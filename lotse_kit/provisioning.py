@@ -391,6 +391,10 @@ async def provision(
                 raise ProvisioningError(f"cannot change the SCRAM credentials of {user}: {exc}") from exc
         for path, text in files.items():
             write_secret_file(path, text)
+        # Brokers apply new credentials from the metadata log a moment after the controller took them:
+        # wait until each one authenticates, so a service started right after provisioning can connect.
+        for path in files:
+            await _await_login(KafkaConnection.from_properties(path))
     for u in stale_users:
         report.add("-", "principal", u)
         if not dry_run:
@@ -475,6 +479,24 @@ async def provision(
     if not dry_run:
         await alter_user_quotas(admin, quota_changes)
     return report
+
+
+async def _await_login(conn: KafkaConnection, timeout_s: float = 30.0) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        client = admin_client(conn, client_id="lotse-provisioning-check")
+        try:
+            await client.start()
+            return
+        except KafkaConnectionError:
+            if loop.time() > deadline:
+                raise ProvisioningError(f"the new credentials of {conn.username} do not authenticate after {timeout_s:.0f} s") from None
+            await asyncio.sleep(0.2)
+        finally:
+            await client.close()
 
 
 def _provisioned_topic(physical: str, namespace: str) -> bool:

@@ -90,13 +90,11 @@ class KitSettings(BaseSettings):
         """This process's Kafka principal (raises KafkaConfigError when the credentials are incomplete)."""
         from .kafka import KafkaConnection
 
-        base = (
-            KafkaConnection.from_properties(self.kafka_credentials_file, bootstrap=self.kafka_bootstrap)
-            if self.kafka_credentials_file
-            else None
-        )
+        base = KafkaConnection.from_properties(self.kafka_credentials_file) if self.kafka_credentials_file else None
+        # LOTSE_KAFKA_BOOTSTRAP, when given, wins over the credentials file's bootstrap.servers.
+        bootstrap = self.kafka_bootstrap if base is None or "kafka_bootstrap" in self.model_fields_set else base.bootstrap
         return KafkaConnection(
-            bootstrap=self.kafka_bootstrap,
+            bootstrap=bootstrap,
             security_protocol=self.kafka_security_protocol or (base.security_protocol if base else "SASL_SSL"),
             mechanism=self.kafka_sasl_mechanism or (base.mechanism if base else "SCRAM-SHA-512"),
             username=self.kafka_username or (base.username if base else None),
