@@ -35,7 +35,7 @@ from typing import Any, Literal
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
-from faststream.security import BaseSecurity, SASLScram256, SASLScram512
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from contracts.topics import TopicSpec
 
@@ -44,7 +44,9 @@ from .naming import Naming
 log = logging.getLogger(__name__)
 
 SecurityProtocol = Literal["SASL_SSL", "PLAINTEXT"]
-SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]
+# PLAIN (over TLS) is only for the broker's static super users (the provisioning principal), whose
+# login must not depend on the metadata they administer; every other principal uses SCRAM.
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 class KafkaConfigError(ValueError):
@@ -100,7 +102,7 @@ class KafkaConnection:
         p = read_properties(path)
         protocol = p.get("security.protocol", "SASL_SSL").upper()
         mechanism = p.get("sasl.mechanism", "SCRAM-SHA-512").upper()
-        if protocol not in ("SASL_SSL", "PLAINTEXT") or mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+        if protocol not in ("SASL_SSL", "PLAINTEXT") or mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
             raise KafkaConfigError(f"{path}: unsupported security.protocol {protocol!r} or sasl.mechanism {mechanism!r}")
         ca = p.get("ssl.ca.location")
         ca_path = Path(ca) if ca else None
@@ -152,6 +154,8 @@ class KafkaConnection:
         if self.security_protocol != "SASL_SSL":
             return None
         assert self.username is not None and self.password is not None
+        if self.mechanism == "PLAIN":
+            return SASLPlaintext(self.username, self.password, ssl_context=self.ssl_context(), use_ssl=True)
         cls = SASLScram512 if self.mechanism == "SCRAM-SHA-512" else SASLScram256
         return cls(self.username, self.password, ssl_context=self.ssl_context())
 
@@ -191,15 +195,19 @@ def write_secret_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def make_broker(kafka: str | KafkaConnection, service: str, *, metadata_max_age_ms: int = 30_000) -> KafkaBroker:
-    """A FastStream broker on the service's own principal, whose producer is idempotent with acks=all."""
+def make_broker(kafka: str | KafkaConnection, service: str, *, metadata_max_age_ms: int = 30_000, produces: bool = True) -> KafkaBroker:
+    """A FastStream broker on the service's own principal, whose producer is idempotent with acks=all.
+
+    A service that publishes nothing (the audit log) gets a plain producer it never uses: an idempotent
+    one asks the broker for a producer id at start, which needs a WRITE grant it rightly does not have.
+    """
     conn = connection(kafka)
     return KafkaBroker(
         conn.bootstrap,
         security=conn.faststream_security(),
         client_id=f"lotse-{service}",
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=produces,
         allow_auto_create_topics=False,
         metadata_max_age_ms=metadata_max_age_ms,
         logger=logging.getLogger(f"lotse.{service}.broker"),

@@ -31,7 +31,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -374,7 +374,7 @@ async def provision(
         password = _new_password()
         info = ck.ScramCredentialInfo(ck.ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
         upserts.append(ck.UserScramCredentialUpsertion(principal, info, password.encode()))
-        files[path] = admin.as_user(principal, password).properties()
+        files[path] = replace(admin, username=principal, password=password, mechanism="SCRAM-SHA-512").properties()
         if principal in rotate and principal in users:
             report.add("~", "credentials", f"{principal} (new password in {path})")
         elif principal in users:

@@ -60,7 +60,12 @@ class Runtime:
             migrations=migrations,
         )
         self.kafka = settings.kafka()  # this service's own principal
-        self.broker = make_broker(self.kafka, self.service, metadata_max_age_ms=settings.kafka_metadata_max_age_ms)
+        self.broker = make_broker(
+            self.kafka,
+            self.service,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+            produces=bool(declaration.publications),
+        )
         self.topic_admin = TopicAdmin(self.kafka, self.naming, client_id=f"lotse-{self.service}", create=settings.kafka_create_topics)
         self.outbox = Outbox(declaration)
         self.dead_letters = DeadLetterWriter(self.kafka, service=self.service, create_topics=settings.kafka_create_topics)

@@ -42,7 +42,7 @@ class KitSettings(BaseSettings):
     # `lotse admin provision` (mode 0600), or the single settings below, which win over the file.
     kafka_credentials_file: Path | None = None
     kafka_security_protocol: Literal["SASL_SSL", "PLAINTEXT"] | None = None
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] | None = None
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
     kafka_ca_file: Path | None = Field(None, description="CA that signed the brokers' certificates; default: the system's trust store.")
