@@ -32,9 +32,9 @@ async def read_topic(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    await consumer.start()
     records: list[ConsumerRecord] = []
     try:
+        await consumer.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not want(records):
             batch = await consumer.getmany(timeout_ms=300)

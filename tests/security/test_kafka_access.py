@@ -330,3 +330,30 @@ def test_every_acl_names_a_provisioned_topic_and_partners_get_exactly_three_righ
     assert writers == {"lotse-consent"}
     readers = {a.principal for a in want.acls if a.resource == "TOPIC" and a.operation == "READ" and a.name == topics.DISCLOSURE_REQUESTS}
     assert readers == {"lotse-consent", "lotse-audit"}
+
+
+def test_the_cli_dry_run_prints_the_plan_and_changes_nothing(infra: Infra, tmp_path: Path, unique: str) -> None:
+    from typer.testing import CliRunner
+
+    from lotse_cli.main import app
+
+    admin = KafkaConnection.from_env(infra.kafka_bootstrap)
+    needs_secure_broker(admin)
+    ns = f"d{unique}."
+    args = ["admin", "provision", "--network", str(NETWORK), "--namespace", ns, "--credentials-dir", str(tmp_path), "--dry-run"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert f"+ principal {partner_principal(ns, CARITAS)}" in out.output
+    assert f"+ acl {partner_principal(ns, CARITAS)}: READ topic {ns}{topics.partner_inbox(CARITAS)}" in out.output
+    assert "would change" in out.output
+    assert not list(tmp_path.glob("*.properties"))  # nothing written, nothing created
+
+    async def visible() -> set[str]:
+        client = admin_client(admin)
+        await client.start()
+        try:
+            return {t for t in await client.list_topics() if t.startswith(ns)}
+        finally:
+            await client.close()
+
+    assert asyncio.run(visible()) == set()
