@@ -15,9 +15,9 @@ install: $(BIN)/python ## Python environment with pinned dependencies and the lo
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 
-up: install ## Kafka + PostgreSQL + every service, with the demo network
+up: install ## Kafka (TLS + SCRAM) + PostgreSQL + Keycloak + every service, with the demo network
 	deploy/local/stack.sh up
-	$(BIN)/lotse topics ensure
+	$(BIN)/lotse admin provision
 	deploy/local/services.sh up
 
 down: ## Stop the services and the stack

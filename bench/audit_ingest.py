@@ -37,11 +37,10 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import encode, new_event, topics
 from contracts.events import ReferralAccepted, ReferralSent
-from lotse_kit.kafka import ensure_topics
+from lotse_kit.kafka import admin_client, connection, ensure_topics
 from lotse_kit.settings import KitSettings
 
 ORGS = ["jobcenter-paderborn", "caritas-paderborn", "diakonie-paderborn", "awo-paderborn", "invia-paderborn", "ki-paderborn"]
@@ -70,7 +69,9 @@ def events(n: int):
 
 
 async def fill(bootstrap: str, topic: str, n: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024, compression_type=None)
+    producer = AIOKafkaProducer(
+        acks="all", linger_ms=20, max_batch_size=512 * 1024, compression_type=None, **connection(bootstrap).aiokafka()
+    )
     await producer.start()
     t0 = time.perf_counter()
     try:
@@ -142,7 +143,7 @@ class CpuMeter:
 async def bare_drain(bootstrap: str, topic: str, n: int) -> tuple[float, CpuMeter]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **connection(bootstrap).aiokafka(),
         group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -233,7 +234,7 @@ async def audit_ingest(namespace: str, schema: str, n: int, key_dir: Path, repli
 
 async def delete_namespace_topics(s: KitSettings, namespace: str) -> None:
     """The benchmark's topic and the platform topics the audit runtime created in its namespace."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = admin_client(s.kafka())
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(namespace)]

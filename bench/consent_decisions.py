@@ -37,10 +37,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import topics
-from lotse_kit.kafka import ensure_topics
+from lotse_kit.kafka import admin_client, ensure_topics
 from tests.fixtures import as_org
 
 REPO = Path(__file__).resolve().parent.parent
@@ -257,7 +256,7 @@ async def cleanup(admin_dsn: str, bootstrap: str, schema: str, namespace: str) -
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     finally:
         await conn.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(bootstrap)
     await admin.start()
     try:
         mine = [t for t in await admin.list_topics() if t.startswith(namespace)]

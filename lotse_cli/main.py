@@ -8,6 +8,7 @@ lotse outbox status      unpublished outbox rows per service
 lotse audit ...          audit log verification (when the audit service is installed)
 lotse demo seed          a few realistic cases in a freshly started local network
 lotse dev token          an access token from the local Keycloak (--org/--role, --service, --user)
+lotse admin provision    Kafka principals, ACLs, quotas and topics for the network file
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import asyncpg
 import httpx
 import typer
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
 from contracts import topics
-from lotse_kit.kafka import ensure_topics
+from lotse_kit.kafka import admin_client, ensure_topics
 from lotse_kit.network import load_network
 from lotse_kit.settings import SERVICE_PORTS, KitSettings
 
@@ -51,6 +51,11 @@ from lotse_cli.dev import app as dev_app  # noqa: E402
 
 app.add_typer(dev_app, name="dev")
 
+from lotse_cli.admin import app as admin_app  # noqa: E402
+from lotse_cli.admin import kafka_settings  # noqa: E402
+
+app.add_typer(admin_app, name="admin")
+
 try:  # the audit service brings its own verification commands
     from services.audit.cli import app as audit_app
 
@@ -60,7 +65,7 @@ except ImportError:  # pragma: no cover - only before the audit service exists
 
 
 def _settings() -> KitSettings:
-    return KitSettings()
+    return kafka_settings()
 
 
 def network_org_ids(path: Path) -> list[str]:
@@ -80,14 +85,14 @@ def topics_ensure(
         for org in network_org_ids(network):
             specs += topics.partner_topics(org)
     specs = [topics.TopicSpec(s.topic_namespace + t.name, t.partitions, t.config) for t in specs]
-    created = asyncio.run(ensure_topics(s.kafka_bootstrap, specs))
+    created = asyncio.run(ensure_topics(s.kafka(), specs))
     console.print(f"{len(specs)} topics present, {len(created)} created")
 
 
 @topics_app.command("list")
 def topics_list() -> None:
     async def run() -> list[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=_settings().kafka_bootstrap)
+        admin = admin_client(_settings().kafka())
         await admin.start()
         try:
             return sorted(t for t in await admin.list_topics() if not t.startswith("__"))
@@ -138,9 +143,7 @@ def dlq_show(
     name = topic if topic.endswith(topics.DLQ_SUFFIX) else topics.dlq(topic)
 
     async def run() -> list[dict[str, str]]:
-        c = AIOKafkaConsumer(
-            name, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
-        )
+        c = AIOKafkaConsumer(name, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None, **s.kafka().aiokafka())
         await c.start()
         out: list[dict[str, str]] = []
         try:

@@ -35,6 +35,7 @@ from contracts import DecodeError, Envelope, decode
 from . import metrics
 from .declaration import EventHandler
 from .dlq import DeadLetterWriter
+from .kafka import KafkaConnection
 from .logging import event_context
 from .retry import TRANSIENT_ERRORS, backoff
 
@@ -103,7 +104,7 @@ class EventConsumer:
         service: str,
         name: str,
         pool_getter: Callable[[], asyncpg.Pool],
-        bootstrap: str,
+        bootstrap: str | KafkaConnection,
         handlers: Mapping[str, EventHandler],
         deps: Any = None,
         topics: Iterable[str] = (),

@@ -24,7 +24,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from contracts.topics import dlq, dlq_spec
 
-from .kafka import ensure_topics
+from .kafka import KafkaConnection, connection, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,11 @@ REFERENCE_MAX_BYTES = 256 * 1024
 
 
 class DeadLetterWriter:
-    def __init__(self, bootstrap: str, *, service: str, reference_max_bytes: int = REFERENCE_MAX_BYTES) -> None:
-        self.bootstrap = bootstrap
+    def __init__(
+        self, kafka: str | KafkaConnection, *, service: str, reference_max_bytes: int = REFERENCE_MAX_BYTES, create_topics: bool = True
+    ) -> None:
+        self.kafka = connection(kafka)
+        self.create_topics = create_topics
         self.service = service
         self.reference_max_bytes = reference_max_bytes
         self._producer: AIOKafkaProducer | None = None
@@ -45,12 +48,12 @@ class DeadLetterWriter:
     async def start(self) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
                 client_id=f"lotse-{self.service}-dlq",
                 acks="all",
                 enable_idempotence=True,
                 # Let the broker judge the size: its limit, not the client's default, is what counts.
                 max_request_size=16 * 1024 * 1024,
+                **self.kafka.aiokafka(),
             )
             await self._producer.start()
 
@@ -70,7 +73,7 @@ class DeadLetterWriter:
         target = dlq(record.topic)
         if target not in self._ready:
             # Pattern subscriptions meet topics created after start; their DLQ may not exist yet.
-            await ensure_topics(self.bootstrap, [dlq_spec(record.topic)], client_id=f"lotse-{self.service}")
+            await ensure_topics(self.kafka, [dlq_spec(record.topic)], client_id=f"lotse-{self.service}", create=self.create_topics)
             self._ready.add(target)
         added = _added_headers(record, kind=kind, reason=reason, consumer=consumer, service=self.service)
         original = [(k, bytes(v)) for k, v in (record.headers or ())]

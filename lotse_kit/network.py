@@ -54,6 +54,28 @@ class Service(_Strict):
     description: str | None = None
 
 
+class KafkaQuota(_Strict):
+    """Byte rates a principal may produce and fetch (Kafka client quotas, per broker)."""
+
+    producer_byte_rate: int = Field(ge=1024, description="Bytes per second the principal may produce.")
+    consumer_byte_rate: int = Field(ge=1024, description="Bytes per second the principal may fetch.")
+
+
+class KafkaConfig(_Strict):
+    """What `lotse admin provision` creates on the cluster beyond what the contracts define."""
+
+    replication_factor: int = Field(1, ge=1, le=7, description="For every topic it creates (3 on a production cluster).")
+    partner_quota: KafkaQuota = Field(
+        default_factory=lambda: KafkaQuota(producer_byte_rate=1024 * 1024, consumer_byte_rate=2 * 1024 * 1024),
+        description="Every partner organisation's quota unless it has its own `kafka_quota`.",
+    )
+    topic_config: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Topic configuration over the contracts' defaults, by logical topic name or partner template "
+        "('partner.{orgId}.inbox.v1'), e.g. {'partner.{orgId}.inbox.v1': {'retention.ms': '604800000'}}.",
+    )
+
+
 class Organisation(_Strict):
     id: OrgId
     name: Name
@@ -62,6 +84,7 @@ class Organisation(_Strict):
     services: list[Service] = Field(default_factory=list)
     contact_email: EmailStr
     description: str | None = None
+    kafka_quota: KafkaQuota | None = Field(None, description="This partner's own Kafka quota (default: kafka.partner_quota).")
 
     def service(self, service_id: str) -> Service | None:
         return next((s for s in self.services if s.id == service_id), None)
@@ -84,6 +107,7 @@ class Network(_Strict):
     timezone: str = "Europe/Berlin"
     organisations: list[Organisation] = Field(min_length=1)
     process_plans: list[ProcessPlan] = Field(default_factory=list)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
 
     # ---------------------------------------------------------------- queries
     def organisation(self, org_id: str) -> Organisation | None:

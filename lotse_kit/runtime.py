@@ -59,10 +59,16 @@ class Runtime:
             password=settings.db_role_password.get_secret_value(),
             migrations=migrations,
         )
-        self.broker = make_broker(settings.kafka_bootstrap, self.service, metadata_max_age_ms=settings.kafka_metadata_max_age_ms)
-        self.topic_admin = TopicAdmin(settings.kafka_bootstrap, self.naming, client_id=f"lotse-{self.service}")
+        self.kafka = settings.kafka()  # this service's own principal
+        self.broker = make_broker(
+            self.kafka,
+            self.service,
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+            produces=bool(declaration.publications),
+        )
+        self.topic_admin = TopicAdmin(self.kafka, self.naming, client_id=f"lotse-{self.service}", create=settings.kafka_create_topics)
         self.outbox = Outbox(declaration)
-        self.dead_letters = DeadLetterWriter(settings.kafka_bootstrap, service=self.service)
+        self.dead_letters = DeadLetterWriter(self.kafka, service=self.service, create_topics=settings.kafka_create_topics)
         self.extra_topics = list(extra_topics or [])
         self.consumers: list[EventConsumer] = []
         self._workers: list[tuple[str, Worker]] = []
@@ -85,7 +91,7 @@ class Runtime:
                 service=self.service,
                 name=self.naming.consumer_group(sub.name),
                 pool_getter=lambda: self.db.pool,
-                bootstrap=self.settings.kafka_bootstrap,
+                bootstrap=self.kafka,
                 handlers=sub.handlers,
                 deps=deps,
                 topics=[self.naming.topic(t) for t in sub.topics],
@@ -129,7 +135,13 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         await self.db.start()
-        await ensure_topics(s.kafka_bootstrap, self._topic_specs(), client_id=f"lotse-{self.service}")
+        await ensure_topics(
+            self.kafka,
+            self._topic_specs(),
+            client_id=f"lotse-{self.service}",
+            create=s.kafka_create_topics,
+            replication_factor=s.kafka_replication_factor,
+        )
         await self.broker.start()
         self.relay = OutboxRelay(
             service=self.service,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,18 @@ class KitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOTSE_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Who this process is on Kafka (lotse_kit/kafka.py): a credentials file written by
+    # `lotse admin provision` (mode 0600), or the single settings below, which win over the file.
+    kafka_credentials_file: Path | None = None
+    kafka_security_protocol: Literal["SASL_SSL", "PLAINTEXT"] | None = None
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ca_file: Path | None = Field(None, description="CA that signed the brokers' certificates; default: the system's trust store.")
+    # Under deny-by-default ACLs `lotse admin provision` creates every topic and a service may not:
+    # at start it then only checks that its topics exist. True for development against an open broker.
+    kafka_create_topics: bool = False
+    kafka_replication_factor: int = Field(1, ge=1, description="For topics a process creates itself.")
     # Pattern subscriptions (partner topics) see topics created since the last metadata refresh.
     kafka_metadata_max_age_ms: int = Field(30_000, ge=100)
     # The provisioning DSN: creates each service's schema and role and runs migrations.
@@ -72,6 +85,26 @@ class KitSettings(BaseSettings):
         gt=0,
         description="How long one shutdown step (outbox relay, broker, database pool) may take before it is cut short.",
     )
+
+    def kafka(self) -> KafkaConnection:
+        """This process's Kafka principal (raises KafkaConfigError when the credentials are incomplete)."""
+        from .kafka import KafkaConnection
+
+        base = KafkaConnection.from_properties(self.kafka_credentials_file) if self.kafka_credentials_file else None
+        # LOTSE_KAFKA_BOOTSTRAP, when given, wins over the credentials file's bootstrap.servers.
+        bootstrap = self.kafka_bootstrap if base is None or "kafka_bootstrap" in self.model_fields_set else base.bootstrap
+        return KafkaConnection(
+            bootstrap=bootstrap,
+            security_protocol=self.kafka_security_protocol or (base.security_protocol if base else "SASL_SSL"),
+            mechanism=self.kafka_sasl_mechanism or (base.mechanism if base else "SCRAM-SHA-512"),
+            username=self.kafka_username or (base.username if base else None),
+            password=self.kafka_password.get_secret_value() if self.kafka_password else (base.password if base else None),
+            ca_file=self.kafka_ca_file or (base.ca_file if base else None),
+        )
+
+
+if TYPE_CHECKING:
+    from .kafka import KafkaConnection
 
 
 if __name__ == "__main__":  # `python -m lotse_kit.settings`: "name port" lines for shell scripts

@@ -94,8 +94,17 @@ def provide() -> Infra:
         k.start()
         p.start()
         url = p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        # The container's broker is an open PLAINTEXT one: the Kafka access tests (tests/security) need the local stack.
+        os.environ.setdefault("LOTSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+        os.environ.setdefault("LOTSE_KAFKA_CREATE_TOPICS", "true")
         return Infra(kafka or k.get_bootstrap_server(), pg or url, "testcontainers", (k, p), keycloak_url=keycloak)
     subprocess.run([str(STACK), "up"], check=True)
+    # The tests' own Kafka clients, and services started inside tests, act as the provisioning
+    # principal (a super user) and may create their topics; tests of the access rules provision
+    # principals of their own (tests/security). Services run by deploy/local/services.sh use their own.
+    run_dir = Path(os.environ.get("LOTSE_RUN_DIR", REPO / ".run"))
+    os.environ.setdefault("LOTSE_KAFKA_CREDENTIALS_FILE", str(run_dir / "kafka" / "credentials" / "lotse-admin.properties"))
+    os.environ.setdefault("LOTSE_KAFKA_CREATE_TOPICS", "true")
     port_k = os.environ.get("LOTSE_KAFKA_PORT", "9092")
     port_p = os.environ.get("LOTSE_PG_PORT", "5432")
     return Infra(
@@ -109,7 +118,8 @@ def provide() -> Infra:
 async def cleanup(infra: Infra, uniques: list[str]) -> None:
     """Drops the schemas, roles and topics that tests named with one of `uniques`."""
     import asyncpg
-    from aiokafka.admin import AIOKafkaAdminClient
+
+    from lotse_kit.kafka import admin_client
 
     conn = await asyncpg.connect(infra.database_url)
     try:
@@ -121,7 +131,7 @@ async def cleanup(infra: Infra, uniques: list[str]) -> None:
                 await conn.execute(f'DROP ROLE "{r["rolname"]}"')
     finally:
         await conn.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = admin_client(infra.kafka_bootstrap)
     await admin.start()
     try:
         doomed = [t for t in await admin.list_topics() if any(u in t for u in uniques)]

@@ -32,8 +32,9 @@ def bootstrap(settings: IntakeSettings | None = None, *, schema: str | None = No
     settings = settings or IntakeSettings()
     directory: OrgDirectory = adapters.get("directory") or OrgDirectory.from_file(settings.network_file)  # invalid file: exit 2
     consent = adapters.get("consent") or HttpConsentDecisions(settings.consent_url, timeout_s=settings.consent_timeout_s)
-    # Every member's partner topics: intake reads their outboxes by pattern.
-    partner_topics = [spec for org in directory.org_ids() for spec in topics.partner_topics(org)]
+    # Every member's outbox and its dead-letter topic: intake reads the outboxes by pattern (the inboxes are
+    # consent's to write; under the broker's ACLs intake cannot even see them).
+    partner_topics = [spec for org in directory.org_ids() for spec in topics.partner_topics(org) if spec.name != topics.partner_inbox(org)]
     runtime = Runtime(consumers.DECLARATION, settings, migrations_dir=MIGRATIONS, schema=schema, extra_topics=partner_topics)
     deps = Deps(
         db=runtime.db,

@@ -19,7 +19,8 @@ import httpx
 
 from contracts import decode, new_event, topics
 from contracts.events import ReferralAccepted
-from lotse_kit.kafka import ensure_topics
+from lotse_kit.kafka import KafkaConnection
+from lotse_kit.provisioning import partner_principal
 from services.audit.bootstrap import bootstrap as audit_app
 from services.audit.config import AuditSettings
 from services.consent.bootstrap import bootstrap as consent_app
@@ -29,7 +30,7 @@ from services.intake.config import IntakeSettings
 from services.notifications.bootstrap import bootstrap as notifications_app
 from services.notifications.config import NotificationsSettings
 from tests.fixtures import FAST_KIT_SETTINGS, as_district, as_org, produce_events, serving
-from tests.kafka_helpers import eventually, read_topic
+from tests.kafka_helpers import eventually, provision_services, read_topic
 from tests.peers import MailSink
 
 NETWORK = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "network.yaml"
@@ -45,13 +46,15 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
     kafka_bootstrap: str, unique: str, topic_namespace: str, smtp: MailSink, tmp_path: Path
 ) -> None:
     ns = topic_namespace
-    platform = [topics.TopicSpec(ns + t.name, t.partitions, t.config) for t in topics.platform_topics()]
-    partner = [
-        topics.TopicSpec(ns + t.name, t.partitions, t.config) for org in (CARITAS, AWO, JOBCENTER) for t in topics.partner_topics(org)
-    ]
-    await ensure_topics(kafka_bootstrap, platform + partner)
+    # Every service on its own Kafka principal with exactly the ACLs `lotse admin provision` gives it,
+    # creating no topic itself: a right missing from a declaration fails this journey.
+    schemas = {s: f"{s[:6]}_{unique}" for s in ("intake", "consent", "notifications", "audit")}
+    creds = await provision_services(kafka_bootstrap, NETWORK, ns, tmp_path / "kafka", schemas)
 
-    consent = consent_app(settings=ConsentSettings(topic_namespace=ns, network_file=NETWORK, **FAST), schema=f"consent_{unique}")
+    def own(service: str) -> dict[str, Any]:
+        return {"kafka_credentials_file": creds[service], "kafka_create_topics": False, **FAST}
+
+    consent = consent_app(settings=ConsentSettings(topic_namespace=ns, network_file=NETWORK, **own("consent")), schema=schemas["consent"])
     audit = audit_app(
         AuditSettings(
             topic_namespace=ns,
@@ -59,12 +62,12 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
             signing_key_file=tmp_path / "key.pem",
             ingest_batch_timeout_ms=50,
             tree_head_interval_s=3600,
-            **FAST,
+            **own("audit"),
         ),
-        schema=f"audit_{unique}",
+        schema=schemas["audit"],
     )
     async with serving(consent) as consent_url:
-        intake = intake_app(IntakeSettings(topic_namespace=ns, consent_url=consent_url, **FAST), schema=f"intake_{unique}")
+        intake = intake_app(IntakeSettings(topic_namespace=ns, consent_url=consent_url, **own("intake")), schema=schemas["intake"])
         async with serving(intake) as intake_url:
             notifications = notifications_app(
                 NotificationsSettings(
@@ -74,9 +77,9 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                     smtp_port=smtp.port,  # type: ignore[attr-defined]
                     worker_poll_interval_s=0.1,
                     retry_schedule_s=[0.3],
-                    **FAST,
+                    **own("notifications"),
                 ),
-                schema=f"notif_{unique}",
+                schema=schemas["notifications"],
             )
             async with (
                 notifications.router.lifespan_context(notifications),
@@ -90,11 +93,18 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                     headers=as_district("auditor"),  # reads the log; signing and the Art. 15 report need other roles
                 ) as audit_http,
             ):
-                await journey(kafka_bootstrap, ns, intake_http, consent_http, audit_http, smtp)
+                caritas = KafkaConnection.from_properties(tmp_path / "kafka" / f"{partner_principal(ns, CARITAS)}.properties")
+                await journey(kafka_bootstrap, caritas, ns, intake_http, consent_http, audit_http, smtp)
 
 
 async def journey(
-    kafka: str, ns: str, intake: httpx.AsyncClient, consent: httpx.AsyncClient, audit: httpx.AsyncClient, mailbox: MailSink
+    kafka: str,
+    caritas: KafkaConnection,
+    ns: str,
+    intake: httpx.AsyncClient,
+    consent: httpx.AsyncClient,
+    audit: httpx.AsyncClient,
+    mailbox: MailSink,
 ) -> None:
     jc = as_org(JOBCENTER)
 
@@ -161,10 +171,12 @@ async def journey(
     referral_id = referral["referral_id"]
 
     # 5. Caritas's inbox holds the referral with exactly the consented categories.
+    # Read as Caritas itself: its own principal, in a consumer group under its own prefix.
     inbox = await read_topic(
-        kafka,
+        caritas,
         ns + topics.partner_inbox(CARITAS),
         until=lambda rs: any(decode(x.headers, x.value).type == "lotse.referral.sent" for x in rs),
+        group=f"{ns}partner.{CARITAS}.journey",
     )
     [rec] = [x for x in inbox if decode(x.headers, x.value).type == "lotse.referral.sent"]
     sent = decode(rec.headers, rec.value)
@@ -186,7 +198,7 @@ async def journey(
         source=f"/partners/{CARITAS}",
         acting_org=CARITAS,
     )
-    await produce_events(kafka, ns + topics.partner_outbox(CARITAS), answer)
+    await produce_events(caritas, ns + topics.partner_outbox(CARITAS), answer)  # Caritas answers on its own outbox
 
     async def accepted() -> bool:
         r = await intake.get(f"/v1/referrals/{referral_id}", headers=jc)

@@ -15,6 +15,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from contracts import encode
 from contracts.topics import dlq
+from lotse_kit.kafka import connection
 from tests.kafka_helpers import eventually, read_topic
 from tests.kit.conftest import record_effect, registered
 from tests.kit.test_kit import effects
@@ -22,7 +23,7 @@ from tests.kit.test_kit import effects
 
 async def _produce_largest(bootstrap: str, topic: str, key: bytes, headers: list[tuple[str, bytes]]) -> bytes:
     """Produces the largest undecodable value the broker takes (just under its limit); returns it."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(acks="all", max_request_size=4 * 1024 * 1024, **connection(bootstrap).aiokafka())
     await producer.start()
     try:
         for size in range(1_048_588 - 60, 1_048_588 - 2_000, -20):
@@ -38,7 +39,7 @@ async def _produce_largest(bootstrap: str, topic: str, key: bytes, headers: list
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(acks="all", **connection(bootstrap).aiokafka())
     await producer.start()
     try:
         for key, value, headers in records:

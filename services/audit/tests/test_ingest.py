@@ -9,11 +9,10 @@ import uuid
 from datetime import date
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import encode, new_event, topics
 from contracts.events import ClientRegistered, Contact, DisclosureRequested, Identity, PersonalData
-from lotse_kit.kafka import ensure_topics
+from lotse_kit.kafka import admin_client, connection, ensure_topics
 from services.audit.tests.conftest import AUDITOR, ORG, PARTNER, fast_settings, now, partner_referral, running_audit
 from tests.kafka_helpers import eventually, produce_raw
 
@@ -53,7 +52,7 @@ async def entries(audit) -> list[dict]:
 
 
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -166,7 +165,7 @@ async def test_redelivered_records_are_not_logged_twice(infra, kafka_bootstrap, 
         first = await entries(a)
 
     # Rewind the group to the beginning, as after a crash between the DB commit and the offset commit.
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **connection(kafka_bootstrap).aiokafka())
     await consumer.start()
     try:
         tps = [TopicPartition(topic_namespace + topics.CLIENTS, p) for p in (0, 1)]

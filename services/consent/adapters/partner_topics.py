@@ -1,4 +1,7 @@
-"""Creates a partner's inbox/outbox topics before the first event for it is enqueued (cached per organisation)."""
+"""Makes sure a partner's inbox exists before the first event for it is enqueued (cached per organisation).
+
+Under the broker's ACLs `lotse admin provision` creates it and this only checks; on an open development
+broker (LOTSE_KAFKA_CREATE_TOPICS=true) it creates it. The outbox is the partner's and intake's business."""
 
 from __future__ import annotations
 
@@ -23,5 +26,6 @@ class PartnerTopics:
             return
         async with self._lock:
             if org_id not in self._ready:
-                await self._topic_admin.ensure(topics.partner_topics(org_id))
+                inbox = topics.partner_inbox(org_id)
+                await self._topic_admin.ensure([t for t in topics.partner_topics(org_id) if t.name == inbox])
                 self._ready.add(org_id)
