@@ -40,7 +40,7 @@ import httpx
 
 from contracts import topics
 from lotse_kit.kafka import admin_client, ensure_topics
-from tests.fixtures import as_org
+from tests.fixtures import as_org, service_token
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "consent.md"
@@ -48,6 +48,9 @@ MARK_BEGIN = "<!-- bench:consent_decisions:begin -->"
 MARK_END = "<!-- bench:consent_decisions:end -->"
 # Signed by an in-process issuer; the service processes started below trust it through LOTSE_OIDC_* (inherited).
 AS_JOBCENTER = as_org("jobcenter-kreis-paderborn")
+# The decision API answers service tokens only; every measured request carries intake's (the health
+# baseline too, which ignores it), so token verification is part of what is measured.
+AS_INTAKE = service_token("intake")
 RECIPIENTS = ["caritas-paderborn", "diakonie-paderborn-hoexter", "awo-kreis-paderborn", "in-via-paderborn", "ki-kreis-paderborn"]
 
 
@@ -162,7 +165,7 @@ class Http11Pool:
     async def get(self, path: str) -> int:
         r, w = await self._idle.get()
         try:
-            w.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+            w.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: {AS_INTAKE['Authorization']}\r\n\r\n".encode())
             head = await r.readuntil(b"\r\n\r\n")
             m = _CONTENT_LENGTH.search(head)
             await r.readexactly(int(m.group(1)) if m else 0)

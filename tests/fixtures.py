@@ -272,8 +272,14 @@ def local_issuer() -> LocalIssuer:
     return _ISSUER[0]
 
 
+# Test callers' tokens live for an hour: several modules make theirs at import, and the whole suite runs
+# longer than an access token's usual five minutes. Expiry itself is tested with tokens made for it.
+TEST_TOKEN_LIFETIME_S = 3600
+
+
 def as_org(org: str, role: str = "caseworker", *, subject: str | None = None, **claims: Any) -> dict[str, str]:
     """Request headers of a caller acting for `org` with `role`, signed by the tests' issuer."""
+    claims.setdefault("lifetime_s", TEST_TOKEN_LIFETIME_S)
     token = local_issuer().signer.token(subject=subject or f"{role}@{org}", org=org, roles=[role], **claims)
     return {"Authorization": f"Bearer {token}"}
 
@@ -281,13 +287,14 @@ def as_org(org: str, role: str = "caseworker", *, subject: str | None = None, **
 def as_district(role: str, *, subject: str | None = None, **claims: Any) -> dict[str, str]:
     """Request headers of a district-level caller (no organisation): an `auditor`, an `operator`, or a
     `dpo` (pass `district_wide=True` for the district's dpo, as the realm's dpo.district)."""
+    claims.setdefault("lifetime_s", TEST_TOKEN_LIFETIME_S)
     token = local_issuer().signer.token(subject=subject or role, roles=[role], **claims)
     return {"Authorization": f"Bearer {token}"}
 
 
 def service_token(service: str) -> dict[str, str]:
     """Request headers with a service's own token (client credentials: the `service` claim, no roles)."""
-    token = local_issuer().signer.token(subject=f"service-account-lotse-{service}", service=service)
+    token = local_issuer().signer.token(subject=f"service-account-lotse-{service}", service=service, lifetime_s=TEST_TOKEN_LIFETIME_S)
     return {"Authorization": f"Bearer {token}"}
 
 

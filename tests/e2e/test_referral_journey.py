@@ -1,9 +1,11 @@
 """One client's journey through all four services at once, over the real broker and database.
 
 Intake and consent run as real uvicorn servers on loopback, because intake asks the consent
-decision API and notifications asks intake's contact API over HTTP. Nothing is faked: the only
-stand-ins are the partner system (this test, producing to its outbox topic) and the mail server
-(aiosmtpd on loopback).
+decision API and notifications asks intake's contact API over HTTP. Nothing is faked: every caller
+holds a token from the real Keycloak (password grant for the people, client credentials for the
+services calling each other), every service is its own Kafka principal with exactly the ACLs
+`lotse admin provision` gives it, and Caritas reads its inbox and answers on its outbox as its own
+principal. The only stand-ins are the partner system (this test) and the mail server (aiosmtpd).
 """
 
 from __future__ import annotations
@@ -11,25 +13,33 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from contracts import decode, new_event, topics
 from contracts.events import ReferralAccepted
+from lotse_cli.dev import env_key
+from lotse_kit import auth
+from lotse_kit.auth import AuthSettings, ServiceTokens, TokenVerifier
 from lotse_kit.kafka import KafkaConnection
 from lotse_kit.provisioning import partner_principal
 from services.audit.bootstrap import bootstrap as audit_app
 from services.audit.config import AuditSettings
 from services.consent.bootstrap import bootstrap as consent_app
 from services.consent.config import ConsentSettings
+from services.intake.adapters.consent import HttpConsentDecisions
 from services.intake.bootstrap import bootstrap as intake_app
 from services.intake.config import IntakeSettings
+from services.notifications.adapters.contacts import IntakeContacts
 from services.notifications.bootstrap import bootstrap as notifications_app
 from services.notifications.config import NotificationsSettings
-from tests.fixtures import FAST_KIT_SETTINGS, as_district, as_org, produce_events, serving
+from tests.auth.conftest import Keycloak
+from tests.fixtures import FAST_KIT_SETTINGS, produce_events, serving
 from tests.kafka_helpers import eventually, provision_services, read_topic
 from tests.peers import MailSink
 
@@ -39,13 +49,33 @@ CARITAS = "caritas-paderborn"
 AWO = "awo-kreis-paderborn"
 # Deviations from FAST_KIT_SETTINGS: the services call each other over real HTTP while they start, so
 # consumers keep the kit's five attempts and retry up to 0.5 s; partner topics are seen within a second.
+# The demo realm's users (deploy/keycloak/lotse-realm.json) who act in the story.
+USERS = {"jobcenter": "caseworker.jobcenter-kreis-paderborn", "auditor": "auditor", "operator": "operator", "dpo": "dpo.district"}
 FAST = {**FAST_KIT_SETTINGS, "consumer_retry_max_s": 0.5, "consumer_max_attempts": 5, "kafka_metadata_max_age_ms": 1000}
 
 
+@dataclass(frozen=True)
+class Callers:
+    """Authorization headers of the people in the story, each from a real Keycloak token (password grant)."""
+
+    jobcenter: dict[str, str]
+    auditor: dict[str, str]
+    operator: dict[str, str]
+    dpo: dict[str, str]  # the district's data-protection officer
+
+
+def keycloak_auth(kc: Keycloak, client_id: str | None = None) -> AuthSettings:
+    """Keycloak's realm as the issuer; with `client_id`, that service's own client credentials."""
+    secret = SecretStr(kc.secrets[env_key("CLIENT_SECRET", client_id)]) if client_id else None
+    return AuthSettings(issuer=kc.issuer, client_id=client_id, client_secret=secret)
+
+
 async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
-    kafka_bootstrap: str, unique: str, topic_namespace: str, smtp: MailSink, tmp_path: Path
+    kafka_bootstrap: str, keycloak: Keycloak, unique: str, topic_namespace: str, smtp: MailSink, tmp_path: Path
 ) -> None:
     ns = topic_namespace
+    bearer = {name: {"Authorization": f"Bearer {await keycloak.user_token(user)}"} for name, user in USERS.items()}
+    callers = Callers(**bearer)
     # Every service on its own Kafka principal with exactly the ACLs `lotse admin provision` gives it,
     # creating no topic itself: a right missing from a declaration fails this journey.
     schemas = {s: f"{s[:6]}_{unique}" for s in ("intake", "consent", "notifications", "audit")}
@@ -55,6 +85,7 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
         return {"kafka_credentials_file": creds[service], "kafka_create_topics": False, **FAST}
 
     consent = consent_app(settings=ConsentSettings(topic_namespace=ns, network_file=NETWORK, **own("consent")), schema=schemas["consent"])
+    auth.install(consent, TokenVerifier(keycloak_auth(keycloak)))
     audit = audit_app(
         AuditSettings(
             topic_namespace=ns,
@@ -66,8 +97,14 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
         ),
         schema=schemas["audit"],
     )
+    auth.install(audit, TokenVerifier(keycloak_auth(keycloak)))
     async with serving(consent) as consent_url:
-        intake = intake_app(IntakeSettings(topic_namespace=ns, consent_url=consent_url, **own("intake")), schema=schemas["intake"])
+        # Each service calls the others with its own Keycloak client (client-credentials grant).
+        decisions = HttpConsentDecisions(consent_url, tokens=ServiceTokens(keycloak_auth(keycloak, "lotse-intake")))
+        intake = intake_app(
+            IntakeSettings(topic_namespace=ns, consent_url=consent_url, **own("intake")), schema=schemas["intake"], consent=decisions
+        )
+        auth.install(intake, TokenVerifier(keycloak_auth(keycloak)))
         async with serving(intake) as intake_url:
             notifications = notifications_app(
                 NotificationsSettings(
@@ -80,7 +117,9 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                     **own("notifications"),
                 ),
                 schema=schemas["notifications"],
+                contacts=IntakeContacts(intake_url, tokens=ServiceTokens(keycloak_auth(keycloak, "lotse-notifications"))),
             )
+            auth.install(notifications, TokenVerifier(keycloak_auth(keycloak)))
             async with (
                 notifications.router.lifespan_context(notifications),
                 audit.router.lifespan_context(audit),
@@ -90,11 +129,11 @@ async def test_consented_referral_travels_from_intake_to_the_partner_and_back(
                     transport=httpx.ASGITransport(app=audit),
                     base_url="http://audit",
                     timeout=30,
-                    headers=as_district("auditor"),  # reads the log; signing and the Art. 15 report need other roles
+                    headers=callers.auditor,  # reads the log; signing and the Art. 15 report need other roles
                 ) as audit_http,
             ):
                 caritas = KafkaConnection.from_properties(tmp_path / "kafka" / f"{partner_principal(ns, CARITAS)}.properties")
-                await journey(kafka_bootstrap, caritas, ns, intake_http, consent_http, audit_http, smtp)
+                await journey(kafka_bootstrap, caritas, ns, intake_http, consent_http, audit_http, smtp, callers)
 
 
 async def journey(
@@ -105,8 +144,9 @@ async def journey(
     consent: httpx.AsyncClient,
     audit: httpx.AsyncClient,
     mailbox: MailSink,
+    callers: Callers,
 ) -> None:
-    jc = as_org(JOBCENTER)
+    jc = callers.jobcenter
 
     # 1. The Jobcenter registers a client who prefers Ukrainian.
     r = await intake.post(
@@ -227,15 +267,15 @@ async def journey(
     inbox_entries = [e for e in page if e["entry"].get("topic", "").endswith(topics.partner_inbox(CARITAS))]
     assert inbox_entries and all("data_sha256" in e["entry"] for e in inbox_entries)
 
-    head = await audit.post("/v1/audit/tree-head", headers=as_district("operator"))
+    head = await audit.post("/v1/audit/tree-head", headers=callers.operator)
     assert head.status_code == 201, head.text
     idx = inbox_entries[0]["index"]
     proof = await audit.get(f"/v1/audit/entries/{idx}/inclusion-proof", params={"tree_size": head.json()["tree_size"]})
     assert proof.status_code == 200 and proof.json()["leaf_index"] == idx
 
-    # The Art. 15 report, for the data-protection officer of the Jobcenter, which registered the client.
+    # The Art. 15 report, for the district's data-protection officer.
     report = (
-        await audit.get(f"/v1/audit/subjects/{client_id}/report", params={"format": "json", "lang": "uk"}, headers=as_org(JOBCENTER, "dpo"))
+        await audit.get(f"/v1/audit/subjects/{client_id}/report", params={"format": "json", "lang": "uk"}, headers=callers.dpo)
     ).json()
     received = {d["recipient"]: set(d["categories"]) for d in report["disclosures"]}
     assert received == {CARITAS: {"identity", "contact"}}

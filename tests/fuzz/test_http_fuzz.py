@@ -169,12 +169,19 @@ class _NoConsent:
         pass
 
 
+# Built at import, only for their OpenAPI documents and never started: no broker is contacted, so the
+# Kafka principal they would be is a placeholder.
+_UNSTARTED: dict[str, Any] = {"kafka_username": "openapi-only", "kafka_password": "never-used"}
+
+
 def _openapi(service: str) -> dict[str, Any]:
     builders: dict[str, Callable[[], Any]] = {
-        "intake": lambda: intake_bootstrap(IntakeSettings(), schema="openapi_only", directory=DEMO, consent=_NoConsent()),
-        "consent": lambda: consent_bootstrap(ConsentSettings(), schema="openapi_only", directory=DEMO),
-        "notifications": lambda: notifications_bootstrap(NotificationsSettings(), schema="openapi_only", directory=DEMO),
-        "audit": lambda: audit_bootstrap(AuditSettings(), schema="openapi_only", directory=DEMO, signing_key=Ed25519PrivateKey.generate()),
+        "intake": lambda: intake_bootstrap(IntakeSettings(**_UNSTARTED), schema="openapi_only", directory=DEMO, consent=_NoConsent()),
+        "consent": lambda: consent_bootstrap(ConsentSettings(**_UNSTARTED), schema="openapi_only", directory=DEMO),
+        "notifications": lambda: notifications_bootstrap(NotificationsSettings(**_UNSTARTED), schema="openapi_only", directory=DEMO),
+        "audit": lambda: audit_bootstrap(
+            AuditSettings(**_UNSTARTED), schema="openapi_only", directory=DEMO, signing_key=Ed25519PrivateKey.generate()
+        ),
     }
     return builders[service]().openapi()
 
