@@ -32,7 +32,7 @@ test: install ## All tests, against a real Kafka broker and PostgreSQL server
 	$(BIN)/python -m pytest
 
 # Lint: ruff (rules and ignores in pyproject.toml) over the whole repository, and the formatter's check.
-# Types: mypy --strict for contracts/ and lotse_kit/ (the `files` and `strict` settings in pyproject.toml),
+# Types: mypy --strict for contracts/, lotse_kit/ and lotse_partner/ (the `files` and `strict` settings in pyproject.toml),
 # the libraries every service builds on. services/, tests/, bench/ and lotse_cli/ are not type-checked yet.
 lint: install ## ruff check, ruff format --check, mypy (strict for contracts/ and lotse_kit/)
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ Consumers are tolerant readers: unknown fields are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
@@ -264,7 +264,31 @@ class PersonalData(BaseModel):
 
 
 class DisclosureRequested(ClientEvent):
-    """Intake asks the consent gate to hand a referral with personal data to a partner."""
+    """v2: intake asks the consent gate to hand a referral to a partner, naming only pseudonymous ids, the
+    purpose, the recipient and the requested categories. The gate checks the consent itself, then fetches
+    exactly the allowed categories (and the referral's notes) from intake's internal API and seals them to
+    the recipient. v1 carried the personal data on this topic in clear."""
+
+    request_id: UUID
+    referral_id: UUID
+    from_org: OrgId
+    to_org: OrgId
+    purpose: Purpose = Purpose.REFERRAL
+    service: FreeText
+    need: Need | None = None
+    categories: list[DataCategory]
+    answer_due: Day | None = None
+    requested_at: Timestamp
+
+
+@upcaster("lotse.disclosure.requested", from_version=1)
+def _disclosure_requested_v1_to_v2(data: JsonData) -> JsonData:
+    """Drops the personal data and the notes: the gate fetches them from intake, as for every v2 request."""
+    return {k: v for k, v in data.items() if k not in ("personal_data", "reason", "free_text")}
+
+
+class DisclosureRequestedV1(ClientEvent):
+    """`lotse.disclosure.requested` v1, read from older records only: it carried the personal data itself."""
 
     request_id: UUID
     referral_id: UUID
@@ -321,6 +345,94 @@ class PartnerReferral(ClientEvent):
 
 
 # ---------------------------------------------------------------- notifications
+class ReferralNotes(BaseModel):
+    """What the sending organisation wrote about the referral; it may describe the client, so it is sealed."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    reason: ShortText | None = None
+    free_text: FreeText | None = Field(default=None, max_length=4000)
+
+
+class SealedContent(BaseModel):
+    """The plaintext of a sealed inbox payload (`contracts/sealed.py`): what the partner reads after opening it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    personal_data: PersonalData
+    notes: ReferralNotes | None = None
+    do_not_contact: bool = Field(False, description="The client asked not to be contacted (only sent with contact data).")
+
+
+class Sealed(BaseModel):
+    """Personal data encrypted to the recipient organisation: a compact JWE whose plaintext is a `SealedContent`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    jwe: str = Field(max_length=1_000_000, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$")
+    kid: str = Field(description="The recipient's key that opens it (also in the JWE header).")
+
+
+class PartnerReferralV2(ClientEvent):
+    """The referral on the receiving partner's inbox, v2: the personal data and the notes are sealed to the
+    partner's registered key. (v1 carried them in clear; such records remain until the inbox's retention.)"""
+
+    referral_id: UUID
+    from_org: OrgId
+    to_org: OrgId
+    service: FreeText
+    need: Need | None = None
+    answer_due: Day | None = None
+    consent_id: UUID
+    categories: list[DataCategory]
+    sealed: Sealed
+    sent_at: Timestamp
+
+
+class ClientCorrected(ClientEvent):
+    """Intake corrected personal data of these categories (GDPR Art. 16); the values stay in intake. The consent
+    gate tells every organisation that received a category under a still-valid consent (Art. 19)."""
+
+    categories: list[DataCategory] = Field(min_length=1)
+    corrected_by_org: OrgId
+    corrected_at: Timestamp
+
+
+class PartnerCorrection(ClientEvent):
+    """A correction on the partner's inbox: the corrected categories' current values, sealed to the partner."""
+
+    consent_id: UUID
+    categories: list[DataCategory]
+    sealed: Sealed
+    corrected_at: Timestamp
+
+
+class Acknowledgement(ClientEvent):
+    """A partner confirms, on its outbox, that it acted on a forwarded withdrawal or erasure: `signature` is its
+    JWS (ES256, its registered signing key) over {"client_id", "event_id"} (`contracts.sealed.sign_ack`)."""
+
+    org: OrgId
+    acknowledged_event_id: UUID = Field(description="The id of the inbox record acknowledged.")
+    acknowledged_at: Timestamp
+    signature: str = Field(max_length=4096)
+
+
+class WithdrawalAcknowledged(Acknowledgement):
+    pass
+
+
+class ErasureAcknowledged(Acknowledgement):
+    pass
+
+
+class AcknowledgementOverdue(ClientEvent):
+    """A recipient has not acknowledged a forwarded withdrawal or erasure within the configured working days."""
+
+    org: OrgId
+    kind: Literal["withdrawal", "erasure"]
+    acknowledged_event_id: UUID
+    collecting_org: OrgId | None = None
+    forwarded_at: Timestamp
+    due_at: Timestamp
+
+
 class NotificationEvent(EventData):
     notification_id: UUID
     client_id: UUID | None = None
@@ -373,9 +485,13 @@ _SPECS = [
     EventSpec("lotse.client.updated", 1, ClientUpdated, topics.CLIENTS, "A client's needs, languages or residence title changed."),
     EventSpec("lotse.case.handed_over", 1, CaseHandedOver, topics.CLIENTS, "Responsibility for a client moved to another organisation."),
     EventSpec("lotse.client.erased", 1, ClientErased, topics.CLIENTS, "A client's personal data was erased."),
+    EventSpec("lotse.client.corrected", 1, ClientCorrected, topics.CLIENTS, "Personal data of these categories was corrected."),
     EventSpec("lotse.consent.granted", 1, ConsentGranted, topics.CONSENTS, "A client consented to data exchange."),
     EventSpec("lotse.consent.withdrawn", 1, ConsentWithdrawn, topics.CONSENTS, "A client withdrew a consent (GDPR Art. 7(3))."),
     EventSpec("lotse.consent.expired", 1, ConsentExpired, topics.CONSENTS, "A consent reached its valid-until time."),
+    EventSpec("lotse.acknowledgement.overdue", 1, AcknowledgementOverdue, topics.CONSENTS, "A recipient has not acknowledged a withdrawal or erasure in time."),
+    EventSpec("lotse.withdrawal.acknowledged", 1, WithdrawalAcknowledged, None, "A partner acknowledged a forwarded withdrawal (signed), on its outbox."),
+    EventSpec("lotse.erasure.acknowledged", 1, ErasureAcknowledged, None, "A partner acknowledged a forwarded erasure (signed), on its outbox."),
     EventSpec("lotse.referral.sent", 1, ReferralSent, topics.REFERRALS, "A referral was sent to another organisation."),
     EventSpec("lotse.referral.accepted", 1, ReferralAccepted, topics.REFERRALS, "The receiving organisation accepted a referral."),
     EventSpec("lotse.referral.declined", 1, ReferralDeclined, topics.REFERRALS, "The receiving organisation declined a referral."),
@@ -385,7 +501,7 @@ _SPECS = [
     EventSpec("lotse.deadline.approaching", 1, DeadlineApproaching, topics.DEADLINES, "A deadline is within one of its lead times."),
     EventSpec("lotse.deadline.missed", 1, DeadlineMissed, topics.DEADLINES, "A deadline passed unresolved."),
     EventSpec("lotse.deadline.resolved", 1, DeadlineResolved, topics.DEADLINES, "A deadline was resolved."),
-    EventSpec("lotse.disclosure.requested", 1, DisclosureRequested, topics.DISCLOSURE_REQUESTS, "Intake asks the consent gate to disclose a referral's personal data. Carries personal data."),
+    EventSpec("lotse.disclosure.requested", 2, DisclosureRequested, topics.DISCLOSURE_REQUESTS, "Intake asks the consent gate to disclose a referral to a partner (pseudonymous; the gate fetches the data)."),
     EventSpec("lotse.disclosure.made", 1, DisclosureMade, topics.DISCLOSURES, "Personal data was disclosed to a partner under a consent."),
     EventSpec("lotse.disclosure.blocked", 1, DisclosureBlocked, topics.DISCLOSURES, "A disclosure was refused for want of a valid consent."),
     EventSpec("lotse.notification.delivered", 1, NotificationDelivered, topics.NOTIFICATIONS, "A notification reached its recipient."),
@@ -398,22 +514,50 @@ EVENTS: dict[str, EventSpec] = {s.type: s for s in _SPECS}
 # Older versions still decodable: a record with one of these dataschemas is upcast to the current version.
 PREVIOUS_VERSIONS = [
     EventSpec("lotse.client.registered", 1, ClientRegisteredV1, topics.CLIENTS, "A client was registered by a member organisation."),
+    EventSpec(
+        "lotse.disclosure.requested",
+        1,
+        DisclosureRequestedV1,
+        topics.DISCLOSURE_REQUESTS,
+        "Intake asked the consent gate to disclose a referral, with its personal data.",
+    ),
 ]
 
-# The referral as a partner receives it on partner.<org>.inbox.v1: same type, own schema.
-PARTNER_REFERRAL = EventSpec(
+# The referral as a partner receives it on partner.<org>.inbox.v1: same type, own schema. v2 seals the
+# personal data to the partner; v1 (clear) stays decodable for records still within the inbox's retention.
+PARTNER_REFERRAL_V1 = EventSpec(
     "lotse.referral.sent",
     1,
     PartnerReferral,
     None,
-    "A referral with exactly the consented personal data, on the receiving partner's inbox.",
+    "A referral with exactly the consented personal data in clear, on the receiving partner's inbox (superseded by v2).",
     schema_name="lotse.referral.sent.partner.v1",
 )
+PARTNER_REFERRAL = EventSpec(
+    "lotse.referral.sent",
+    2,
+    PartnerReferralV2,
+    None,
+    "A referral with exactly the consented personal data sealed to the receiving partner, on its inbox.",
+    schema_name="lotse.referral.sent.partner.v2",
+)
+PARTNER_CORRECTION = EventSpec(
+    "lotse.client.corrected",
+    1,
+    PartnerCorrection,
+    None,
+    "Corrected personal data (GDPR Art. 16, 19), sealed to a partner that received these categories, on its inbox.",
+    schema_name="lotse.client.corrected.partner.v1",
+)
 
-SCHEMAS: dict[str, EventSpec] = {s.dataschema: s for s in [*_SPECS, *PREVIOUS_VERSIONS, PARTNER_REFERRAL]}
+SCHEMAS: dict[str, EventSpec] = {
+    s.dataschema: s for s in [*_SPECS, *PREVIOUS_VERSIONS, PARTNER_REFERRAL_V1, PARTNER_REFERRAL, PARTNER_CORRECTION]
+}
 
 # Answers a partner system may publish on its own outbox topic.
 PARTNER_ANSWER_TYPES = ("lotse.referral.accepted", "lotse.referral.declined", "lotse.referral.completed")
+# Acknowledgements a partner publishes on its outbox (read by the consent service).
+PARTNER_ACK_TYPES = ("lotse.withdrawal.acknowledged", "lotse.erasure.acknowledged")
 
 
 def spec_for(event_type: str, dataschema: str | None = None) -> EventSpec | None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from . import events as ev
 from . import topics
-from .events import PARTNER_ANSWER_TYPES, SCHEMAS, EventSpec
+from .events import PARTNER_ACK_TYPES, PARTNER_ANSWER_TYPES, SCHEMAS, EventSpec
 from .vocab import DataCategory
 
 
@@ -149,6 +149,17 @@ FIELDS: dict[type[BaseModel], dict[str, Classified]] = {
         "handed_over_at": TIME,
     },
     ev.ClientErased: {"requested_by_org": ORG, "erased_at": TIME},
+    ev.ClientCorrected: {"categories": CODE, "corrected_by_org": ORG, "corrected_at": TIME},  # which categories, not values
+    # ------------------------------------------------------------ partner outboxes: acknowledgements
+    ev.Acknowledgement: {"org": ORG, "acknowledged_event_id": ID, "acknowledged_at": TIME, "signature": DIGEST},
+    ev.AcknowledgementOverdue: {
+        "org": ORG,
+        "kind": CODE,
+        "acknowledged_event_id": ID,
+        "collecting_org": ORG,
+        "forwarded_at": TIME,
+        "due_at": TIME,
+    },
     # ------------------------------------------------------------ lotse.consents.v1
     ev.ConsentGranted: {
         "consent_id": ID,
@@ -245,7 +256,7 @@ FIELDS: dict[type[BaseModel], dict[str, Classified]] = {
 def shared_channels(spec: EventSpec) -> list[str]:
     """The shared (not personal-data) channels an event travels on."""
     channels = [spec.topic] if spec.topic is not None and not topics.carries_personal_data(spec.topic) else []
-    if spec.type in PARTNER_ANSWER_TYPES and spec.schema_name is None:
+    if spec.type in (*PARTNER_ANSWER_TYPES, *PARTNER_ACK_TYPES) and spec.schema_name is None:
         channels.append("partner.{orgId}.outbox.v1")
     return channels
 

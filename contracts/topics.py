@@ -2,8 +2,9 @@
 
 Internal `lotse.*` topics are shared: they carry pseudonymous data, and personal data
 only where `contracts/privacy.py` lists a field with its category and the reason it
-travels there. Identifying personal data travels on `lotse.disclosure-requests.v1`
-(read by the consent service alone) and on each partner's own inbox topic.
+travels there. Identifying personal data travels only on each partner's own inbox topic, sealed to
+the partner's key (contracts/sealed.py). `lotse.disclosure-requests.v1` is pseudonymous since
+`lotse.disclosure.requested` v2, but is still treated as a personal-data topic: v1 records carried it.
 """
 
 from __future__ import annotations

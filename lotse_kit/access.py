@@ -451,3 +451,33 @@ __all__ = [
     "route_policies",
     "sees_consent",
 ]
+
+
+# ------------------------------------------------------------------ consent: the disclosure records (issue 13)
+# What was disclosed to whom, under which consent, and which withdrawals and erasures recipients acknowledged:
+# an organisation's staff (its own records; a client's records as its collecting or responsible organisation),
+# its dpo (the same), and district-wide readers: auditors and the district's dpo (everything).
+DISCLOSURE_RECORDS = Rule("disclosure-records", org_roles=ORG_ROLES, roles=frozenset({AUDITOR, DPO}))
+
+
+def disclosure_scope(ctx: CallerContext | RequestContext) -> str | None:
+    """The organisation whose view a reader of disclosure records gets; None: the whole district (auditors and
+    the district's dpo). An organisation's dpo reads as its organisation."""
+    p = ctx.principal
+    if p.service is None and (p.has_role(AUDITOR) or (p.has_role(DPO) and is_district_level(p))):
+        return None
+    if ctx.acting_org is None:
+        raise RoleRequired("A data-protection officer's token names neither an organisation nor district_wide.")
+    return ctx.acting_org
+
+
+__all__ += ["DISCLOSURE_RECORDS", "disclosure_scope"]
+
+
+# ------------------------------------------------------------------ intake: the consent gate's data fetch (issue 13)
+# One named service and nobody else: intake's internal disclosure API answers only the consent service's own
+# token (client credentials, `service: consent`), which fetches personal data after its own consent check.
+# No person, no organisation role and no other service (notifications, audit, intake itself) may call it.
+CONSENT_GATE = Rule("consent-gate", services=frozenset({"consent"}))
+
+__all__ += ["CONSENT_GATE"]

@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from prometheus_client import Gauge
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError, field_validator
 
+from contracts.sealed import PublicKey, check_public_key
 from contracts.topics import ORG_ID_PATTERN
 from contracts.vocab import Need, OrgKind
 
@@ -85,6 +86,26 @@ class Organisation(_Strict):
     contact_email: EmailStr
     description: str | None = None
     kafka_quota: KafkaQuota | None = Field(None, description="This partner's own Kafka quota (default: kafka.partner_quota).")
+    dpo_email: EmailStr | None = Field(
+        None, description="The data-protection contact (told of overdue acknowledgements); default: contact_email."
+    )
+    keys: list[PublicKey] = Field(
+        default_factory=list,
+        description="Public keys (JWK, EC P-256): `enc` ones seal personal data to this organisation, `sig` ones verify its "
+        "acknowledgements. Several may be active during a rotation; keys can also be registered through the consent API.",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _usable_keys(cls, v: list[PublicKey]) -> list[PublicKey]:
+        kids = [k.kid for k in v]
+        if len(set(kids)) != len(kids):
+            raise ValueError("key ids must be unique within an organisation")
+        return [check_public_key(k) for k in v]
+
+    @property
+    def data_protection_email(self) -> str:
+        return str(self.dpo_email or self.contact_email)
 
     def service(self, service_id: str) -> Service | None:
         return next((s for s in self.services if s.id == service_id), None)

@@ -145,10 +145,14 @@ async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def serving(app: Any, *, lifespan: Literal["on", "off"] = "on") -> AsyncIterator[str]:
-    """Serves an ASGI app with uvicorn on a free loopback port, for peers that must be reached over real HTTP; yields its base URL."""
+async def serving(app: Any, *, lifespan: Literal["on", "off"] = "on", port: int = 0) -> AsyncIterator[str]:
+    """Serves an ASGI app with uvicorn on loopback, for peers that must be reached over real HTTP; yields its base URL.
+
+    `port` 0 takes a free one; a port reserved with `free_port()` lets two services know each other's URL
+    before either runs (the consent gate calls intake, intake calls the consent service)."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan=lifespan, access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

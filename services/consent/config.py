@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
-from lotse_kit.settings import SERVICE_PORTS, KitSettings, own
+from lotse_kit.settings import SERVICE_PORTS, KitSettings, own, service_url
 
 env = own("consent")
 
@@ -50,3 +50,24 @@ class ConsentSettings(KitSettings):
         validation_alias=env("decision_cache_size"),
         description="Clients whose consents the decision API keeps in memory; 0 disables the cache.",
     )
+    intake_url: str = Field(
+        service_url("intake"),
+        validation_alias=AliasChoices("LOTSE_INTAKE_URL", "intake_url"),
+        description="Intake's base URL: the gate fetches the consented categories from its internal disclosure API.",
+    )
+    intake_timeout_s: float = Field(5.0, gt=0, validation_alias=env("intake_timeout_s"))
+    ack_due_working_days: int = Field(
+        5,
+        ge=1,
+        le=60,
+        validation_alias=env("ack_due_working_days"),
+        description="NRW working days a recipient has to acknowledge a forwarded withdrawal or erasure.",
+    )
+    ack_overdue_interval_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=env("ack_overdue_interval_s"),
+        description="How often the overdue job looks for missing acknowledgements.",
+    )
+    ack_overdue_worker_enabled: bool = Field(True, validation_alias=env("ack_overdue_worker_enabled"))
+    ack_overdue_batch_size: int = Field(100, ge=1, validation_alias=env("ack_overdue_batch_size"))

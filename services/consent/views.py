@@ -1,4 +1,4 @@
-"""Read-only queries: what the HTTP GETs show (consents, receipts, decisions)."""
+"""Read-only queries: what the HTTP GETs show (consents, receipts, decisions, keys, disclosure records)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from lotse_kit import access
 from .adapters import metrics
 from .adapters import repository as repo
 from .adapters.decision_reader import Query
-from .domain.errors import ConsentNotFound
-from .domain.model import Consent, Decision, decide
+from .domain.acknowledgements import AckDue
+from .domain.errors import ConsentNotFound, OtherOrganisation
+from .domain.keys import OrgKey
+from .domain.model import Consent, ConsentStatus, Decision, decide
 from .domain.receipts import RECEIPT_SCHEMA, receipt_language, receipt_record
 from .handlers.deps import Deps
+from .handlers.sealing import org_keys
 
 T = TypeVar("T")
 
@@ -82,3 +85,92 @@ async def consent_receipt(deps: Deps, consent_id: UUID, lang: str | None, org: s
 def _org_label(deps: Deps, org_id: str) -> str:
     """In the text, a member is shown with its name and id; an organisation that left the network by its id."""
     return f"{deps.directory.name(org_id)} ({org_id})" if deps.directory.has(org_id) else org_id
+
+
+# ---------------------------------------------------------------- keys
+async def list_keys(deps: Deps, org: str, acting_org: str) -> list[OrgKey]:
+    """An organisation's own keys (network file and API, retired ones too), newest first."""
+    if org != acting_org:
+        raise OtherOrganisation(f"{acting_org} cannot read the keys of {org}.")
+    return await org_keys(deps.db.pool, deps, org)
+
+
+# ---------------------------------------------------------------- disclosure records
+def _disclosure(row: dict[str, Any], consent_status: str) -> dict[str, Any]:
+    return {
+        "request_id": row["request_id"],
+        "kind": row["kind"],
+        "client_id": row["client_id"],
+        "referral_id": row["referral_id"],
+        "from_org": row["from_org"],
+        "recipient": row["recipient"],
+        "purpose": row["purpose"],
+        "categories": list(row["categories"]),
+        "consent_id": row["consent_id"],
+        "collecting_org": row["collecting_org"],
+        "consent_status": consent_status,
+        "payload_sha256": row["payload_sha256"],
+        "disclosed_at": row["decided_at"],
+    }
+
+
+def _status_now(row: dict[str, Any], now: Any) -> str:
+    if row["consent_status"] == ConsentStatus.ACTIVE.value and row["valid_until"] <= now:
+        return ConsentStatus.EXPIRED.value  # past valid_until: expired at once, even before the job ran
+    return str(row["consent_status"])
+
+
+def _ack(a: AckDue, now: Any) -> dict[str, Any]:
+    return {
+        "event_id": a.event_id,
+        "kind": a.kind,
+        "client_id": a.client_id,
+        "org": a.org,
+        "consent_id": a.consent_id,
+        "collecting_org": a.collecting_org,
+        "forwarded_at": a.forwarded_at,
+        "due_at": a.due_at,
+        "status": a.status(now).value,
+        "acknowledged_at": a.acknowledged_at,
+        "received_at": a.received_at,
+        "overdue_raised_at": a.overdue_raised_at,
+    }
+
+
+async def client_disclosures(deps: Deps, client_id: UUID, scope: str | None) -> dict[str, Any]:
+    """What was disclosed about the client, to whom, when, under which consent, and the acknowledgements owed.
+
+    `scope` None (auditors, the district's dpo) or the client's responsible organisation: everything; the
+    collecting organisation of a consent: what was disclosed under its consents and the acknowledgements of
+    those; any other organisation: nothing (an empty record, exactly as for an unknown client)."""
+    now = deps.clock.now()
+    async with deps.db.pool.acquire() as conn:
+        rows = await repo.disclosures_of_client(conn, client_id)
+        acks = await repo.acks_of_client(conn, client_id)
+        responsible = await repo.responsible_orgs(conn, client_id) if scope is not None else frozenset()
+    if scope is not None and scope not in responsible:
+        rows = [r for r in rows if r["collecting_org"] == scope]
+        consents = {r["consent_id"] for r in rows}
+        recipients = {r["recipient"] for r in rows}
+        acks = [a for a in acks if a.consent_id in consents or (a.kind == "erasure" and a.org in recipients)]
+    return {
+        "client_id": client_id,
+        "disclosures": [_disclosure(r, _status_now(r, now)) for r in rows],
+        "acknowledgements": [_ack(a, now) for a in acks],
+    }
+
+
+async def org_disclosures(deps: Deps, org: str, scope: str | None) -> dict[str, Any]:
+    """What the organisation received (and what was disclosed at its request), and the acknowledgements it
+    owes or is owed for consents it collected. For the organisation itself and district-wide readers."""
+    if scope is not None and scope != org:
+        raise OtherOrganisation(f"{scope} cannot read the disclosure records of {org}.")
+    now = deps.clock.now()
+    async with deps.db.pool.acquire() as conn:
+        rows = await repo.disclosures_of_org(conn, org)
+        acks = await repo.acks_of_org(conn, org)
+    return {
+        "org": org,
+        "disclosures": [_disclosure(r, _status_now(r, now)) for r in rows],
+        "acknowledgements": [_ack(a, now) for a in acks],
+    }

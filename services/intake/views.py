@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from contracts.events import ReferralNotes, SealedContent
 from contracts.vocab import DataCategory, Purpose
-from lotse_kit import access
+from lotse_kit import access, calendar
 
+from .adapters import metrics
 from .adapters import repository as repo
-from .domain import calendar
-from .domain.clients import PERSONAL_FIELDS, RECEIVER_SEES, check_responsible, restrict_case
-from .domain.errors import ConsentRequired, Forbidden, NotFound
+from .domain.clients import PERSONAL_FIELDS, RECEIVER_SEES, check_responsible, full_personal_data, restrict_case
+from .domain.errors import ClientErased, ConsentRequired, DoNotContact, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from .handlers.deps import Deps
@@ -72,6 +73,7 @@ _CASE_FIELDS = (
     "legal_regime",
     "registered_at",
     "updated_at",
+    "do_not_contact",
 )
 
 
@@ -96,18 +98,25 @@ async def view_of(conn: asyncpg.Connection, client: Mapping[str, Any], org: str)
     )
 
 
-async def visible_client(conn: asyncpg.Connection, client_id: uuid.UUID, org: str, *, for_update: bool = False) -> asyncpg.Record:
-    """The client's case row if `org` may see the client at all; otherwise it does not exist for `org` (404)."""
+async def visible_client(
+    conn: asyncpg.Connection, client_id: uuid.UUID, org: str, *, for_update: bool = False, erased_ok: bool = False
+) -> asyncpg.Record:
+    """The client's case row if `org` may see the client at all; otherwise it does not exist for `org` (404).
+    An erased client is 410 for those who see it (unless `erased_ok`: the erasure itself, repeated)."""
     client = await repo.get_client(conn, client_id, for_update=for_update)
     if client is None or await view_of(conn, client, org) is access.ClientView.NONE:
         raise NotFound(f"no client {client_id}")
+    if client["erased_at"] is not None and not erased_ok:
+        raise ClientErased(client_id, client["erased_at"])
     return client
 
 
-async def case_for(conn: asyncpg.Connection, client_id: uuid.UUID, acting_org: str, *, for_update: bool = False) -> asyncpg.Record:
+async def case_for(
+    conn: asyncpg.Connection, client_id: uuid.UUID, acting_org: str, *, for_update: bool = False, erased_ok: bool = False
+) -> asyncpg.Record:
     """The client's case row, for the organisation responsible for it: 404 if the client is not
-    visible to the organisation, 403 if it is but the organisation is not responsible."""
-    client = await visible_client(conn, client_id, acting_org, for_update=for_update)
+    visible to the organisation, 403 if it is but the organisation is not responsible, 410 if erased."""
+    client = await visible_client(conn, client_id, acting_org, for_update=for_update, erased_ok=erased_ok)
     check_responsible(client, acting_org)
     return client
 
@@ -116,11 +125,11 @@ async def get_client(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict[
     """The case with personal data, referrals and deadlines: all of it for the registering and the
     responsible organisation; for an organisation the client was referred to, only the categories a
     valid consent for referrals allows (asked of the consent service, fail closed) and only its own
-    referrals and deadlines."""
+    referrals and deadlines. 410 once the client was erased."""
     async with deps.db.pool.acquire() as conn:
         client = await visible_client(conn, client_id, acting_org)
         view = await view_of(conn, client, acting_org)
-        p = await repo.get_personal_data(conn, client_id)
+        p = await deps.vault.personal(conn, client_id) or dict.fromkeys(PERSONAL_FIELDS)
         refs = await repo.referrals_of_client(conn, client_id)
         dls = await repo.deadlines_of_client(conn, client_id)
     case = {k: client[k] for k in _CASE_FIELDS} | {k: p[k] for k in PERSONAL_FIELDS}
@@ -140,20 +149,30 @@ async def get_client(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict[
 
 
 async def get_contact(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict[str, Any]:
-    """Contact data for the notifications service, only where the client consented to it for that organisation."""
+    """Contact data for the notifications service, only where the client consented to it for that organisation
+    and did not ask not to be contacted (409 `do-not-contact`); 410 once the client was erased."""
     deps.require_member(acting_org)
     async with deps.db.pool.acquire() as conn:
-        if await repo.get_client(conn, client_id) is None:
-            raise NotFound(f"no client {client_id}")
+        client = await repo.get_client(conn, client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    if client["erased_at"] is not None:
+        raise ClientErased(client_id, client["erased_at"])
+    if client["do_not_contact"]:
+        raise DoNotContact(client_id)
     categories = [DataCategory.CONTACT]
     decision = await deps.consent.decide(client_id, acting_org, Purpose.CONTACT_FOR_NOTIFICATIONS, categories)
     if not decision.allowed:
         raise ConsentRequired(acting_org, Purpose.CONTACT_FOR_NOTIFICATIONS, categories, decision.missing_categories, decision.reason)
     async with deps.db.pool.acquire() as conn:
-        p = await repo.get_personal_data(conn, client_id)
         client = await repo.get_client(conn, client_id)
+        p = await deps.vault.personal(conn, client_id)
     if p is None or client is None:
         raise NotFound(f"no client {client_id}")
+    if client["erased_at"] is not None:  # erased while the consent service was asked
+        raise ClientErased(client_id, client["erased_at"])
+    if client["do_not_contact"]:
+        raise DoNotContact(client_id)
     return {
         "client_id": client_id,
         "preferred_language": client["preferred_language"],
@@ -161,6 +180,38 @@ async def get_contact(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict
         "email": p["email"],
         "phone": p["phone"],
     }
+
+
+async def get_disclosure(deps: Deps, client_id: uuid.UUID, categories: list[DataCategory], referral_id: uuid.UUID | None) -> dict[str, Any]:
+    """For the consent gate only (internal API): the client's personal data of exactly `categories`, the
+    referral's notes (when `referral_id` names a referral of this client) and the do-not-contact flag, as
+    `contracts.events.SealedContent`. The gate has checked the consent; intake hands out nothing more
+    than it was asked for. 404 for an unknown client or a referral of another client, 410 once erased."""
+    async with deps.db.pool.acquire() as conn:
+        client = await repo.get_client(conn, client_id)
+        if client is None:
+            metrics.disclosure_fetches.labels("not_found").inc()
+            raise NotFound(f"no client {client_id}")
+        if client["erased_at"] is not None:
+            metrics.disclosure_fetches.labels("erased").inc()
+            raise ClientErased(client_id, client["erased_at"])
+        notes = None
+        if referral_id is not None:
+            ref = await repo.get_referral(conn, referral_id)
+            if ref is None or ref["client_id"] != client_id:
+                metrics.disclosure_fetches.labels("not_found").inc()
+                raise NotFound(f"no referral {referral_id} of client {client_id}")
+            notes = await deps.vault.notes(conn, client_id, referral_id)
+        personal = await deps.vault.personal(conn, client_id)
+    if personal is None:
+        raise NotFound(f"no client {client_id}")
+    metrics.disclosure_fetches.labels("served").inc()
+    content = SealedContent(
+        personal_data=full_personal_data(client, personal).restricted_to(set(categories)),
+        notes=ReferralNotes(reason=notes["reason"], free_text=notes["free_text"]) if notes is not None else None,
+        do_not_contact=client["do_not_contact"],
+    )
+    return content.model_dump(mode="json")
 
 
 async def get_referral(deps: Deps, referral_id: uuid.UUID, acting_org: str) -> dict[str, Any]:
@@ -171,7 +222,10 @@ async def get_referral(deps: Deps, referral_id: uuid.UUID, acting_org: str) -> d
         if acting_org not in (ref["from_org"], ref["to_org"]):
             raise NotFound(f"no referral {referral_id}")  # another organisation's referral does not exist for this one
         # The notes may describe the client: the sender sees them; the receiver gets them only through the consent gate.
-        notes = await repo.get_referral_notes(conn, referral_id) if acting_org == ref["from_org"] else None
+        # After the client's erasure they are gone (null), the referral's pseudonymous record stays.
+        notes = None
+        if acting_org == ref["from_org"]:
+            notes = await deps.vault.notes(conn, ref["client_id"], referral_id) or dict.fromkeys(_NOTE_FIELDS)
     return referral_view(ref, notes)
 
 

@@ -15,7 +15,7 @@ from lotse_kit.runtime import Runtime, check_adapters
 
 from .adapters.contacts import IntakeContacts
 from .adapters.egress import EgressGuard, webhook_client
-from .adapters.keys import load_secret_box, load_signing_keys
+from .adapters.keys import load_secret_keyring, load_signing_keys
 from .adapters.senders import USER_AGENT, HttpSmsGateway, SmtpSender, WebhookSender
 from .adapters.templates import Catalog
 from .config import NotificationsSettings
@@ -45,7 +45,7 @@ def bootstrap(
     # A missing or invalid network file stops the service here (NetworkConfigError, exit 2); later edits are reloaded.
     directory = adapters.get("directory") or OrgDirectory.from_file(settings.network_file)
     # Missing or malformed keys stop the service here too (KeyConfigError, exit 2); in development they are generated.
-    secrets = load_secret_box(
+    secrets = load_secret_keyring(
         settings.secret_kek.get_secret_value() if settings.secret_kek else None,
         settings.secret_kek_id,
         {kid: key.get_secret_value() for kid, key in settings.secret_old_keks.items()},

@@ -15,7 +15,7 @@ from lotse_kit.auth import AuthSettings, TokenVerifier
 from lotse_kit.errors import Forbidden
 from lotse_kit.network import OrgDirectory, load_network
 from tests.auth.conftest import Keycloak
-from tests.e2e.test_referral_journey import NETWORK
+from tests.e2e.network import NETWORK
 
 DEMO = OrgDirectory.of(load_network(NETWORK))
 POLICIES = [

@@ -11,10 +11,34 @@ from pathlib import Path
 
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
-from pydantic import ValidationError
 
-from contracts import EVENTS, PARTNER_REFERRAL, SCHEMAS, DecodeError, decode, decode_raw, encode, events, new_event, topics, validate
-from contracts.events import ClientRegistered, Contact, DisclosureRequested, Identity, PartnerReferral, PersonalData
+from contracts import (
+    EVENTS,
+    PARTNER_REFERRAL,
+    SCHEMAS,
+    DecodeError,
+    decode,
+    decode_raw,
+    encode,
+    events,
+    new_event,
+    sealed,
+    topics,
+    validate,
+)
+from contracts.events import (
+    PARTNER_ACK_TYPES,
+    ClientRegistered,
+    Contact,
+    DisclosureRequested,
+    Identity,
+    PartnerReferral,
+    PartnerReferralV2,
+    PersonalData,
+    ReferralNotes,
+    Sealed,
+    SealedContent,
+)
 from contracts.export import stale_files
 from contracts.vocab import DataCategory, Need
 from lotse_kit.kafka import ensure_topics
@@ -50,7 +74,8 @@ def test_every_event_has_an_explicit_name_and_a_topic():
     for name, spec in EVENTS.items():
         assert re.fullmatch(r"lotse\.[a-z]+\.[a-z_]+", name), name
         assert spec.type == name
-        assert spec.topic is not None
+        # A topic, or None for what only travels on partner topics (acknowledgements on a partner's outbox).
+        assert spec.topic is not None or name in PARTNER_ACK_TYPES
 
 
 def test_personal_data_topics():
@@ -113,7 +138,7 @@ def test_decode_rejects_bad_records_with_a_reason(mutate, kind, message):
     assert (stepwise.value.kind, stepwise.value.reason) == (err.value.kind, err.value.reason)
 
 
-def test_partner_referral_has_its_own_schema_and_only_consented_categories():
+def test_partner_referral_v2_seals_exactly_the_consented_categories_to_the_recipient():
     full = PersonalData(
         identity=Identity(given_name="Olena", family_name="Koval", date_of_birth=date(1990, 5, 1)),
         contact=Contact(email="olena@example.org", phone="+49 5251 000000"),
@@ -123,7 +148,10 @@ def test_partner_referral_has_its_own_schema_and_only_consented_categories():
     allowed = full.restricted_to({DataCategory.IDENTITY, DataCategory.NEEDS})
     assert allowed.categories() == [DataCategory.IDENTITY, DataCategory.NEEDS]
     assert allowed.contact is None and allowed.health is None
-    data = PartnerReferral(
+    awo_private, awo_public = sealed.generate_key("awo-2026", "enc")
+    other_private, _ = sealed.generate_key("awo-2026", "enc")  # same kid, another key: must not open it
+    content = SealedContent(personal_data=allowed, notes=ReferralNotes(reason="Sprachkurs"))
+    data = PartnerReferralV2(
         client_id=uuid.uuid4(),
         referral_id=uuid.uuid4(),
         from_org="jobcenter-paderborn",
@@ -131,32 +159,74 @@ def test_partner_referral_has_its_own_schema_and_only_consented_categories():
         service="migration-counselling",
         consent_id=uuid.uuid4(),
         categories=allowed.categories(),
-        personal_data=allowed,
+        sealed=Sealed(jwe=sealed.seal(content.model_dump(mode="json"), awo_public), kid=awo_public.kid),
         sent_at=datetime.now(UTC),
     )
-    env = new_event(data, source="/lotse/consent", spec=PARTNER_REFERRAL)
-    rec = encode(env)
+    rec = encode(new_event(data, source="/lotse/consent", spec=PARTNER_REFERRAL))
     assert rec.headers_dict()["ce_type"] == "lotse.referral.sent"
-    assert rec.headers_dict()["ce_dataschema"] == "urn:lotse:schema:lotse.referral.sent.partner.v1"
+    assert rec.headers_dict()["ce_dataschema"] == "urn:lotse:schema:lotse.referral.sent.partner.v2"
+    assert b"Koval" not in rec.value and b"Sprachkurs" not in rec.value  # only ciphertext on the topic
     back = decode(rec.headers, rec.value)
-    assert isinstance(back.data, PartnerReferral) and back.data.personal_data.health is None
+    assert isinstance(back.data, PartnerReferralV2)
+    opened = SealedContent.model_validate(sealed.unseal(back.data.sealed.jwe, [awo_private]))
+    assert opened.personal_data == allowed and opened.notes.reason == "Sprachkurs"
+    with pytest.raises(sealed.SealedError):
+        sealed.unseal(back.data.sealed.jwe, [other_private])
+    with pytest.raises(sealed.SealedError):
+        sealed.unseal(back.data.sealed.jwe[:-8] + "AAAAAAAA", [awo_private])  # tampered tag
 
 
-def test_disclosure_request_validates_its_personal_data():
-    with pytest.raises(ValidationError, match=r"personal_data\.contact\.email\n  value is not a valid email address"):
-        DisclosureRequested.model_validate(
-            {
-                "client_id": str(uuid.uuid4()),
-                "request_id": str(uuid.uuid4()),
-                "referral_id": str(uuid.uuid4()),
-                "from_org": "jobcenter-paderborn",
-                "to_org": "awo-paderborn",
-                "service": "x",
-                "categories": ["contact"],
-                "personal_data": {"contact": {"email": "not an address"}},
-                "requested_at": datetime.now(UTC).isoformat(),
-            }
-        )
+def test_v1_partner_referrals_in_clear_still_decode_until_the_inbox_retention_drops_them():
+    data = PartnerReferral(
+        client_id=uuid.uuid4(),
+        referral_id=uuid.uuid4(),
+        from_org="jobcenter-paderborn",
+        to_org="awo-paderborn",
+        service="migration-counselling",
+        consent_id=uuid.uuid4(),
+        categories=[DataCategory.NEEDS],
+        personal_data=PersonalData(needs=[Need.INTEGRATION_COURSE]),
+        sent_at=datetime.now(UTC),
+    )
+    rec = encode(new_event(data, source="/lotse/consent", spec=events.PARTNER_REFERRAL_V1))
+    assert isinstance(decode(rec.headers, rec.value).data, PartnerReferral)
+
+
+def test_a_v1_disclosure_request_is_upcast_to_v2_without_its_personal_data():
+    v1 = events.DisclosureRequestedV1(
+        client_id=uuid.uuid4(),
+        request_id=uuid.uuid4(),
+        referral_id=uuid.uuid4(),
+        from_org="jobcenter-paderborn",
+        to_org="awo-paderborn",
+        service="x",
+        categories=[DataCategory.CONTACT],
+        reason="Koval needs help",
+        personal_data=PersonalData(contact=Contact(email="olena@example.org")),
+        requested_at=datetime.now(UTC),
+    )
+    old = next(s for s in events.PREVIOUS_VERSIONS if s.model is events.DisclosureRequestedV1)
+    rec = encode(new_event(v1, source="/lotse/intake", spec=old))
+    back = decode(rec.headers, rec.value)
+    assert isinstance(back.data, DisclosureRequested) and back.dataschema.endswith("lotse.disclosure.requested.v2")
+    assert "olena" not in back.data.model_dump_json() and "Koval" not in back.data.model_dump_json()
+    assert back.data.categories == [DataCategory.CONTACT] and back.data.request_id == v1.request_id
+
+
+def test_acknowledgement_signatures_verify_only_for_the_signing_partner_and_event():
+    private, public = sealed.generate_key("caritas-sig-1", "sig")
+    other_private, _ = sealed.generate_key("caritas-sig-1", "sig")
+    client, event = str(uuid.uuid4()), str(uuid.uuid4())
+    sig = sealed.sign_ack(client, event, private)
+    assert sealed.verify_ack(sig, client, event, [public]) == "caritas-sig-1"
+    for bad in (
+        lambda: sealed.verify_ack(sig, client, str(uuid.uuid4()), [public]),  # another event
+        lambda: sealed.verify_ack(sealed.sign_ack(client, event, other_private), client, event, [public]),  # another key
+        lambda: sealed.verify_ack(sig, client, event, []),  # no key registered
+        lambda: sealed.verify_ack("eyJhbGciOiJub25lIn0.e30.", client, event, [public]),  # alg none
+    ):
+        with pytest.raises(sealed.SealedError):
+            bad()
 
 
 async def test_cloudevents_sdk_reads_our_records_from_kafka(kafka_bootstrap, unique):

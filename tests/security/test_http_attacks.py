@@ -29,6 +29,7 @@ from fastapi import FastAPI
 
 from contracts import new_event, topics
 from contracts.events import CaseHandedOver, ClientRegistered
+from contracts.sealed import generate_key
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit import access
 from lotse_kit.auth import LocalSigner
@@ -97,6 +98,14 @@ def wrong_roles(policy: str, owner: str) -> dict[str, dict[str, str]]:
             "notifications service for a non-member": service_token("notifications") | {ON_BEHALF_OF: NOT_A_MEMBER},
         },
         "services": {**staff, **district},
+        "consent-gate": {
+            **staff,
+            **district,
+            "intake service": service_token("intake"),
+            "notifications service": service_token("notifications"),
+            "notifications service on behalf of the owner": service_token("notifications") | {ON_BEHALF_OF: owner},
+            "audit service": service_token("audit"),
+        },
         "notification-status": {
             "auditor": district["auditor"],
             "district dpo": district["district dpo"],
@@ -125,6 +134,15 @@ def wrong_roles(policy: str, owner: str) -> dict[str, dict[str, str]]:
             "intake service": service_token("intake"),
         },
         "authenticated": {},
+        "disclosure-records": {
+            "operator": district["operator"],
+            "intake service": service_token("intake"),
+            "notifications service on behalf of the owner": service_token("notifications") | {ON_BEHALF_OF: owner},
+            "non-member caseworker": as_org(NOT_A_MEMBER),
+            "caseworker without an organisation": as_district("caseworker"),
+            "token without roles": as_org(owner, "nobody"),
+            "dpo that is neither district-wide nor an organisation's": as_district("dpo"),
+        },
     }
     return by_policy[policy]
 
@@ -259,7 +277,7 @@ def _service_apps(tmp_path: Any) -> dict[str, FastAPI]:
     }
 
 
-def test_every_route_declares_one_policy_and_is_attacked_here(tmp_path):
+def test_every_route_declares_one_policy_and_is_attacked_here(infra, tmp_path):  # infra: the Kafka settings the apps read
     for name, app in _service_apps(tmp_path).items():
         policies = access.route_policies(app)
         assert policies, name
@@ -283,6 +301,7 @@ class Ids:
 
     client: uuid.UUID = field(default_factory=uuid.uuid4)
     handover_client: uuid.UUID = field(default_factory=uuid.uuid4)
+    erasable_client: uuid.UUID = field(default_factory=uuid.uuid4)  # intake: erased by the positive control
     referral: uuid.UUID = field(default_factory=uuid.uuid4)
     declined_referral: uuid.UUID = field(default_factory=uuid.uuid4)
     revoked_referral: uuid.UUID = field(default_factory=uuid.uuid4)
@@ -415,14 +434,35 @@ def intake_probes(i: Ids) -> list[Probe]:
             owner=JOBCENTER,
             other=other_404,
         ),
+        Probe(
+            "DELETE",
+            f"/v1/clients/{i.erasable_client}",
+            "/v1/clients/{client_id}",
+            jc,
+            owner=JOBCENTER,
+            other=[*other_404, ("the receiver of a referral", as_org(KI), 403)],
+        ),
+        Probe(
+            "GET",
+            f"/internal/v1/clients/{c}/disclosure?category=identity&category=health&referral_id={r}",
+            "/internal/v1/clients/{client_id}/disclosure",
+            service_token("consent"),
+            owner=JOBCENTER,
+        ),
         Probe("GET", "/v1/network", "/v1/network", caritas, owner=JOBCENTER),
     ]
+
+
+# A public key Diakonie registers (and then retires) in the consent probes.
+_DIAKONIE_KEY = generate_key("diakonie-attack-1", "enc")[1]
 
 
 def consent_probes(i: Ids) -> list[Probe]:
     jc, diakonie = as_org(C_JOBCENTER), as_org(C_DIAKONIE)
     unrelated = [("an unrelated member (Diakonie)", diakonie, 404), ("a recipient (Caritas)", as_org(C_CARITAS), 404)]
     decision = f"/v1/decisions?client_id={i.client}&recipient={C_CARITAS}&purpose=referral&category=identity"
+    keys = f"/v1/organisations/{C_DIAKONIE}/keys"
+    naming_diakonie = [("another member (Caritas) naming Diakonie", as_org(C_CARITAS, "partner_system"), 403)]
     return [
         *ops(C_JOBCENTER),
         Probe(
@@ -455,6 +495,44 @@ def consent_probes(i: Ids) -> list[Probe]:
             other=[("an unrelated member (Diakonie)", diakonie, 404)],
         ),
         Probe("GET", decision, "/v1/decisions", service_token("intake"), owner=C_JOBCENTER),
+        # Keys: an organisation's own staff and partner systems manage its keys; another member naming it: 403.
+        Probe(
+            "POST",
+            keys,
+            "/v1/organisations/{org}/keys",
+            as_org(C_DIAKONIE, "partner_system"),
+            201,
+            body=_DIAKONIE_KEY.model_dump(),
+            owner=C_DIAKONIE,
+            other=naming_diakonie,
+        ),
+        Probe("GET", keys, "/v1/organisations/{org}/keys", diakonie, owner=C_DIAKONIE, other=naming_diakonie),
+        Probe(
+            "DELETE",
+            f"{keys}/{_DIAKONIE_KEY.kid}",
+            "/v1/organisations/{org}/keys/{kid}",
+            as_org(C_DIAKONIE, "partner_system"),
+            owner=C_DIAKONIE,
+            other=naming_diakonie,
+        ),
+        # Disclosure records: filtered per client (an unrelated member gets an empty record), per organisation
+        # for itself, its dpo, auditors and the district's dpo (another member: 403).
+        Probe(
+            "GET",
+            f"/v1/clients/{i.client}/disclosures",
+            "/v1/clients/{client_id}/disclosures",
+            jc,
+            owner=C_JOBCENTER,
+            other=[("an unrelated member (Diakonie)", diakonie, 200), ("an auditor", as_district("auditor"), 200)],
+        ),
+        Probe(
+            "GET",
+            f"/v1/organisations/{C_CARITAS}/disclosures",
+            "/v1/organisations/{org}/disclosures",
+            as_org(C_CARITAS, "dpo"),
+            owner=C_CARITAS,
+            other=[("another member (Diakonie)", diakonie, 403), ("another member's dpo", as_org(C_DIAKONIE, "dpo"), 403)],
+        ),
     ]
 
 
@@ -554,15 +632,22 @@ async def test_intake(make_intake, consent):
             assert r.status_code == 201, r.text
             return uuid.UUID(r.json()["referral_id"])
 
-        ids = Ids(client=await register(), handover_client=await register())
+        ids = Ids(client=await register(), handover_client=await register(), erasable_client=await register())
         consent.grant(ids.client, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
         consent.grant(ids.client, JOBCENTER, Purpose.CONTACT_FOR_NOTIFICATIONS, [DataCategory.CONTACT])
         ids.referral, ids.declined_referral, ids.revoked_referral = [await refer(ids.client) for _ in range(3)]
+        consent.grant(ids.erasable_client, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
+        await refer(ids.erasable_client)  # the KI sees the client to be erased: its refusal is 403, not 404
         r = await http.post(
             f"/v1/clients/{ids.client}/deadlines", json={"kind": "appointment", "due_at": "2026-03-12T10:00:00+01:00"}, headers=jc
         )
         ids.deadline = uuid.UUID(r.json()["deadline_id"])
         await attack(http, app, intake_probes(ids))
+        # The erased client is gone for those who saw it; the internal API answers nothing about it either.
+        r = await http.get(f"/v1/clients/{ids.erasable_client}", headers=jc)
+        assert problem(r, 410, "erased client")["type"] == "urn:lotse:problem:client-erased"
+        r = await http.get(f"/internal/v1/clients/{ids.erasable_client}/disclosure?category=identity", headers=service_token("consent"))
+        assert problem(r, 410, "erased client on the internal API")["type"] == "urn:lotse:problem:client-erased"
 
 
 async def test_consent(service):

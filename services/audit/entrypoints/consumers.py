@@ -35,7 +35,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
-from contracts.events import EVENTS, PARTNER_ANSWER_TYPES, PARTNER_REFERRAL
+from contracts.events import EVENTS, PARTNER_ACK_TYPES, PARTNER_ANSWER_TYPES, PARTNER_CORRECTION, PARTNER_REFERRAL
 from lotse_kit.declaration import PARTNER_INBOX, PARTNER_OUTBOX, ServiceDeclaration, Subscription, message_id
 from lotse_kit.naming import Naming
 from lotse_kit.workers import sleep_unless_stopping
@@ -61,8 +61,15 @@ DECLARATION = ServiceDeclaration(
             custom=True,
             types={
                 **{t: tuple(message_id(s) for s in EVENTS.values() if s.topic == t) for t in _LOGGED_TOPICS},
-                PARTNER_INBOX: (message_id(PARTNER_REFERRAL), *PARTNER_ANSWER_TYPES),
-                PARTNER_OUTBOX: PARTNER_ANSWER_TYPES,
+                # The audit log records every record whatever its type; these are the ones it describes.
+                PARTNER_INBOX: (
+                    message_id(PARTNER_REFERRAL),
+                    message_id(PARTNER_CORRECTION),
+                    "lotse.consent.withdrawn",
+                    "lotse.client.erased",
+                    *PARTNER_ANSWER_TYPES,
+                ),
+                PARTNER_OUTBOX: (*PARTNER_ANSWER_TYPES, *PARTNER_ACK_TYPES),
             },
         ),
     ),

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from contracts import Envelope, new_event, topics
-from contracts.events import PARTNER_REFERRAL
+from contracts.events import PARTNER_REFERRAL_V1
 from lotse_kit.clock import ManualClock
 from lotse_kit.kafka import ensure_topics
 from lotse_kit.network import OrgDirectory, parse_network
@@ -147,4 +147,5 @@ def partner_referral(client_id: uuid.UUID, consent_id: uuid.UUID, **personal: An
         free_text="Olena needs help with the Jobcenter letter",
         sent_at=now(),
     )
-    return new_event(data, source="/lotse/consent", acting_org=ORG, spec=PARTNER_REFERRAL)
+    # v1, with the personal data in clear: such records may still be on an inbox, and must not reach the log.
+    return new_event(data, source="/lotse/consent", acting_org=ORG, spec=PARTNER_REFERRAL_V1)

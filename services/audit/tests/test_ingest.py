@@ -11,7 +11,7 @@ from datetime import date
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts import encode, new_event, topics
-from contracts.events import ClientRegistered, Contact, DisclosureRequested, Identity, PersonalData
+from contracts.events import PREVIOUS_VERSIONS, ClientRegistered, Contact, DisclosureRequestedV1, Identity, PersonalData
 from lotse_kit.kafka import admin_client, connection, ensure_topics
 from services.audit.tests.conftest import AUDITOR, ORG, PARTNER, fast_settings, now, partner_referral, running_audit
 from tests.kafka_helpers import eventually, produce_raw
@@ -27,8 +27,12 @@ def registered(client_id: uuid.UUID, language: str = "uk"):
     )
 
 
+V1_REQUEST = next(s for s in PREVIOUS_VERSIONS if s.model is DisclosureRequestedV1)
+
+
 def disclosure_requested(client_id: uuid.UUID):
-    data = DisclosureRequested(
+    """A v1 request, which carried the personal data itself: such records may still be on the topic."""
+    data = DisclosureRequestedV1(
         client_id=client_id,
         request_id=uuid.uuid4(),
         referral_id=uuid.uuid4(),
@@ -43,7 +47,7 @@ def disclosure_requested(client_id: uuid.UUID):
         ),
         requested_at=now(),
     )
-    return new_event(data, source="/lotse/intake", acting_org=ORG)
+    return new_event(data, source="/lotse/intake", acting_org=ORG, spec=V1_REQUEST)
 
 
 async def entries(audit) -> list[dict]:

@@ -5,14 +5,19 @@ Every function takes the caller's connection, so handlers decide the transaction
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from contracts.vocab import DataCategory, Purpose
 
+from ..domain.acknowledgements import AckDue
+from ..domain.corrections import Received
+from ..domain.keys import OrgKey
 from ..domain.model import Consent, ConsentForm, ConsentStatus, InformationGiven
 
 _COLUMNS = """c.consent_id, c.client_id, c.collecting_org, c.recipients, c.purposes, c.categories, c.legal_basis,
@@ -186,14 +191,15 @@ class DisclosureRecord:
     payload_sha256: str | None
     partner_event_id: UUID | None
     decided_at: datetime
+    kind: str = "referral"  # or "correction" (GDPR Art. 19)
 
 
 async def insert_disclosure(conn: asyncpg.Connection, d: DisclosureRecord) -> bool:
     """Records a gate decision; False if this request was decided before (a re-sent request)."""
     inserted = await conn.fetchval(
         """INSERT INTO disclosures (request_id, client_id, referral_id, from_org, recipient, purpose, categories, outcome,
-               consent_id, reason, missing_categories, payload_sha256, partner_event_id, decided_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+               consent_id, reason, missing_categories, payload_sha256, partner_event_id, decided_at, kind)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            ON CONFLICT (request_id) DO NOTHING RETURNING true""",
         d.request_id,
         d.client_id,
@@ -209,6 +215,7 @@ async def insert_disclosure(conn: asyncpg.Connection, d: DisclosureRecord) -> bo
         d.payload_sha256,
         d.partner_event_id,
         d.decided_at,
+        d.kind,
     )
     return bool(inserted)
 
@@ -276,3 +283,210 @@ async def responsible_orgs(conn: asyncpg.Connection | asyncpg.Pool, client_id: U
     if row is None:
         return frozenset()
     return frozenset(o for o in (row["registering_org"], row["responsible_org"]) if o)
+
+
+async def collecting_org_of(conn: asyncpg.Connection, consent_id: UUID) -> str | None:
+    return await conn.fetchval("SELECT collecting_org FROM consents WHERE consent_id = $1", consent_id)
+
+
+async def latest_collecting_org(conn: asyncpg.Connection, client_id: UUID, recipient: str) -> str | None:
+    """The collecting organisation of the consent under which `recipient` last received the client's data."""
+    return await conn.fetchval(
+        """SELECT c.collecting_org FROM disclosures d JOIN consents c ON c.consent_id = d.consent_id
+            WHERE d.client_id = $1 AND d.recipient = $2 AND d.outcome = 'made' ORDER BY d.decided_at DESC LIMIT 1""",
+        client_id,
+        recipient,
+    )
+
+
+async def received_by_client(conn: asyncpg.Connection, client_id: UUID) -> list[Received]:
+    """Per recipient, consent and purpose: the categories it received about the client (referrals and corrections)."""
+    rows = await conn.fetch(
+        """SELECT recipient, consent_id, purpose, array_agg(DISTINCT cat) AS categories
+             FROM disclosures, unnest(categories) AS cat
+            WHERE client_id = $1 AND outcome = 'made'
+            GROUP BY recipient, consent_id, purpose""",
+        client_id,
+    )
+    return [
+        Received(r["recipient"], r["consent_id"], Purpose(r["purpose"]), frozenset(DataCategory(c) for c in r["categories"])) for r in rows
+    ]
+
+
+async def erase_consent_free_text(conn: asyncpg.Connection, client_id: UUID, *, at: datetime) -> int:
+    """GDPR Art. 17: the only free text of a consent record (form_reason) is erased; the record itself stays."""
+    status = await conn.execute(
+        """UPDATE consents SET form_reason = NULL, personal_data_erased_at = coalesce(personal_data_erased_at, $2)
+            WHERE client_id = $1""",
+        client_id,
+        at,
+    )
+    return int(status.split()[-1])
+
+
+# ---------------------------------------------------------------- recipients' keys
+def _key(r: asyncpg.Record) -> OrgKey:
+    jwk = r["jwk"]
+    return OrgKey(
+        org=r["org"],
+        kid=r["kid"],
+        use=r["use"],
+        jwk=json.loads(jwk) if isinstance(jwk, str) else dict(jwk),
+        source=r["source"],
+        registered_at=r["registered_at"] if r["source"] == "api" else None,
+        registered_by=r["registered_by"],
+        retired_at=r["retired_at"],
+    )
+
+
+async def stored_keys(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> list[OrgKey]:
+    rows = await conn.fetch(
+        """SELECT org, kid, use, jwk::text AS jwk, source, registered_at, registered_by, retired_at
+             FROM org_keys WHERE org = $1 ORDER BY registered_at DESC, kid""",
+        org,
+    )
+    return [_key(r) for r in rows]
+
+
+async def insert_key(conn: asyncpg.Connection, key: OrgKey, *, at: datetime) -> bool:
+    """False when the organisation already has a row for this kid."""
+    inserted = await conn.fetchval(
+        """INSERT INTO org_keys (org, kid, use, jwk, source, registered_at, registered_by, retired_at)
+           VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+           ON CONFLICT (org, kid) DO NOTHING RETURNING true""",
+        key.org,
+        key.kid,
+        key.use,
+        json.dumps(key.jwk),
+        key.source,
+        key.registered_at or at,
+        key.registered_by,
+        key.retired_at,
+    )
+    return bool(inserted)
+
+
+async def retire_key(conn: asyncpg.Connection, org: str, kid: str, *, at: datetime, by: str | None) -> None:
+    await conn.execute(
+        "UPDATE org_keys SET retired_at = $3, retired_by = $4 WHERE org = $1 AND kid = $2 AND retired_at IS NULL", org, kid, at, by
+    )
+
+
+async def lock_org_keys(conn: asyncpg.Connection, org: str) -> None:
+    """Serialises registrations and retirements of one organisation's keys."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('consent-org-keys:' || $1))", org)
+
+
+# ---------------------------------------------------------------- acknowledgements
+_ACK_COLUMNS = """event_id, client_id, org, kind, consent_id, collecting_org, forwarded_at, due_at, acknowledged_at,
+    received_at, overdue_raised_at"""
+
+
+def _ack(r: asyncpg.Record) -> AckDue:
+    return AckDue(
+        event_id=r["event_id"],
+        client_id=r["client_id"],
+        org=r["org"],
+        kind=r["kind"],
+        consent_id=r["consent_id"],
+        collecting_org=r["collecting_org"],
+        forwarded_at=r["forwarded_at"],
+        due_at=r["due_at"],
+        acknowledged_at=r["acknowledged_at"],
+        received_at=r["received_at"],
+        overdue_raised_at=r["overdue_raised_at"],
+    )
+
+
+async def insert_ack_due(conn: asyncpg.Connection, a: AckDue) -> None:
+    await conn.execute(
+        """INSERT INTO acknowledgements (event_id, client_id, org, kind, consent_id, collecting_org, forwarded_at, due_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING""",
+        a.event_id,
+        a.client_id,
+        a.org,
+        a.kind,
+        a.consent_id,
+        a.collecting_org,
+        a.forwarded_at,
+        a.due_at,
+    )
+
+
+async def get_ack_due(conn: asyncpg.Connection, event_id: UUID, *, for_update: bool = False) -> AckDue | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_ACK_COLUMNS} FROM acknowledgements WHERE event_id = $1{lock}", event_id)
+    return _ack(row) if row else None
+
+
+async def mark_acknowledged(
+    conn: asyncpg.Connection, event_id: UUID, *, acknowledged_at: datetime, ack_event_id: UUID, kid: str, received_at: datetime
+) -> bool:
+    status = await conn.execute(
+        """UPDATE acknowledgements SET acknowledged_at = $2, ack_event_id = $3, ack_kid = $4, received_at = $5
+            WHERE event_id = $1 AND acknowledged_at IS NULL""",
+        event_id,
+        acknowledged_at,
+        ack_event_id,
+        kid,
+        received_at,
+    )
+    return status.endswith(" 1")
+
+
+async def claim_overdue(conn: asyncpg.Connection, *, now: datetime, limit: int) -> list[AckDue]:
+    """Acknowledgements past due and not yet reported, locked; a replica running the same job skips them."""
+    rows = await conn.fetch(
+        f"""SELECT {_ACK_COLUMNS} FROM acknowledgements
+             WHERE acknowledged_at IS NULL AND overdue_raised_at IS NULL AND due_at <= $1
+             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now,
+        limit,
+    )
+    return [_ack(r) for r in rows]
+
+
+async def mark_overdue_raised(conn: asyncpg.Connection, event_id: UUID, *, at: datetime) -> bool:
+    status = await conn.execute(
+        "UPDATE acknowledgements SET overdue_raised_at = $2 WHERE event_id = $1 AND overdue_raised_at IS NULL AND acknowledged_at IS NULL",
+        event_id,
+        at,
+    )
+    return status.endswith(" 1")
+
+
+# ---------------------------------------------------------------- the listing API
+_LISTED = """d.request_id, d.kind, d.client_id, d.referral_id, d.from_org, d.recipient, d.purpose, d.categories,
+    d.consent_id, c.collecting_org, c.status AS consent_status, c.valid_until, d.payload_sha256, d.decided_at"""
+
+
+async def disclosures_of_client(conn: asyncpg.Connection | asyncpg.Pool, client_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {_LISTED} FROM disclosures d JOIN consents c ON c.consent_id = d.consent_id
+             WHERE d.client_id = $1 AND d.outcome = 'made' ORDER BY d.decided_at, d.request_id""",
+        client_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def disclosures_of_org(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> list[dict[str, Any]]:
+    """What the organisation received and what was disclosed at its request."""
+    rows = await conn.fetch(
+        f"""SELECT {_LISTED} FROM disclosures d JOIN consents c ON c.consent_id = d.consent_id
+             WHERE (d.recipient = $1 OR d.from_org = $1) AND d.outcome = 'made' ORDER BY d.decided_at, d.request_id""",
+        org,
+    )
+    return [dict(r) for r in rows]
+
+
+async def acks_of_client(conn: asyncpg.Connection | asyncpg.Pool, client_id: UUID) -> list[AckDue]:
+    rows = await conn.fetch(f"SELECT {_ACK_COLUMNS} FROM acknowledgements WHERE client_id = $1 ORDER BY forwarded_at, org", client_id)
+    return [_ack(r) for r in rows]
+
+
+async def acks_of_org(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> list[AckDue]:
+    """Acknowledgements the organisation owes, and those owed for consents it collected."""
+    rows = await conn.fetch(
+        f"SELECT {_ACK_COLUMNS} FROM acknowledgements WHERE org = $1 OR collecting_org = $1 ORDER BY forwarded_at, org", org
+    )
+    return [_ack(r) for r in rows]

@@ -45,3 +45,32 @@ class ExpireDueConsents:
     """Marks consents past valid_until as expired; `limit` consents per transaction."""
 
     limit: int
+
+
+@dataclass(frozen=True)
+class RegisterKey:
+    """An organisation registers one of its public keys (its own caseworker or partner system)."""
+
+    org: str
+    acting_org: str
+    kid: str
+    use: str
+    jwk: dict[str, object]
+    registered_by: str | None = None
+
+
+@dataclass(frozen=True)
+class RetireKey:
+    """An organisation retires one of its keys: it no longer seals or verifies anything."""
+
+    org: str
+    acting_org: str
+    kid: str
+    retired_by: str | None = None
+
+
+@dataclass(frozen=True)
+class RaiseOverdueAcknowledgements:
+    """Raises lotse.acknowledgement.overdue for acknowledgements past due; `limit` per transaction."""
+
+    limit: int

@@ -44,3 +44,32 @@ class UnsupportedLanguage(errors.Invalid):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, errors=[{"field": "lang", "message": message, "type": "unsupported_language"}])
+
+
+class KeyRejected(errors.Invalid):
+    """A key that cannot be registered: not a public EC P-256 JWK, or a private key (which is never stored)."""
+
+    title = "Key cannot be registered"
+    type = "urn:lotse:problem:key-invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, errors=[{"field": field, "message": message, "type": "key_rule"}])
+
+
+class KeyNotFound(errors.NotFound):
+    title = "Key not found"
+    type = "urn:lotse:problem:key-not-found"
+
+
+class KeyConflict(errors.Conflict):
+    """A key id already in use (or retired) for the organisation, with another key."""
+
+    title = "Key id already in use"
+    type = "urn:lotse:problem:key-conflict"
+
+
+class OtherOrganisation(errors.Forbidden):
+    """A request naming another organisation's keys or disclosure records."""
+
+    title = "Not this organisation's"
+    type = "urn:lotse:problem:other-organisation"

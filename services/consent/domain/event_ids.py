@@ -17,3 +17,8 @@ def expired_event_id(consent_id: uuid.UUID) -> uuid.UUID:
 def partner_referral_event_id(request_id: uuid.UUID) -> uuid.UUID:
     """The partner referral of a disclosure request: a re-publication carries the same ce_id."""
     return uuid.uuid5(_EVENT_NS, f"partner-referral:{request_id}")
+
+
+def partner_correction_event_id(correction_id: uuid.UUID) -> uuid.UUID:
+    """The correction on a partner's inbox (GDPR Art. 19): a re-publication carries the same ce_id."""
+    return uuid.uuid5(_EVENT_NS, f"partner-correction:{correction_id}")

@@ -7,15 +7,18 @@ refuses anything not published here; the AsyncAPI document is generated from thi
 from __future__ import annotations
 
 from contracts import PARTNER_REFERRAL, topics
-from lotse_kit.declaration import PARTNER_INBOX, Publication, ServiceDeclaration, Subscription
+from contracts.events import PARTNER_ACK_TYPES, PARTNER_CORRECTION
+from lotse_kit.declaration import PARTNER_INBOX, PARTNER_OUTBOX, Publication, ServiceDeclaration, Subscription
 
 from ..domain.forwarding import FORWARDED_TYPES
 from ..handlers import EVENT_HANDLERS
 
 GATE = "disclosure-gate"
 FORWARDER = "partner-forwarder"
+ACKNOWLEDGEMENTS = "acknowledgements"
 
 _GATE_TYPES = ("lotse.disclosure.requested",)
+_OWN_SUBSCRIPTIONS = (*_GATE_TYPES, *PARTNER_ACK_TYPES)
 
 DECLARATION = ServiceDeclaration(
     service="consent",
@@ -26,13 +29,19 @@ DECLARATION = ServiceDeclaration(
         Subscription(
             FORWARDER,
             channels=(topics.REFERRALS, topics.DEADLINES, topics.CLIENTS),
-            handlers={t: h for t, h in EVENT_HANDLERS.items() if t not in _GATE_TYPES},
+            handlers={t: h for t, h in EVENT_HANDLERS.items() if t not in _OWN_SUBSCRIPTIONS},
         ),
+        # Partners' signed acknowledgements of forwarded withdrawals and erasures, on every member's outbox.
+        Subscription(ACKNOWLEDGEMENTS, channels=(PARTNER_OUTBOX,), handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ACK_TYPES}),
     ),
     publications=(
-        Publication(topics.CONSENTS, ("lotse.consent.granted", "lotse.consent.withdrawn", "lotse.consent.expired")),
+        Publication(
+            topics.CONSENTS,
+            ("lotse.consent.granted", "lotse.consent.withdrawn", "lotse.consent.expired", "lotse.acknowledgement.overdue"),
+        ),
         Publication(topics.DISCLOSURES, ("lotse.disclosure.made", "lotse.disclosure.blocked")),
-        # The gate's referral with exactly the consented data, and the copies of forwarded events.
-        Publication(PARTNER_INBOX, (PARTNER_REFERRAL.schema_id, *FORWARDED_TYPES)),
+        # The gate's referral and corrections with exactly the consented data, sealed to the partner, and the
+        # copies of forwarded events.
+        Publication(PARTNER_INBOX, (PARTNER_REFERRAL.schema_id, PARTNER_CORRECTION.schema_id, *FORWARDED_TYPES)),
     ),
 )

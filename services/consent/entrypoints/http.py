@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +24,8 @@ from lotse_kit import access
 from lotse_kit.context import CallerContext, RequestContext
 
 from .. import views
-from ..domain.commands import RecordConsent, WithdrawConsent
+from ..domain.commands import RecordConsent, RegisterKey, RetireKey, WithdrawConsent
+from ..domain.keys import OrgKey
 from ..domain.model import Consent, ConsentForm, InformationGiven
 from ..handlers import Deps, handle
 
@@ -84,6 +85,87 @@ class DecisionOut(BaseModel):
     missing_categories: list[DataCategory]
 
 
+KID = r"^[A-Za-z0-9._-]{1,64}$"
+ORG = r"^[a-z0-9][a-z0-9-]{1,62}$"
+
+
+class KeyIn(BaseModel):
+    """A public key (JWK, EC P-256) of the calling organisation: `enc` to seal personal data to it, `sig` to
+    verify its acknowledgements. Never a private key: one with `d` is refused (422) and not stored."""
+
+    model_config = ConfigDict(extra="forbid")
+    kid: str = Field(pattern=KID, description="The key id; the JWE header names it.")
+    use: str = Field(pattern=r"^(enc|sig)$")
+    jwk: dict[str, Any] = Field(description="kty EC, crv P-256, x, y.")
+
+
+class KeyOut(BaseModel):
+    org: str
+    kid: str
+    use: str
+    jwk: dict[str, Any]
+    source: str = Field(description="`api` (registered here) or `network-file`.")
+    active: bool
+    registered_at: datetime | None
+    retired_at: datetime | None
+
+
+class DisclosureRecordOut(BaseModel):
+    request_id: UUID
+    kind: str = Field(description="`referral` (the gate) or `correction` (GDPR Art. 19).")
+    client_id: UUID
+    referral_id: UUID | None
+    from_org: str
+    recipient: str
+    purpose: str
+    categories: list[str]
+    consent_id: UUID
+    collecting_org: str
+    consent_status: str = Field(description="The consent's status now.")
+    payload_sha256: str
+    disclosed_at: datetime
+
+
+class AcknowledgementOut(BaseModel):
+    event_id: UUID = Field(description="The inbox record to acknowledge (a forwarded withdrawal or erasure).")
+    kind: str
+    client_id: UUID
+    org: str = Field(description="The recipient that owes the acknowledgement.")
+    consent_id: UUID | None
+    collecting_org: str | None
+    forwarded_at: datetime
+    due_at: datetime
+    status: str = Field(description="`acknowledged`, `pending` or `overdue`.")
+    acknowledged_at: datetime | None
+    received_at: datetime | None
+    overdue_raised_at: datetime | None
+
+
+class ClientDisclosuresOut(BaseModel):
+    client_id: UUID
+    disclosures: list[DisclosureRecordOut]
+    acknowledgements: list[AcknowledgementOut]
+
+
+class OrgDisclosuresOut(BaseModel):
+    org: str
+    disclosures: list[DisclosureRecordOut]
+    acknowledgements: list[AcknowledgementOut]
+
+
+def _key_out(k: OrgKey) -> KeyOut:
+    return KeyOut(
+        org=k.org,
+        kid=k.kid,
+        use=k.use,
+        jwk=k.jwk,
+        source=k.source,
+        active=k.active,
+        registered_at=k.registered_at,
+        retired_at=k.retired_at,
+    )
+
+
 def _out(c: Consent, now: datetime) -> ConsentOut:
     status = c.status(now)
     return ConsentOut(
@@ -120,6 +202,8 @@ def router(deps: Deps) -> APIRouter:
     guard = access.Guard(deps.directory)
     Ctx = Annotated[RequestContext, guard(access.ORG_STAFF)]
     Service = Annotated[CallerContext, guard(access.SERVICES)]
+    Records = Annotated[CallerContext, guard(access.DISCLOSURE_RECORDS)]
+    OrgPath = Annotated[str, Path(pattern=ORG)]
 
     @r.post("/v1/consents", status_code=201, response_model=ConsentOut)
     async def record_consent(body: ConsentIn, ctx: Ctx) -> ConsentOut:
@@ -186,5 +270,39 @@ def router(deps: Deps) -> APIRouter:
         """May `recipient` receive these categories of the client's data for `purpose`, right now? For services' own tokens only."""
         d = await views.check_decision(deps, client_id=client_id, recipient=recipient, purpose=purpose, categories=category)
         return JSONResponse(d.as_dict())
+
+    @r.post("/v1/organisations/{org}/keys", status_code=201, response_model=KeyOut, tags=["keys"])
+    async def register_key(org: OrgPath, body: KeyIn, ctx: Ctx, response: Response) -> KeyOut:
+        """Registers one of the calling organisation's public keys (201; the same key again 200). Several may be
+        active: the newest `enc` key seals new records, every active `sig` key verifies acknowledgements."""
+        key, created = await handle(
+            RegisterKey(org=org, acting_org=ctx.acting_org, kid=body.kid, use=body.use, jwk=body.jwk, registered_by=ctx.actor), deps
+        )
+        response.status_code = 201 if created else 200
+        return _key_out(key)
+
+    @r.get("/v1/organisations/{org}/keys", response_model=list[KeyOut], tags=["keys"])
+    async def list_keys(org: OrgPath, ctx: Ctx) -> list[KeyOut]:
+        """The calling organisation's keys, from the network file and the API, retired ones included, newest first."""
+        return [_key_out(k) for k in await views.list_keys(deps, org, ctx.acting_org)]
+
+    @r.delete("/v1/organisations/{org}/keys/{kid}", response_model=KeyOut, tags=["keys"])
+    async def retire_key(org: OrgPath, kid: Annotated[str, Path(pattern=KID)], ctx: Ctx) -> KeyOut:
+        """Retires a key (also one from the network file): it seals and verifies nothing from now on."""
+        return _key_out(await handle(RetireKey(org=org, acting_org=ctx.acting_org, kid=kid, retired_by=ctx.actor), deps))
+
+    @r.get("/v1/clients/{client_id}/disclosures", response_model=ClientDisclosuresOut, tags=["disclosures"])
+    async def client_disclosures(client_id: UUID, ctx: Records) -> dict[str, Any]:
+        """What was disclosed about the client, to whom, when, under which consent and which categories, and
+        which forwarded withdrawals and erasures are acknowledged, pending or overdue. Filtered like the
+        consents: all for a responsible organisation, auditors and the district's dpo; what was disclosed
+        under its own consents for a collecting organisation; nothing for anyone else."""
+        return await views.client_disclosures(deps, client_id, access.disclosure_scope(ctx))
+
+    @r.get("/v1/organisations/{org}/disclosures", response_model=OrgDisclosuresOut, tags=["disclosures"])
+    async def org_disclosures(org: OrgPath, ctx: Records) -> dict[str, Any]:
+        """What the organisation received or had disclosed, and the acknowledgements it owes or is owed; for the
+        organisation itself (staff, its dpo), auditors and the district's dpo (403 for another organisation)."""
+        return await views.org_disclosures(deps, org, access.disclosure_scope(ctx))
 
     return r

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
 from contracts import new_event, topics
-from contracts.events import Contact, DisclosureRequested, Identity, PersonalData, ResidenceStatus
+from contracts.events import Contact, DisclosureRequested, Identity, PersonalData, ReferralNotes, ResidenceStatus, SealedContent
+from contracts.sealed import generate_key
 from contracts.vocab import DataCategory, Need, Purpose, ResidenceTitle
 from lotse_kit.clock import ManualClock
 from lotse_kit.kafka import ensure_topics
 from lotse_kit.network import OrgDirectory, parse_network
+from services.consent.adapters.intake import ClientErasedAtIntake, IntakeUnavailable
 from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.handlers import Deps
@@ -26,24 +30,73 @@ CARITAS = "caritas-paderborn"
 DIAKONIE = "diakonie-paderborn-hoexter"
 KI = "ki-paderborn"
 
+# The partners' key pairs, made for this test run: the public halves are registered in the network file below,
+# the private halves stay here, so tests open what arrives on an inbox as the partner would. Diakonie has none:
+# nothing can be sealed to it until it registers a key through the API.
+PRIVATE_KEYS: dict[str, dict[str, dict[str, Any]]] = {}
+PUBLIC_KEYS: dict[str, list[dict[str, Any]]] = {}
+for _org in (JOBCENTER, CARITAS, KI):
+    for _use in ("enc", "sig"):
+        _private, _public = generate_key(f"{_org}-{_use}-1", _use)  # type: ignore[arg-type]
+        PRIVATE_KEYS.setdefault(_org, {})[_use] = _private
+        PUBLIC_KEYS.setdefault(_org, []).append(_public.model_dump())
+
+
+def _keys(org: str) -> str:
+    return f", keys: {json.dumps(PUBLIC_KEYS[org])}" if org in PUBLIC_KEYS else ""
+
+
 NETWORK = f"""
 version: 1
 district: test
 name: Consent test network
 organisations:
-  - {{id: {JOBCENTER}, name: Jobcenter Kreis Paderborn, kind: jobcenter, languages: [de], contact_email: jc@test.example}}
-  - {{id: {CARITAS}, name: Caritasverband Paderborn, kind: welfare_association, languages: [de], contact_email: c@test.example}}
+  - {{id: {JOBCENTER}, name: Jobcenter Kreis Paderborn, kind: jobcenter, languages: [de], contact_email: jc@test.example{_keys(JOBCENTER)}}}
+  - {{id: {CARITAS}, name: Caritasverband Paderborn, kind: welfare_association, languages: [de], contact_email: c@test.example{_keys(CARITAS)}}}
   - {{id: {DIAKONIE}, name: Diakonie Paderborn-Höxter, kind: welfare_association, languages: [de], contact_email: d@test.example}}
   - {{id: {KI}, name: Kommunales Integrationszentrum Kreis Paderborn, kind: kommunales_integrationszentrum, languages: [de],
-      contact_email: ki@test.example}}
+      contact_email: ki@test.example{_keys(KI)}}}
 """
 
 DIRECTORY = OrgDirectory.of(parse_network(NETWORK, "consent-tests"))
 
 
 @dataclass
+class FakeIntake:
+    """A stand-in for intake's internal disclosure API (passed through `bootstrap(intake=...)`): every client
+    has `full_personal_data()` unless given other data; `down` answers like an unreachable intake, `erased`
+    clients like an erased one (410), `leaky` returns every category (a bug the gate must not pass on)."""
+
+    data: dict[uuid.UUID, PersonalData] = field(default_factory=dict)
+    erased: set[uuid.UUID] = field(default_factory=set)
+    down: bool = False
+    leaky: bool = False
+    do_not_contact: bool = False
+    calls: list[tuple[uuid.UUID, tuple[DataCategory, ...], uuid.UUID | None]] = field(default_factory=list)
+
+    async def disclosure(
+        self, client_id: uuid.UUID, categories: Iterable[DataCategory], referral_id: uuid.UUID | None = None
+    ) -> SealedContent:
+        cats = tuple(categories)
+        self.calls.append((client_id, cats, referral_id))
+        if self.down:
+            raise IntakeUnavailable("intake not reachable: ConnectError")
+        if client_id in self.erased:
+            raise ClientErasedAtIntake(f"client {client_id} was erased")
+        personal = self.data.get(client_id, full_personal_data())
+        notes = ReferralNotes(reason="Sprachkurs gesucht", free_text="Olena spricht etwas Deutsch.") if referral_id else None
+        return SealedContent(
+            personal_data=personal if self.leaky else personal.restricted_to(set(cats)), notes=notes, do_not_contact=self.do_not_contact
+        )
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass
 class Service(RunningService):
     clock: ManualClock
+    intake: FakeIntake = field(default_factory=FakeIntake)
 
     @property
     def deps(self) -> Deps:
@@ -106,7 +159,6 @@ def disclosure_request(
         service="migrationsberatung",
         need=Need.LANGUAGE_COURSE,
         categories=categories if categories is not None else [DataCategory.IDENTITY, DataCategory.CONTACT],
-        personal_data=full_personal_data(),
         requested_at=datetime.now(UTC),
     )
     return new_event(data, source="/lotse/intake", acting_org=JOBCENTER, event_id=event_id)
@@ -116,11 +168,40 @@ def fast_settings(namespace: str, **overrides: Any) -> ConsentSettings:
     return ConsentSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, "expiry_interval_s": 0.3, **overrides})
 
 
+StartService = Callable[..., AbstractAsyncContextManager[Service]]
+
+
+def _starter(kafka_bootstrap: str, topic_namespace: str, unique: str) -> StartService:
+    @asynccontextmanager
+    async def start(
+        clock: ManualClock | None = None, intake: Any = None, directory: OrgDirectory = DIRECTORY, **overrides: Any
+    ) -> AsyncIterator[Service]:
+        # The platform topics this service consumes; in a deployment `lotse admin provision` creates them.
+        specs = [topics.TopicSpec(topic_namespace + t.name, 1, t.config) for t in topics.platform_topics()]
+        await ensure_topics(kafka_bootstrap, specs)
+        clock = clock or ManualClock(datetime.now(UTC).replace(microsecond=0))
+        intake = intake if intake is not None else FakeIntake()
+        app = bootstrap(
+            settings=fast_settings(topic_namespace, **overrides),
+            schema=f"consent_{unique}",
+            clock=clock,
+            directory=directory,
+            intake=intake,
+        )
+        async with in_process(app) as client:
+            yield Service(app, client, topic_namespace, kafka_bootstrap, clock, intake)
+
+    return start
+
+
+@pytest.fixture
+def start_consent(infra: Any, kafka_bootstrap: str, topic_namespace: str, unique: str) -> StartService:
+    """Starts the consent service on the test's schema and namespace; called again, it is the same service
+    restarted (same database, same topics). Keyword arguments override settings."""
+    return _starter(kafka_bootstrap, topic_namespace, unique)
+
+
 @pytest.fixture
 async def service(infra: Any, kafka_bootstrap: str, topic_namespace: str, unique: str) -> AsyncIterator[Service]:
-    # The platform topics this service consumes; in a deployment `lotse topics ensure` creates them.
-    await ensure_topics(kafka_bootstrap, [topics.TopicSpec(topic_namespace + t.name, 1, t.config) for t in topics.platform_topics()])
-    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-    app = bootstrap(settings=fast_settings(topic_namespace), schema=f"consent_{unique}", clock=clock, directory=DIRECTORY)
-    async with in_process(app) as client:
-        yield Service(app, client, topic_namespace, kafka_bootstrap, clock)
+    async with _starter(kafka_bootstrap, topic_namespace, unique)() as svc:
+        yield svc

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import logging
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from contracts import decode, new_event, topics
-from contracts.events import DeadlineApproaching, ReferralAccepted
+import pytest
+
+from contracts import decode, encode, new_event, topics
+from contracts.events import DeadlineApproaching, ReferralAccepted, SealedContent
+from contracts.sealed import SealedError, unseal
 from contracts.vocab import DataCategory, DeadlineKind
 from services.consent.adapters.decision_cache import DecisionCache
 from services.consent.domain.commands import WithdrawConsent
@@ -19,7 +22,7 @@ from services.consent.views import check_decision
 from tests.fixtures import as_org
 from tests.kafka_helpers import eventually, read_topic
 
-from .conftest import CARITAS, DIAKONIE, JOBCENTER, KI, Service, disclosure_request
+from .conftest import CARITAS, DIAKONIE, JOBCENTER, KI, PRIVATE_KEYS, Service, disclosure_request
 
 JC = as_org(JOBCENTER)  # the collecting organisation of the consents these tests grant
 
@@ -33,7 +36,7 @@ async def _outcomes(svc: Service, client_id: uuid.UUID) -> list[str]:
     return [r["outcome"] for r in rows]
 
 
-async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(service: Service) -> None:
+async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(service: Service, caplog) -> None:
     client = uuid.uuid4()
     consent = await service.grant(client, categories=["identity", "contact", "needs"])
 
@@ -41,23 +44,37 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
     assert decision == {"allowed": True, "consent_id": consent["consent_id"], "reason": decision["reason"], "missing_categories": []}
     assert decision["reason"].startswith("granted")
 
-    # Intake asks for identity and contact but (wrongly) sends every category it has, health included.
+    # The request names only ids and categories; intake (wrongly) returns every category it has, health included.
+    service.intake.leaky = True
     request = disclosure_request(client, to_org=CARITAS, categories=[DataCategory.IDENTITY, DataCategory.CONTACT])
+    assert "Kovalenko" not in encode(request).value.decode()  # nothing personal on the disclosure-request topic
+    caplog.set_level(logging.DEBUG)
     await service.produce(topics.DISCLOSURE_REQUESTS, request)
 
     [rec] = await read_topic(service.bootstrap_servers, service.topic(topics.partner_inbox(CARITAS)))
     env = decode(rec.headers, rec.value)
     assert env.type == "lotse.referral.sent"
-    assert env.dataschema == "urn:lotse:schema:lotse.referral.sent.partner.v1"
+    assert env.dataschema == "urn:lotse:schema:lotse.referral.sent.partner.v2"
     assert rec.key == str(client).encode()
     assert env.data.categories == [DataCategory.IDENTITY, DataCategory.CONTACT]
-    assert env.data.personal_data.categories() == [DataCategory.IDENTITY, DataCategory.CONTACT]
-    assert env.data.personal_data.identity.family_name == "Kovalenko"
     assert str(env.data.consent_id) == consent["consent_id"]
-    raw = json.loads(rec.value)
-    for withheld in ("health", "residence_status", "needs", "education_qualifications"):
-        assert raw["personal_data"][withheld] is None
-    assert "Diabetes" not in rec.value.decode()
+    # The gate fetched exactly the consented categories, with the referral's notes.
+    assert service.intake.calls == [(client, (DataCategory.IDENTITY, DataCategory.CONTACT), request.data.referral_id)]
+    # On the wire: ciphertext only, sealed to Caritas' registered key, named in the JWE header.
+    for clear in ("Kovalenko", "Olena", "olena@example.org", "Diabetes", "Sprachkurs"):
+        assert clear not in rec.value.decode()
+    assert env.data.sealed.kid == f"{CARITAS}-enc-1"
+    # Caritas opens it with its private key: exactly identity and contact, and the notes.
+    opened = SealedContent.model_validate(unseal(env.data.sealed.jwe, [PRIVATE_KEYS[CARITAS]["enc"]]))
+    assert opened.personal_data.categories() == [DataCategory.IDENTITY, DataCategory.CONTACT]
+    assert opened.personal_data.identity.family_name == "Kovalenko"
+    assert opened.personal_data.health is None and opened.personal_data.needs is None
+    assert opened.notes.reason == "Sprachkurs gesucht"
+    # Another organisation's key cannot open it, not even under Caritas' key id.
+    with pytest.raises(SealedError):
+        unseal(env.data.sealed.jwe, [PRIVATE_KEYS[KI]["enc"]])
+    with pytest.raises(SealedError):
+        unseal(env.data.sealed.jwe, [PRIVATE_KEYS[KI]["enc"] | {"kid": f"{CARITAS}-enc-1"}])
 
     made = await read_topic(service.bootstrap_servers, service.topic(topics.DISCLOSURES))
     [made_env] = [decode(r.headers, r.value) for r in made]
@@ -73,6 +90,16 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
     # The consent now shows where data went.
     r = await service.http.get(f"/v1/clients/{client}/consents", headers=JC)
     assert [c["disclosed_to"] for c in r.json()] == [[CARITAS]]
+    # Nothing personal was logged, and nothing personal is stored by the consent service.
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "disclosure made" in logged
+    for clear in ("Kovalenko", "Olena", "olena@example.org", "Diabetes", "Sprachkurs"):
+        assert clear not in logged
+    dump = await service.deps.db.pool.fetchval(
+        "SELECT string_agg(t::text, ' ') FROM (SELECT row_to_json(d)::text AS t FROM disclosures d "
+        "UNION ALL SELECT row_to_json(c)::text FROM consents c) x"
+    )
+    assert "Kovalenko" not in dump and "Olena" not in dump
 
 
 async def test_missing_category_blocks_and_names_it(service: Service) -> None:

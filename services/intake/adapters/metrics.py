@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from lotse_kit.metrics import REGISTRY
 
@@ -16,5 +16,22 @@ deadline_notices = Counter(
     "lotse_intake_deadline_notices_total",
     "Deadline notices emitted by the scheduler (approaching, missed).",
     ["notice"],
+    registry=REGISTRY,
+)
+data_keys_under_old_keks = Gauge(
+    "lotse_intake_data_keys_under_old_keks",
+    "Client data keys wrapped under another key-encryption key than the current one; at 0 an old KEK can be removed.",
+    registry=REGISTRY,
+)
+disclosure_fetches = Counter(
+    "lotse_intake_disclosure_fetches_total",
+    "The consent gate's fetches of personal data on the internal API, by outcome: served, erased, not_found.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+erasures = Counter(
+    "lotse_intake_erasures_total",
+    "Erasure requests (GDPR Art. 17) by outcome: erased, retained (a retention period runs), repeated.",
+    ["outcome"],
     registry=REGISTRY,
 )

@@ -13,7 +13,8 @@ Row = asyncpg.Record
 
 
 # ---------------------------------------------------------------- clients
-async def insert_client(conn: asyncpg.Connection, c: dict[str, Any], personal: dict[str, Any]) -> None:
+async def insert_client(conn: asyncpg.Connection, c: dict[str, Any]) -> None:
+    """The case row (pseudonymous); the personal data goes through `vault.Vault.add_client`."""
     await conn.execute(
         """INSERT INTO clients (client_id, registering_org, responsible_org, preferred_language, languages, needs,
                                 residence_title, residence_valid_until, legal_regime, registered_at, updated_at)
@@ -29,28 +30,11 @@ async def insert_client(conn: asyncpg.Connection, c: dict[str, Any], personal: d
         c["legal_regime"],
         c["registered_at"],
     )
-    await conn.execute(
-        """INSERT INTO client_personal_data (client_id, given_name, family_name, date_of_birth, email, phone,
-                                             education_qualifications, health)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        c["client_id"],
-        personal["given_name"],
-        personal["family_name"],
-        personal["date_of_birth"],
-        personal["email"],
-        personal["phone"],
-        personal["education_qualifications"],
-        personal["health"],
-    )
 
 
 async def get_client(conn: asyncpg.Connection, client_id: uuid.UUID, *, for_update: bool = False) -> Row | None:
     sql = "SELECT * FROM clients WHERE client_id = $1" + (" FOR UPDATE" if for_update else "")
     return await conn.fetchrow(sql, client_id)
-
-
-async def get_personal_data(conn: asyncpg.Connection, client_id: uuid.UUID) -> Row | None:
-    return await conn.fetchrow("SELECT * FROM client_personal_data WHERE client_id = $1", client_id)
 
 
 _CLIENT_COLUMNS = {
@@ -61,27 +45,212 @@ _CLIENT_COLUMNS = {
     "residence_valid_until",
     "legal_regime",
     "responsible_org",
+    "do_not_contact",
 }
-_PERSONAL_COLUMNS = {"email", "phone"}
 
 
 async def update_client(conn: asyncpg.Connection, client_id: uuid.UUID, changes: dict[str, Any], updated_at: datetime) -> None:
-    case = {k: v for k, v in changes.items() if k in _CLIENT_COLUMNS}
-    personal = {k: v for k, v in changes.items() if k in _PERSONAL_COLUMNS}
-    unknown = set(changes) - _CLIENT_COLUMNS - _PERSONAL_COLUMNS
+    """Changes case columns; personal-data fields are the vault's (`Vault.update_personal`)."""
+    unknown = set(changes) - _CLIENT_COLUMNS
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets = ", ".join(f"{k} = ${i}" for i, k in enumerate(case, start=3))
+    sets = ", ".join(f"{k} = ${i}" for i, k in enumerate(changes, start=3))
     await conn.execute(
-        f"UPDATE clients SET updated_at = $2{', ' + sets if sets else ''} WHERE client_id = $1", client_id, updated_at, *case.values()
+        f"UPDATE clients SET updated_at = $2{', ' + sets if sets else ''} WHERE client_id = $1", client_id, updated_at, *changes.values()
     )
-    if personal:
-        psets = ", ".join(f"{k} = ${i}" for i, k in enumerate(personal, start=2))
-        await conn.execute(f"UPDATE client_personal_data SET {psets} WHERE client_id = $1", client_id, *personal.values())
+
+
+async def last_activity(conn: asyncpg.Connection, client_id: uuid.UUID) -> datetime:
+    """The case's last activity: the latest change of the case, of one of its referrals or deadlines."""
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """SELECT GREATEST(c.registered_at, c.updated_at,
+                           (SELECT max(updated_at) FROM referrals WHERE client_id = $1),
+                           (SELECT max(GREATEST(registered_at, resolved_at)) FROM deadlines WHERE client_id = $1))
+             FROM clients c WHERE c.client_id = $1""",
+        client_id,
+    )
+
+
+async def erase_case(conn: asyncpg.Connection, client_id: uuid.UUID, by_org: str, at: datetime) -> None:
+    """Leaves the pseudonymous skeleton marked erased: ids, organisations, times and states stay; the
+    categorised fields (contact: languages; residence; needs) and caseworkers' free texts go."""
+    await conn.execute(
+        """UPDATE clients SET erased_at = $2, erased_by_org = $3, updated_at = $2,
+                              preferred_language = NULL, languages = '{}', needs = '{}',
+                              residence_title = NULL, residence_valid_until = NULL, legal_regime = NULL, do_not_contact = false
+            WHERE client_id = $1""",
+        client_id,
+        at,
+        by_org,
+    )
+    await conn.execute("UPDATE deadlines SET resolution = NULL WHERE client_id = $1", client_id)
+
+
+# ---------------------------------------------------------------- data keys (adapters/vault.py)
+async def insert_client_key(
+    conn: asyncpg.Connection, client_id: uuid.UUID, kek_id: str, nonce: bytes, wrapped: bytes, at: datetime
+) -> None:
+    """The client's wrapped data key; a key already there stays (a concurrent writer made it first)."""
+    await conn.execute(
+        """INSERT INTO client_keys (client_id, kek_id, nonce, wrapped_key, created_at) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (client_id) DO NOTHING""",
+        client_id,
+        kek_id,
+        nonce,
+        wrapped,
+        at,
+    )
+
+
+async def get_client_key(conn: asyncpg.Connection, client_id: uuid.UUID) -> Row | None:
+    return await conn.fetchrow("SELECT client_id, kek_id, nonce, wrapped_key FROM client_keys WHERE client_id = $1", client_id)
+
+
+async def delete_client_key(conn: asyncpg.Connection, client_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM client_keys WHERE client_id = $1", client_id)
+
+
+async def client_keys_to_rewrap(conn: asyncpg.Connection, current_kek_id: str, known_kek_ids: list[str], limit: int) -> list[Row]:
+    """Locked data keys wrapped under another known KEK than the current one; SKIP LOCKED lets replicas
+    share the work. Keys under KEKs that are not configured are left alone (and reported)."""
+    return await conn.fetch(
+        """SELECT client_id, kek_id, nonce, wrapped_key FROM client_keys
+            WHERE kek_id <> $1 AND kek_id = ANY($2::text[])
+            ORDER BY client_id LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        current_kek_id,
+        known_kek_ids,
+        limit,
+    )
+
+
+async def store_rewrapped_key(
+    conn: asyncpg.Connection, client_id: uuid.UUID, kek_id: str, nonce: bytes, wrapped: bytes, at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE client_keys SET kek_id = $2, nonce = $3, wrapped_key = $4, rewrapped_at = $5 WHERE client_id = $1",
+        client_id,
+        kek_id,
+        nonce,
+        wrapped,
+        at,
+    )
+
+
+async def client_keys_by_kek(pool: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:
+    """How many data keys each KEK wraps."""
+    return {r["kek_id"]: r["n"] for r in await pool.fetch("SELECT kek_id, count(*) AS n FROM client_keys GROUP BY kek_id")}
+
+
+# ---------------------------------------------------------------- personal data and referral notes, as ciphertexts
+# Each personal-data column `<field>` is stored as `<field>_enc` (adapters/vault.py encrypts and decrypts).
+PERSONAL_COLUMNS = ("given_name", "family_name", "date_of_birth", "email", "phone", "education_qualifications", "health")
+NOTE_COLUMNS = ("reason", "free_text", "decline_text", "outcome", "revoke_reason")
+
+
+def _enc(columns: Iterable[str], allowed: tuple[str, ...]) -> list[str]:
+    names = list(columns)
+    unknown = set(names) - set(allowed)
+    if unknown:
+        raise ValueError(f"not an encrypted column: {sorted(unknown)}")
+    return [f"{n}_enc" for n in names]
+
+
+async def insert_personal_data(conn: asyncpg.Connection, client_id: uuid.UUID, sealed: dict[str, bytes | None]) -> None:
+    cols = _enc(sealed, PERSONAL_COLUMNS)
+    marks = ", ".join(f"${i}" for i in range(2, len(cols) + 2))
+    await conn.execute(f"INSERT INTO client_personal_data (client_id, {', '.join(cols)}) VALUES ($1, {marks})", client_id, *sealed.values())
+
+
+async def get_sealed_personal_data(conn: asyncpg.Connection, client_id: uuid.UUID) -> Row | None:
+    cols = ", ".join(_enc(PERSONAL_COLUMNS, PERSONAL_COLUMNS))
+    return await conn.fetchrow(f"SELECT {cols} FROM client_personal_data WHERE client_id = $1", client_id)
+
+
+async def update_sealed_personal_data(conn: asyncpg.Connection, client_id: uuid.UUID, sealed: dict[str, bytes | None]) -> None:
+    if not sealed:
+        return
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_enc(sealed, PERSONAL_COLUMNS), start=2))
+    await conn.execute(f"UPDATE client_personal_data SET {sets} WHERE client_id = $1", client_id, *sealed.values())
+
+
+async def delete_personal_data(conn: asyncpg.Connection, client_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM client_personal_data WHERE client_id = $1", client_id)
+
+
+async def insert_referral_notes(conn: asyncpg.Connection, referral_id: uuid.UUID, sealed: dict[str, bytes | None]) -> None:
+    cols = _enc(sealed, NOTE_COLUMNS)
+    marks = "".join(f", ${i}" for i in range(2, len(cols) + 2))
+    await conn.execute(
+        f"INSERT INTO referral_notes (referral_id{''.join(', ' + c for c in cols)}) VALUES ($1{marks})", referral_id, *sealed.values()
+    )
+
+
+async def get_sealed_referral_notes(conn: asyncpg.Connection, referral_id: uuid.UUID) -> Row | None:
+    cols = ", ".join(_enc(NOTE_COLUMNS, NOTE_COLUMNS))
+    return await conn.fetchrow(f"SELECT {cols} FROM referral_notes WHERE referral_id = $1", referral_id)
+
+
+async def update_sealed_referral_notes(conn: asyncpg.Connection, referral_id: uuid.UUID, sealed: dict[str, bytes | None]) -> None:
+    if not sealed:
+        return
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_enc(sealed, NOTE_COLUMNS), start=2))
+    await conn.execute(f"UPDATE referral_notes SET {sets} WHERE referral_id = $1", referral_id, *sealed.values())
+
+
+async def delete_referral_notes_of_client(conn: asyncpg.Connection, client_id: uuid.UUID) -> None:
+    await conn.execute(
+        "DELETE FROM referral_notes WHERE referral_id IN (SELECT referral_id FROM referrals WHERE client_id = $1)", client_id
+    )
+
+
+# ---------------------------------------------------------------- clear text left by migration 001 (handlers/keys.py)
+async def connect_as_owner(admin_dsn: str, schema: str) -> asyncpg.Connection:
+    """A connection with the provisioning DSN (the tables' owner): dropping columns needs it."""
+    return await asyncpg.connect(admin_dsn, server_settings={"search_path": schema, "application_name": "lotse-intake-encrypt"})
+
+
+async def lock_for_encryption(conn: asyncpg.Connection, schema: str) -> None:
+    """Replicas starting together encrypt one after the other; nobody writes the two tables meanwhile."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"lotse-intake-encrypt:{schema}")
+    await conn.execute("LOCK TABLE client_personal_data, referral_notes IN ACCESS EXCLUSIVE MODE")
+
+
+async def clear_text_columns(conn: asyncpg.Connection) -> dict[str, set[str]]:
+    """The clear personal-data columns still present, by table (empty once encrypt_clear_text has run)."""
+    rows = await conn.fetch(
+        """SELECT table_name, column_name FROM information_schema.columns
+            WHERE table_schema = current_schema()
+              AND ((table_name = 'client_personal_data' AND column_name = ANY($1::text[]))
+                OR (table_name = 'referral_notes' AND column_name = ANY($2::text[])))""",
+        list(PERSONAL_COLUMNS),
+        list(NOTE_COLUMNS),
+    )
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r["table_name"], set()).add(r["column_name"])
+    return out
+
+
+async def clear_personal_rows(conn: asyncpg.Connection) -> list[Row]:
+    cols = ", ".join(PERSONAL_COLUMNS)
+    return await conn.fetch(f"SELECT client_id, {cols} FROM client_personal_data ORDER BY client_id")
+
+
+async def clear_note_rows(conn: asyncpg.Connection) -> list[Row]:
+    cols = ", ".join(f"n.{c}" for c in NOTE_COLUMNS)
+    return await conn.fetch(
+        f"SELECT n.referral_id, r.client_id, {cols} FROM referral_notes n JOIN referrals r USING (referral_id) ORDER BY n.referral_id"
+    )
+
+
+async def drop_clear_text_columns(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"ALTER TABLE client_personal_data {', '.join(f'DROP COLUMN IF EXISTS {c}' for c in PERSONAL_COLUMNS)}")
+    await conn.execute(f"ALTER TABLE referral_notes {', '.join(f'DROP COLUMN IF EXISTS {c}' for c in NOTE_COLUMNS)}")
 
 
 # ---------------------------------------------------------------- referrals
-async def insert_referral(conn: asyncpg.Connection, r: dict[str, Any], notes: dict[str, Any]) -> None:
+async def insert_referral(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
+    """The referral row (pseudonymous); its notes go through `vault.Vault.add_notes`."""
     await conn.execute(
         """INSERT INTO referrals (referral_id, client_id, from_org, to_org, service, need, requested_categories, status,
                                   consent_id, disclosure_request_id, answer_due, answer_deadline_id, sent_at, updated_at)
@@ -99,21 +268,11 @@ async def insert_referral(conn: asyncpg.Connection, r: dict[str, Any], notes: di
         r["answer_deadline_id"],
         r["sent_at"],
     )
-    await conn.execute(
-        "INSERT INTO referral_notes (referral_id, reason, free_text) VALUES ($1, $2, $3)",
-        r["referral_id"],
-        notes.get("reason"),
-        notes.get("free_text"),
-    )
 
 
 async def get_referral(conn: asyncpg.Connection, referral_id: uuid.UUID, *, for_update: bool = False) -> Row | None:
     sql = "SELECT * FROM referrals WHERE referral_id = $1" + (" FOR UPDATE" if for_update else "")
     return await conn.fetchrow(sql, referral_id)
-
-
-async def get_referral_notes(conn: asyncpg.Connection, referral_id: uuid.UUID) -> Row | None:
-    return await conn.fetchrow("SELECT * FROM referral_notes WHERE referral_id = $1", referral_id)
 
 
 async def set_answer_deadline(conn: asyncpg.Connection, referral_id: uuid.UUID, deadline_id: uuid.UUID) -> None:
@@ -134,19 +293,14 @@ _REFERRAL_COLUMNS = {
     "consent_id",
     "from_org",
 }
-_NOTE_COLUMNS = {"decline_text", "outcome", "revoke_reason"}
 
 
 async def update_referral(conn: asyncpg.Connection, referral_id: uuid.UUID, changes: dict[str, Any], updated_at: datetime) -> None:
-    cols = {k: v for k, v in changes.items() if k in _REFERRAL_COLUMNS}
-    notes = {k: v for k, v in changes.items() if k in _NOTE_COLUMNS}
-    if set(changes) - _REFERRAL_COLUMNS - _NOTE_COLUMNS:
-        raise ValueError(f"not updatable: {sorted(set(changes) - _REFERRAL_COLUMNS - _NOTE_COLUMNS)}")
-    sets = "".join(f", {k} = ${i}" for i, k in enumerate(cols, start=3))
-    await conn.execute(f"UPDATE referrals SET updated_at = $2{sets} WHERE referral_id = $1", referral_id, updated_at, *cols.values())
-    if notes:
-        nsets = ", ".join(f"{k} = ${i}" for i, k in enumerate(notes, start=2))
-        await conn.execute(f"UPDATE referral_notes SET {nsets} WHERE referral_id = $1", referral_id, *notes.values())
+    """Changes referral columns; the notes (decline text, outcome, revoke reason) are the vault's."""
+    if set(changes) - _REFERRAL_COLUMNS:
+        raise ValueError(f"not updatable: {sorted(set(changes) - _REFERRAL_COLUMNS)}")
+    sets = "".join(f", {k} = ${i}" for i, k in enumerate(changes, start=3))
+    await conn.execute(f"UPDATE referrals SET updated_at = $2{sets} WHERE referral_id = $1", referral_id, updated_at, *changes.values())
 
 
 async def open_referrals_sent_by(conn: asyncpg.Connection, client_id: uuid.UUID, org: str) -> list[Row]:

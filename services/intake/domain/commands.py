@@ -98,8 +98,12 @@ class RegisterClientBody(Body):
 
 
 class UpdateClientBody(Body):
-    """Only the fields present in the request change; null clears an optional field."""
+    """Only the fields present in the request change; null clears an optional field. A change of personal data
+    is a correction (GDPR Art. 16): recipients of its category are told (`lotse.client.corrected`)."""
 
+    given_name: PersonName | None = None
+    family_name: PersonName | None = None
+    date_of_birth: SupportedDate | None = None
     preferred_language: LanguageTag | None = None
     languages: list[LanguageTag] | None = None
     needs: list[Need] | None = None
@@ -109,12 +113,24 @@ class UpdateClientBody(Body):
     legal_regime: LegalRegime | None = None
     email: EmailStr | None = None
     phone: Phone | None = None
+    education_qualifications: LongText | None = None
+    health: LongText | None = Field(default=None, description="Special category data (GDPR Art. 9).")
+    do_not_contact: bool | None = Field(
+        default=None, description="The client asked not to be contacted: no notification reaches the client while it is true."
+    )
 
-    @field_validator("preferred_language", "languages", "needs")
+    @field_validator("given_name", "family_name", "preferred_language", "languages", "needs", "do_not_contact")
     @classmethod
     def _not_null(cls, v: object) -> object:
         if v is None:
             raise ValueError("cannot be null")
+        return v
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _not_future(cls, v: date | None) -> date | None:
+        if v and v > date.today():
+            raise ValueError("lies in the future")
         return v
 
     @model_validator(mode="after")
@@ -215,6 +231,10 @@ class UpdateClient(UpdateClientBody, OnClient):
 
 class HandOverCase(HandOverCaseBody, OnClient):
     pass
+
+
+class EraseClient(OnClient):
+    """GDPR Art. 17: erase the client's personal data (no body)."""
 
 
 class SendReferral(SendReferralBody, OnClient):

@@ -5,7 +5,8 @@ The problem `type` URNs and extension members are part of the API (docs/intake.m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import ClassVar
 
 from contracts.vocab import DataCategory, Purpose
@@ -82,3 +83,39 @@ class ConsentUnavailable(errors.Unavailable):
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}. Nothing was sent; try again.")
         self.reason = reason
+
+
+class ClientErased(errors.Gone):
+    """The client's personal data was erased (GDPR Art. 17): nothing personal can be shown, changed or disclosed."""
+
+    title = "Client erased"
+    type = "urn:lotse:problem:client-erased"
+
+    def __init__(self, client_id: object, erased_at: datetime) -> None:
+        super().__init__(f"the personal data of client {client_id} was erased", client_id=str(client_id), erased_at=erased_at.isoformat())
+
+
+class RetentionPeriodRunning(errors.Conflict):
+    """A legal retention period still runs for a category the client has data in: erasure must wait."""
+
+    title = "Retention period running"
+    type = "urn:lotse:problem:retention-period"
+
+    def __init__(self, client_id: object, until: Mapping[DataCategory, datetime]) -> None:
+        last = max(until.values())
+        super().__init__(
+            f"the personal data of client {client_id} must be kept until {last.isoformat()} "
+            f"({', '.join(c.value for c in until)}); nothing was erased",
+            retained_until=last.isoformat(),
+            retained_categories={c.value: t.isoformat() for c, t in until.items()},
+        )
+
+
+class DoNotContact(errors.Conflict):
+    """The client asked not to be contacted: no contact data for notifications."""
+
+    title = "The client asked not to be contacted"
+    type = "urn:lotse:problem:do-not-contact"
+
+    def __init__(self, client_id: object) -> None:
+        super().__init__(f"client {client_id} asked not to be contacted; send nothing to the client", client_id=str(client_id))

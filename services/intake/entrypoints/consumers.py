@@ -23,8 +23,11 @@ DECLARATION = ServiceDeclaration(
         Subscription("disclosures", channels=(topics.DISCLOSURES,), handlers={t: EVENT_HANDLERS[t] for t in DISCLOSURE_OUTCOMES}),
     ),
     publications=(
-        # handlers/clients.py
-        Publication(topics.CLIENTS, ("lotse.client.registered", "lotse.client.updated", "lotse.case.handed_over")),
+        # handlers/clients.py (corrected: a PATCH changed personal data of these categories; erased: GDPR Art. 17)
+        Publication(
+            topics.CLIENTS,
+            ("lotse.client.registered", "lotse.client.updated", "lotse.client.corrected", "lotse.case.handed_over", "lotse.client.erased"),
+        ),
         # handlers/referrals.py (HTTP answers and partner answers alike)
         Publication(topics.REFERRALS, ("lotse.referral.sent", *PARTNER_ANSWER_TYPES, "lotse.referral.revoked")),
         # handlers/deadlines.py (registered, resolved; approaching and missed from the scheduler step)
@@ -32,7 +35,8 @@ DECLARATION = ServiceDeclaration(
             topics.DEADLINES,
             ("lotse.deadline.registered", "lotse.deadline.approaching", "lotse.deadline.missed", "lotse.deadline.resolved"),
         ),
-        # handlers/referrals.py: the only event with personal data, read by the consent gate alone
+        # handlers/referrals.py: pseudonymous since v2 (ids, purpose, recipient, categories); the consent gate fetches
+        # the personal data from the internal API (GET /internal/v1/clients/{id}/disclosure)
         Publication(topics.DISCLOSURE_REQUESTS, ("lotse.disclosure.requested",)),
     ),
 )

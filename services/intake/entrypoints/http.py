@@ -3,7 +3,8 @@
 Thin: each route turns the request into a command (body + acting organisation + path) or a query,
 and hands it to `handlers.handle` or `views`. Each route declares its access policy
 (`lotse_kit.access`, see docs/security.md): an organisation's caseworkers and partner systems work
-cases; the contact API answers only the notifications service on behalf of an organisation.
+cases; the contact API answers only the notifications service on behalf of an organisation; the internal
+disclosure API (`/internal/v1/...`) answers only the consent service's own token.
 """
 
 # No `from __future__ import annotations`: route parameters are typed with access policies bound inside
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel
 
 from contracts.topics import ORG_ID_PATTERN
+from contracts.vocab import DataCategory
 from lotse_kit import access
 from lotse_kit.context import CallerContext, RequestContext
 
@@ -35,11 +37,14 @@ def command(cls: type[C], body: BaseModel | None, **context: Any) -> C:
 
 
 def build_router(deps: Deps) -> APIRouter:
+    """The public API under /v1 and the internal one (for the consent gate) under /internal/v1."""
     r = APIRouter(prefix="/v1")
+    internal = APIRouter(prefix="/internal/v1")
     guard = access.Guard(deps.directory)
     Ctx = Annotated[RequestContext, guard(access.ORG_STAFF)]
     Contact = Annotated[RequestContext, guard(access.CONTACT_LOOKUP)]
     Anyone = Annotated[CallerContext, guard(access.AUTHENTICATED)]
+    ConsentGate = Annotated[CallerContext, guard(access.CONSENT_GATE)]
 
     # ------------------------------------------------------------ clients
     @r.post("/clients", status_code=201, tags=["clients"], summary="Register a client")
@@ -60,6 +65,14 @@ def build_router(deps: Deps) -> APIRouter:
     async def update_client(client_id: uuid.UUID, body: cmds.UpdateClientBody, ctx: Ctx) -> dict[str, Any]:
         changed = await handle(command(cmds.UpdateClient, body, acting_org=ctx.acting_org, client_id=client_id), deps)
         return {"client_id": client_id, "changed": changed}
+
+    @r.delete(
+        "/clients/{client_id}",
+        tags=["clients"],
+        summary="Erase the client's personal data (GDPR Art. 17); 409 while a retention period runs; idempotent",
+    )
+    async def erase_client(client_id: uuid.UUID, ctx: Ctx) -> dict[str, Any]:
+        return await handle(command(cmds.EraseClient, None, acting_org=ctx.acting_org, client_id=client_id), deps)
 
     @r.post("/clients/{client_id}/handover", tags=["clients"], summary="Hand the case over to another organisation (Rechtskreiswechsel)")
     async def hand_over(client_id: uuid.UUID, body: cmds.HandOverCaseBody, ctx: Ctx) -> dict[str, Any]:
@@ -131,4 +144,22 @@ def build_router(deps: Deps) -> APIRouter:
     async def network(_: Anyone) -> dict[str, Any]:
         return views.network(deps)
 
-    return r
+    # ------------------------------------------------------------ internal: the consent gate fetches what it forwards
+    @internal.get(
+        "/clients/{client_id}/disclosure",
+        tags=["internal"],
+        summary="For the consent service only: the client's personal data of exactly these categories, the referral's notes, "
+        "do_not_contact (contracts.events.SealedContent)",
+    )
+    async def disclosure(
+        client_id: uuid.UUID,
+        _: ConsentGate,
+        category: Annotated[list[DataCategory], Query(min_length=1, description="The categories to hand out; repeat the parameter.")],
+        referral_id: Annotated[uuid.UUID | None, Query(description="A referral of this client: its notes are included.")] = None,
+    ) -> dict[str, Any]:
+        return await views.get_disclosure(deps, client_id, list(dict.fromkeys(category)), referral_id)
+
+    root = APIRouter()
+    root.include_router(r)
+    root.include_router(internal)
+    return root

@@ -18,13 +18,14 @@ from contracts.events import PARTNER_ANSWER_TYPES
 from lotse_kit.declaration import EventHandler, handlers_for
 
 from ..domain import commands as cmds
-from . import clients, deadlines, partner_answers, referrals
+from . import clients, deadlines, keys, partner_answers, referrals
 from .deps import Deps
 
 COMMAND_HANDLERS: dict[type[cmds.Command], Callable[[Any, Deps], Awaitable[Any]]] = {
     cmds.RegisterClient: clients.register_client,
     cmds.UpdateClient: clients.update_client,
     cmds.HandOverCase: clients.hand_over_case,
+    cmds.EraseClient: clients.erase_client,
     cmds.SendReferral: referrals.send_referral,
     cmds.AcceptReferral: referrals.accept_referral,
     cmds.DeclineReferral: referrals.decline_referral,
@@ -46,4 +47,4 @@ async def handle(cmd: cmds.Command, deps: Deps) -> Any:
     return await COMMAND_HANDLERS[type(cmd)](cmd, deps)
 
 
-__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "Deps", "handle"]
+__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "Deps", "handle", "keys"]

@@ -1,19 +1,22 @@
-"""Clients: registering a case, changing it, handing it over (Rechtskreiswechsel)."""
+"""Clients: registering a case, changing (correcting) it, handing it over (Rechtskreiswechsel), erasing it (GDPR Art. 17)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from contracts.events import CaseHandedOver, ClientRegistered, ClientUpdated, ResidenceStatus
+from contracts.events import CaseHandedOver, ClientCorrected, ClientErased, ClientRegistered, ClientUpdated, ResidenceStatus
 from contracts.vocab import ResidenceTitle
+from lotse_kit import calendar
 
+from ..adapters import metrics
 from ..adapters import repository as repo
-from ..domain import calendar, deadlines
-from ..domain.clients import PERSONAL_FIELDS
-from ..domain.commands import HandOverCase, RegisterClient, UpdateClient
-from ..domain.errors import Forbidden, Invalid
+from ..domain import deadlines
+from ..domain.clients import PERSONAL_FIELDS, corrected_categories, recorded_categories, running_retention
+from ..domain.commands import EraseClient, HandOverCase, RegisterClient, UpdateClient
+from ..domain.errors import Forbidden, Invalid, RetentionPeriodRunning
 from ..views import case_for
 from .deadlines import add_residence_deadline, settle_deadline
 from .deps import Deps
@@ -45,7 +48,8 @@ async def register_client(cmd: RegisterClient, deps: Deps) -> uuid.UUID:
     }
     personal = cmd.model_dump(include=set(PERSONAL_FIELDS))
     async with deps.db.pool.acquire() as conn, conn.transaction():
-        await repo.insert_client(conn, case, personal)
+        await repo.insert_client(conn, case)
+        await deps.vault.add_client(conn, client_id, personal)
         await deps.emit(
             conn,
             ClientRegistered(
@@ -74,18 +78,22 @@ async def register_client(cmd: RegisterClient, deps: Deps) -> uuid.UUID:
 
 
 async def update_client(cmd: UpdateClient, deps: Deps) -> list[str]:
-    """Changes the fields the caller sent; returns the names of those that really changed."""
+    """Changes the fields the caller sent; returns the names of those that really changed. A change of a field
+    of a data category (names, contact, residence, needs, education, health, do_not_contact) is a correction:
+    `lotse.client.corrected` names the categories (never the values), so that the consent gate can tell every
+    organisation that received them (GDPR Art. 16, 19)."""
     fields, client_id, acting_org = cmd.given, cmd.client_id, cmd.acting_org
     now = deps.clock.now()
     async with deps.db.pool.acquire() as conn, conn.transaction():
         client = await case_for(conn, client_id, acting_org, for_update=True)
-        personal = await repo.get_personal_data(conn, client_id)
+        personal = await deps.vault.personal(conn, client_id) or dict.fromkeys(PERSONAL_FIELDS)
         changes: dict[str, Any] = {}
-        for f in ("preferred_language", "email", "phone"):
-            if f in fields:
-                current = client[f] if f == "preferred_language" else personal[f]
-                if getattr(cmd, f) != current:
-                    changes[f] = getattr(cmd, f)
+        for f in PERSONAL_FIELDS:
+            if f in fields and getattr(cmd, f) != personal[f]:
+                changes[f] = getattr(cmd, f)
+        for f in ("preferred_language", "do_not_contact"):
+            if f in fields and getattr(cmd, f) != client[f]:
+                changes[f] = getattr(cmd, f)
         if "languages" in fields and list(dict.fromkeys(cmd.languages or [])) != list(client["languages"]):
             changes["languages"] = list(dict.fromkeys(cmd.languages or []))
         if "needs" in fields:
@@ -100,7 +108,8 @@ async def update_client(cmd: UpdateClient, deps: Deps) -> list[str]:
             changes.update(_residence_changes(cmd, client))
         if not changes:
             return []
-        await repo.update_client(conn, client_id, changes, now)
+        await repo.update_client(conn, client_id, {k: v for k, v in changes.items() if k not in PERSONAL_FIELDS}, now)
+        await deps.vault.update_personal(conn, client_id, {k: v for k, v in changes.items() if k in PERSONAL_FIELDS})
         if "residence_title" in changes or "residence_valid_until" in changes:
             for d in await repo.open_deadlines(conn, client_id, kinds=[k.value for k in deadlines.RESIDENCE_KINDS]):
                 await settle_deadline(conn, deps, d, "residence title changed", acting_org)
@@ -128,7 +137,12 @@ async def update_client(cmd: UpdateClient, deps: Deps) -> list[str]:
             ),
             acting_org,
         )
-    log.info("client updated", extra={"client_id": str(client_id), "changed": sorted(changes)})
+        corrected = corrected_categories(changes)
+        if corrected:
+            await deps.emit(
+                conn, ClientCorrected(client_id=client_id, categories=corrected, corrected_by_org=acting_org, corrected_at=now), acting_org
+            )
+    log.info("client updated", extra={"client_id": str(client_id), "changed": sorted(changes), "corrected": [c.value for c in corrected]})
     return sorted(changes)
 
 
@@ -206,3 +220,36 @@ async def hand_over_case(cmd: HandOverCase, deps: Deps) -> dict[str, Any]:
         "open_deadline_ids": deadline_ids,
         "handed_over_at": now,
     }
+
+
+async def erase_client(cmd: EraseClient, deps: Deps) -> dict[str, Any]:
+    """GDPR Art. 17, for the responsible organisation: unless a legal retention period still runs for a category
+    the client has data in (409 saying until when), the client's data key and every ciphertext are destroyed,
+    the case stays as a pseudonymous skeleton marked erased, open deadlines are resolved, and
+    `lotse.client.erased` goes out in the same transaction (the consent gate forwards it to every recipient).
+    Idempotent: asked again, it answers the same and emits nothing."""
+    client_id, acting_org = cmd.client_id, cmd.acting_org
+    now = deps.clock.now()
+    async with deps.db.pool.acquire() as conn, conn.transaction():
+        client = await case_for(conn, client_id, acting_org, for_update=True, erased_ok=True)
+        if client["erased_at"] is not None:
+            metrics.erasures.labels("repeated").inc()
+            return _erasure(client_id, client["erased_at"], client["erased_by_org"])
+        recorded = recorded_categories(client, await deps.vault.personal(conn, client_id))
+        running = running_retention(recorded, deps.settings.retention_days, await repo.last_activity(conn, client_id), now)
+        if running:
+            metrics.erasures.labels("retained").inc()
+            raise RetentionPeriodRunning(client_id, running)
+        await deps.vault.shred(conn, client_id)
+        await repo.erase_case(conn, client_id, acting_org, now)
+        for d in await repo.open_deadlines(conn, client_id):  # no reminders about an erased client
+            await settle_deadline(conn, deps, d, "client erased", acting_org)
+        await deps.emit(conn, ClientErased(client_id=client_id, requested_by_org=acting_org, erased_at=now), acting_org)
+    metrics.erasures.labels("erased").inc()
+    log.info("client erased", extra={"client_id": str(client_id), "acting_org": acting_org})
+    return _erasure(client_id, now, acting_org)
+
+
+def _erasure(client_id: uuid.UUID, erased_at: datetime, by_org: str) -> dict[str, Any]:
+    """The answer to an erasure, the same every time it is asked (the time in UTC, as stored)."""
+    return {"client_id": client_id, "erased": True, "erased_at": erased_at.astimezone(UTC), "erased_by_org": by_org}

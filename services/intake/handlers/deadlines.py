@@ -12,11 +12,11 @@ import asyncpg
 
 from contracts.events import DeadlineApproaching, DeadlineMissed, DeadlineRegistered, DeadlineResolved, EventData
 from contracts.vocab import DeadlineKind
-from lotse_kit import access
+from lotse_kit import access, calendar
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..domain import calendar, deadlines
+from ..domain import deadlines
 from ..domain.commands import RegisterDeadline, ResolveDeadline
 from ..domain.errors import Conflict, Forbidden, Invalid, NotFound
 from ..views import case_for, deadline_view, view_of

@@ -1,4 +1,5 @@
-"""What intake's handlers and views work with: the database, the outbox, the clock, the network and the consent service."""
+"""What intake's handlers and views work with: the database, the outbox, the clock, the network, the consent
+service and the vault (personal data encrypted at rest)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from lotse_kit.network import OrgDirectory
 from lotse_kit.outbox import Outbox
 
 from ..adapters.consent import ConsentDecisions
+from ..adapters.vault import Vault
 from ..config import IntakeSettings
 from ..domain.errors import Forbidden
 
@@ -33,6 +35,7 @@ class Deps:
     directory: OrgDirectory
     consent: ConsentDecisions
     settings: IntakeSettings
+    vault: Vault
 
     @property
     def tz(self) -> ZoneInfo:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -21,11 +22,11 @@ from contracts.events import (
     ReferralSent,
 )
 from contracts.vocab import DeadlineKind, Purpose
+from lotse_kit import calendar
 from lotse_kit.consumer import Rejected
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..domain import calendar
 from ..domain.clients import personal_data
 from ..domain.commands import AcceptReferral, CompleteReferral, DeclineReferral, RevokeReferral, SendReferral
 from ..domain.errors import ConsentRequired, NotFound
@@ -54,7 +55,7 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
     categories = list(dict.fromkeys(cmd.categories))
     async with deps.db.pool.acquire() as conn:
         client = await case_for(conn, client_id, acting_org)
-        personal_data(client, await repo.get_personal_data(conn, client_id), categories)  # fail early on empty categories
+        personal_data(client, await _personal(conn, deps, client_id), categories)  # fail early on empty categories
     # Ask before anything is written or sent; no transaction is held while waiting.
     decision = await deps.consent.decide(client_id, route.to_org, Purpose.REFERRAL, categories)
     if not decision.allowed:
@@ -68,8 +69,8 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
     referral_id, request_id = uuid.uuid4(), uuid.uuid4()
     answer_due = calendar.add_working_days(calendar.local_date(now, deps.tz), route.answer_within_working_days)
     async with deps.db.pool.acquire() as conn, conn.transaction():
-        client = await case_for(conn, client_id, acting_org, for_update=True)  # the case may have moved while we asked
-        data = personal_data(client, await repo.get_personal_data(conn, client_id), categories)
+        client = await case_for(conn, client_id, acting_org, for_update=True)  # the case may have moved (or gone) while we asked
+        personal_data(client, await _personal(conn, deps, client_id), categories)
         await repo.insert_referral(
             conn,
             {
@@ -86,8 +87,9 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
                 "answer_deadline_id": None,
                 "sent_at": now,
             },
-            {"reason": cmd.reason, "free_text": cmd.free_text},
         )
+        # The notes stay in intake, encrypted; the consent gate fetches them with the personal data it may forward.
+        await deps.vault.add_notes(conn, client_id, referral_id, {"reason": cmd.reason, "free_text": cmd.free_text})
         await deps.emit(
             conn,
             ReferralSent(
@@ -115,10 +117,7 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
                 service=route.service,
                 need=cmd.need,
                 categories=categories,
-                reason=cmd.reason,
-                free_text=cmd.free_text,
                 answer_due=answer_due,
-                personal_data=data,
                 requested_at=now,
             ),
             acting_org,
@@ -144,6 +143,13 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
     return referral_view(row)
 
 
+async def _personal(conn: asyncpg.Connection, deps: Deps, client_id: uuid.UUID) -> dict[str, Any]:
+    personal = await deps.vault.personal(conn, client_id)
+    if personal is None:
+        raise NotFound(f"no client {client_id}")
+    return personal
+
+
 # ---------------------------------------------------------------- the life cycle
 async def apply_referral_action(
     conn: asyncpg.Connection, deps: Deps, ref: asyncpg.Record, answer: Answer, acting_org: str
@@ -153,6 +159,11 @@ async def apply_referral_action(
     status = next_status(ref["status"], answer.action)
     now = deps.clock.now()
     rid, cid, from_org, to_org = ref["referral_id"], ref["client_id"], ref["from_org"], ref["to_org"]
+    client = await repo.get_client(conn, cid)
+    erased = client is not None and client["erased_at"] is not None
+    if erased:
+        # The client was erased: the referral's life cycle goes on, but free text about it is neither kept nor passed on.
+        answer = replace(answer, decline_text=None, outcome=None, revoke_reason=None)
     changes: dict[str, Any] = {"status": status.value}
     event: EventData
     if answer.action is Action.ACCEPT:
@@ -183,11 +194,12 @@ async def apply_referral_action(
         )
     else:
         raise ValueError(f"not an answer: {answer.action}")
+    notes = {k: changes.pop(k) for k in ("decline_text", "outcome", "revoke_reason") if k in changes}
     await repo.update_referral(conn, rid, changes, now)
+    await deps.vault.update_notes(conn, cid, rid, {k: v for k, v in notes.items() if v is not None})
     await deps.emit(conn, event, acting_org)
     await settle_referral_deadlines(conn, deps, ref, status, acting_org)
-    if answer.action is Action.ACCEPT and answer.appointment_at and answer.appointment_at > now:
-        client = await repo.get_client(conn, cid)
+    if answer.action is Action.ACCEPT and answer.appointment_at and answer.appointment_at > now and client is not None and not erased:
         await add_deadline(
             conn,
             deps,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -23,6 +24,9 @@ from tests.fixtures import FAST_KIT_SETTINGS, as_org, in_process
 from tests.kafka_helpers import read_topic
 
 HERE = Path(__file__).parent
+# The KEK every test instance of intake wraps its data keys with (instances sharing a schema must share it).
+TEST_KEK = base64.b64encode(b"lotse-intake-test-kek-32-bytes!!").decode()
+TEST_KEK_ID = "test-kek-1"
 BERLIN = ZoneInfo("Europe/Berlin")
 JOBCENTER = "jobcenter-kreis-paderborn"
 KI = "ki-kreis-paderborn"
@@ -58,7 +62,8 @@ class FakeConsent:
 
 def fast_settings(namespace: str, **overrides: Any) -> IntakeSettings:
     # Intake's own: two consumer attempts instead of three, the deadline scan every 0.2 s.
-    own = {"consumer_max_attempts": 2, "deadline_scan_interval_s": 0.2}
+    # The test KEK, never a generated key file.
+    own = {"consumer_max_attempts": 2, "deadline_scan_interval_s": 0.2, "kek": TEST_KEK, "kek_id": TEST_KEK_ID, "generate_keys": False}
     return IntakeSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, **own, **overrides})
 
 

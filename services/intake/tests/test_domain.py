@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.intake.domain import calendar, deadlines
+from lotse_kit import calendar
+from services.intake.domain import deadlines
 from services.intake.domain.referrals import Action, IllegalTransition, NotAllowed, ReferralStatus, check_actor, next_status
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 from contracts import new_event, topics
-from contracts.events import DisclosureBlocked, ReferralAccepted, ReferralCompleted
+from contracts.events import DisclosureBlocked, ReferralAccepted, ReferralCompleted, SealedContent
 from contracts.topics import dlq, partner_outbox
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.context import ON_BEHALF_OF
@@ -75,12 +75,25 @@ async def test_full_referral_loop_with_a_partner_answering_on_its_outbox(make_in
 
         [sent] = await events(kafka_bootstrap, topic_namespace + topics.REFERRALS)
         assert sent.type == "lotse.referral.sent" and str(sent.data.referral_id) == rid and sent.acting_org == JOBCENTER
+        # The disclosure request names ids, purpose, recipient and categories only (v2): no personal data, no notes.
         [disclosure] = await events(kafka_bootstrap, topic_namespace + topics.DISCLOSURE_REQUESTS)
-        pd = disclosure.data.personal_data
+        assert disclosure.dataschema == "urn:lotse:schema:lotse.disclosure.requested.v2"
         assert disclosure.data.categories == [DataCategory.IDENTITY, DataCategory.CONTACT]
+        assert (str(disclosure.data.referral_id), disclosure.data.to_org, disclosure.data.purpose) == (rid, KI, Purpose.REFERRAL)
+        raw = (await read_topic(kafka_bootstrap, topic_namespace + topics.DISCLOSURE_REQUESTS))[0].value.decode()
+        assert not any(p in raw for p in (*PERSONAL, "Termin beim Jobcenter", "Ukrainisch")), raw
+        # The consent gate fetches exactly the requested categories and the referral's notes from the internal API.
+        resp = await http.get(
+            f"/internal/v1/clients/{client_id}/disclosure",
+            params=[("category", "identity"), ("category", "contact"), ("referral_id", rid)],
+            headers=service_token("consent"),
+        )
+        assert resp.status_code == 200, resp.text
+        content = SealedContent.model_validate(resp.json())
+        pd = content.personal_data
         assert pd.identity.family_name == "Kovalenko" and pd.contact.email == "olena.kovalenko@mail.example"
         assert pd.residence_status is None and pd.needs is None and pd.health is None  # only consented categories
-        assert disclosure.data.free_text == "Ukrainisch" and str(disclosure.data.referral_id) == rid
+        assert content.notes.free_text == "Ukrainisch" and content.notes.reason == "Termin beim Jobcenter"
 
         # The KI's own system answers on partner.ki-kreis-paderborn.outbox.v1.
         now = datetime.now(UTC)
@@ -435,7 +448,7 @@ async def test_personal_data_is_never_logged(make_intake, consent, caplog, kafka
         for n, lvl in saved[2].items():
             logging.getLogger(n).setLevel(lvl)
     lines = "\n".join(JsonFormatter().format(r) for r in caplog.records)
-    assert "referral sent" in lines and "event processed" in lines  # the flow did log
+    assert "referral sent" in lines and "event processed" in lines and "client erased" in lines  # the flow did log
     for secret in (*PERSONAL, "Diplom", "Diabetes", "olena.neu", "999999", "Xenia", "not-an-email", "Dolmetscherin für"):
         assert secret not in lines, secret
 
@@ -476,7 +489,18 @@ async def _personal_data_flow(make_intake, consent, kafka_bootstrap, topic_names
             ReferralAccepted(client_id=cid, referral_id=uuid.UUID(resp.json()["referral_id"]), to_org=KI, accepted_at=datetime.now(UTC)),
         )
         await eventually(lambda: _is(app, resp.json()["referral_id"], "accepted"))
-        await events(kafka_bootstrap, topic_namespace + topics.DISCLOSURE_REQUESTS)  # the relay has published the personal data
+        await events(kafka_bootstrap, topic_namespace + topics.DISCLOSURE_REQUESTS)  # the relay has published the request
+        # Issue 13: the consent gate's fetch, a correction of names, do_not_contact and the erasure log nothing personal either.
+        fetched = await http.get(
+            f"/internal/v1/clients/{client_id}/disclosure",
+            params=[("category", "identity"), ("category", "health"), ("referral_id", resp.json()["referral_id"])],
+            headers=service_token("consent"),
+        )
+        assert fetched.status_code == 200 and "Diabetes" in fetched.text
+        corrected = await http.patch(f"/v1/clients/{client_id}", headers=h(JOBCENTER), json={"given_name": "Xenia", "do_not_contact": True})
+        assert corrected.status_code == 200, corrected.text
+        assert (await http.delete(f"/v1/clients/{client_id}", headers=h(JOBCENTER))).status_code == 200
+        assert (await http.get(f"/v1/clients/{client_id}", headers=h(JOBCENTER))).status_code == 410
 
 
 async def test_a_receiving_organisation_sees_only_the_consented_categories(make_intake, consent):

@@ -15,7 +15,7 @@ def test_every_command_has_exactly_one_handler():
         for _, c in inspect.getmembers(cmds, inspect.isclass)
         if issubclass(c, cmds.Command) and c not in (cmds.Command, cmds.OnClient, cmds.OnReferral, cmds.OnDeadline)
     }
-    assert len(commands) == 10
+    assert len(commands) == 11
     assert set(COMMAND_HANDLERS) == commands
 
 

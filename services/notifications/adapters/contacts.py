@@ -3,8 +3,9 @@
 GET {LOTSE_INTAKE_URL}/v1/clients/{id}/contact, with this service's own access token and the
 organisation it asks for in `Lotse-On-Behalf-Of`, answers only if the client consented that this
 organisation may contact them for notifications
-(purpose contact_for_notifications, category contact); else 409. Contact data is
-fetched when needed and never stored here.
+(purpose contact_for_notifications, category contact); else 409. A client who asked not to be
+contacted (`do_not_contact`) is a 409 problem of type `urn:lotse:problem:do-not-contact`, whatever
+the consents say. Contact data is fetched when needed and never stored here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import httpx
 from lotse_kit.auth import ServiceTokens
 from lotse_kit.context import ON_BEHALF_OF
 
+from ..domain.model import CLIENT_UNKNOWN, DO_NOT_CONTACT, NO_CONSENT
+
 log = logging.getLogger(__name__)
+
+DO_NOT_CONTACT_PROBLEM = "urn:lotse:problem:do-not-contact"
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ class ClientContact:
 
 @dataclass(frozen=True)
 class NoContact:
-    """The client may not (or can no longer) be contacted on behalf of this organisation."""
+    """The client may not (or can no longer) be contacted on behalf of this organisation: no consent, the
+    client asked not to be contacted (`do_not_contact`), or intake no longer knows the client."""
 
     reason: str
     missing: tuple[str, ...] = field(default_factory=tuple)
@@ -85,10 +91,12 @@ class IntakeContacts:
             )
         if r.status_code == 409:
             problem = _json(r)
+            if problem.get("type") == DO_NOT_CONTACT_PROBLEM:
+                return NoContact(DO_NOT_CONTACT)
             missing = tuple(str(m) for m in problem.get("missing_categories") or problem.get("missing") or ())
-            return NoContact("no consent to contact the client for notifications", missing)
+            return NoContact(NO_CONSENT, missing)
         if r.status_code in (404, 410):
-            return NoContact("client unknown to intake or erased")
+            return NoContact(CLIENT_UNKNOWN)
         if r.status_code >= 500 or r.status_code == 429:
             raise ContactsUnavailable(f"intake contact API answered {r.status_code}")
         raise RuntimeError(f"intake contact API refused our request: {r.status_code}")

@@ -1,4 +1,4 @@
-"""All SQL of the notifications service: notifications, attempts, webhook endpoints, remembered referrals.
+"""All SQL of the notifications service: notifications, attempts, webhook endpoints, remembered referrals, erasures.
 
 Every function takes the connection (or pool) it runs on, so callers decide the transaction.
 Times that rules depend on (due, lease, expiry) come from the service's clock (`now`), not from
@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from ..domain.model import Channel, Decision, Outcome, Status
-from .keys import Sealed
+from .keys import SealedValue
 
 
 def wake_channel(schema: str) -> str:
@@ -42,13 +42,16 @@ class NewNotification:
 
 
 async def insert_notification(conn: asyncpg.Connection, n: NewNotification, now: datetime) -> uuid.UUID | None:
-    """Inserts unless this trigger already notified this recipient on this channel; returns the new id or None."""
+    """Inserts unless this trigger already notified this recipient on this channel; returns the new id or None.
+    A row recorded final for an erased client keeps no payload (see `forget_client`)."""
     final = n.status.final
     return await conn.fetchval(
         """INSERT INTO notifications (id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, recipient_key,
                                       endpoint_id, channel, template, language, payload, concerned_orgs, status, reason,
                                       next_attempt_at, completed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15,
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                   CASE WHEN $16 AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = $4) THEN '{}'::jsonb ELSE $12::jsonb END,
+                   $13, $14, $15,
                    CASE WHEN $16 THEN NULL ELSE $17::timestamptz END, CASE WHEN $16 THEN $17::timestamptz END)
            ON CONFLICT (trigger_event_id, recipient_key, channel) DO NOTHING
            RETURNING id""",
@@ -79,14 +82,18 @@ async def wake_workers(conn: asyncpg.Connection) -> None:
 
 
 # ---------------------------------------------------------------- referrals
-async def remember_referral(conn: asyncpg.Connection, referral_id: Any, from_org: str, to_org: str, service: str | None) -> None:
+async def remember_referral(
+    conn: asyncpg.Connection, referral_id: Any, from_org: str, to_org: str, service: str | None, client_id: Any
+) -> None:
     await conn.execute(
-        """INSERT INTO referrals (referral_id, from_org, to_org, service) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (referral_id) DO UPDATE SET from_org = EXCLUDED.from_org, to_org = EXCLUDED.to_org, service = EXCLUDED.service""",
+        """INSERT INTO referrals (referral_id, from_org, to_org, service, client_id) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (referral_id) DO UPDATE SET from_org = EXCLUDED.from_org, to_org = EXCLUDED.to_org, service = EXCLUDED.service,
+                                                   client_id = EXCLUDED.client_id""",
         uuid.UUID(str(referral_id)),
         from_org,
         to_org,
         service,
+        uuid.UUID(str(client_id)),
     )
 
 
@@ -95,6 +102,40 @@ async def referral(conn: asyncpg.Connection | asyncpg.Pool, referral_id: Any) ->
         return None
     row = await conn.fetchrow("SELECT from_org, to_org, service FROM referrals WHERE referral_id = $1", uuid.UUID(str(referral_id)))
     return dict(row) if row else None
+
+
+# ---------------------------------------------------------------- erasure (GDPR Art. 17)
+async def client_erased(conn: asyncpg.Connection | asyncpg.Pool, client_id: Any) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM erased_clients WHERE client_id = $1", uuid.UUID(str(client_id))))
+
+
+async def forget_client(
+    conn: asyncpg.Connection, client_id: uuid.UUID, erased_at: datetime, reason: str, now: datetime
+) -> list[asyncpg.Record]:
+    """After `lotse.client.erased`: remembers the (pseudonymous) id, so that later rows keep nothing either; ends the client's
+    own notifications not yet sent (returned, to be announced); empties the payload of every finished row about the client;
+    forgets the client's referrals. What stays is the pseudonymous delivery record: which trigger, to which organisation
+    or kind of recipient, on which channel, when, with which outcome, and every attempt.
+
+    Rows still to be sent to an organisation keep their payload until they end (`finish_attempt` empties it then)."""
+    await conn.execute(
+        "INSERT INTO erased_clients (client_id, erased_at) VALUES ($1, $2) ON CONFLICT (client_id) DO NOTHING", client_id, erased_at
+    )
+    cancelled = await conn.fetch(
+        """UPDATE notifications
+              SET status = 'permanent-failure', reason = $2, next_attempt_at = NULL, completed_at = $3::timestamptz, updated_at = now()
+            WHERE client_id = $1 AND recipient_kind = 'client' AND status IN ('created', 'sending')
+           RETURNING *""",
+        client_id,
+        reason,
+        now,
+    )
+    await conn.execute(
+        "UPDATE notifications SET payload = '{}'::jsonb WHERE client_id = $1 AND status NOT IN ('created', 'sending') AND payload <> '{}'::jsonb",
+        client_id,
+    )
+    await conn.execute("DELETE FROM referrals WHERE client_id = $1", client_id)
+    return cancelled
 
 
 # ---------------------------------------------------------------- delivery
@@ -134,11 +175,15 @@ async def finish_attempt(
     *,
     provider_ref: str | None = None,
 ) -> bool:
-    """Records the attempt and the new status. False if another worker re-claimed the row meanwhile (lease expired)."""
+    """Records the attempt and the new status. False if another worker re-claimed the row meanwhile (lease expired).
+    A row that ends for an erased client drops its payload (it was kept only to send; see `forget_client`)."""
     updated = await conn.fetchval(
         """UPDATE notifications
               SET status = $3, next_attempt_at = $4, reason = $5, provider_ref = COALESCE($6, provider_ref), updated_at = now(),
-                  completed_at = CASE WHEN $3 IN ('created', 'sending') THEN NULL ELSE $7::timestamptz END
+                  completed_at = CASE WHEN $3 IN ('created', 'sending') THEN NULL ELSE $7::timestamptz END,
+                  payload = CASE WHEN $3 NOT IN ('created', 'sending')
+                                      AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = notifications.client_id)
+                                 THEN '{}'::jsonb ELSE payload END
             WHERE id = $1 AND attempts = $2 AND status = 'sending'
            RETURNING true""",
         row["id"],
@@ -175,17 +220,17 @@ SECRET_COLUMNS = """secret_kek_id, secret_nonce, secret_ciphertext,
                     previous_secret_kek_id, previous_secret_nonce, previous_secret_ciphertext, previous_secret_expires_at"""
 
 
-def _sealed(row: asyncpg.Record, prefix: str) -> Sealed | None:
+def _sealed(row: asyncpg.Record, prefix: str) -> SealedValue | None:
     if row[f"{prefix}kek_id"] is None:
         return None
-    return Sealed(row[f"{prefix}kek_id"], bytes(row[f"{prefix}nonce"]), bytes(row[f"{prefix}ciphertext"]))
+    return SealedValue(row[f"{prefix}kek_id"], bytes(row[f"{prefix}nonce"]), bytes(row[f"{prefix}ciphertext"]))
 
 
-def sealed_secret(row: asyncpg.Record) -> Sealed | None:
+def sealed_secret(row: asyncpg.Record) -> SealedValue | None:
     return _sealed(row, "secret_")
 
 
-def sealed_previous_secret(row: asyncpg.Record) -> Sealed | None:
+def sealed_previous_secret(row: asyncpg.Record) -> SealedValue | None:
     return _sealed(row, "previous_secret_")
 
 
@@ -197,7 +242,7 @@ async def create_endpoint(
     url: str,
     description: str | None,
     event_types: list[str] | None,
-    secret: Sealed,
+    secret: SealedValue,
 ) -> asyncpg.Record:
     return await conn.fetchrow(
         f"""INSERT INTO webhook_endpoints (id, org_id, url, description, event_types, secret_kek_id, secret_nonce, secret_ciphertext)
@@ -242,7 +287,7 @@ async def has_secret(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> bool:
 
 
 async def rotate_secret(
-    conn: asyncpg.Connection, endpoint_id: uuid.UUID, new_secret: Sealed, overlap_s: float, now: datetime
+    conn: asyncpg.Connection, endpoint_id: uuid.UUID, new_secret: SealedValue, overlap_s: float, now: datetime
 ) -> asyncpg.Record | None:
     """The current secret becomes the previous one (signing too until the overlap ends); an endpoint without a
     secret (discarded by migration 002) gets one and no previous."""
@@ -281,7 +326,9 @@ async def endpoints_to_rewrap(
     )
 
 
-async def store_rewrapped(conn: asyncpg.Connection, endpoint_id: uuid.UUID, secret: Sealed | None, previous: Sealed | None) -> None:
+async def store_rewrapped(
+    conn: asyncpg.Connection, endpoint_id: uuid.UUID, secret: SealedValue | None, previous: SealedValue | None
+) -> None:
     await conn.execute(
         """UPDATE webhook_endpoints
               SET secret_kek_id = $2, secret_nonce = $3, secret_ciphertext = $4,

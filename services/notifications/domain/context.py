@@ -101,6 +101,16 @@ def build_context(
         }
     if event_type == "lotse.consent.withdrawn":
         ctx |= {"consent_ref": str(data["consent_id"])[:8], "withdrawn_date": day(data["withdrawn_at"])}
+    if event_type == "lotse.acknowledgement.overdue":
+        overdue = str(data["org"])
+        ctx |= {
+            "kind": data["kind"],  # withdrawal | erasure: the template chooses its sentences
+            "own": on_behalf_of == overdue,  # to the organisation that did not acknowledge, or to the one that collected the data
+            "overdue_org_name": org_name(overdue),
+            "event_id": str(data["acknowledged_event_id"]),
+            "forwarded_date": day(data["forwarded_at"]),
+            "due_date": day(data["due_at"]),
+        }
     if event_type == "lotse.case.handed_over":
         open_items = len(data.get("open_referral_ids") or []) + len(data.get("open_deadline_ids") or [])
         ctx |= {"handed_over_date": day(data["handed_over_at"]), "open_items": format_decimal(open_items, locale=loc)}

@@ -173,6 +173,14 @@ class TokenBucket:
         return max(0.0, (n - self._tokens) / self.rate)
 
 
+# Why a notification to a client is not sent: final, never retried, shown in the status API and announced
+# in lotse.notification.failed (status permanent-failure). Written by us; stable texts callers may match on.
+NO_CONSENT = "no consent to contact the client for notifications"
+DO_NOT_CONTACT = "do not contact: the client asked not to be contacted"
+CLIENT_ERASED = "client erased: the client's personal data was erased"
+CLIENT_UNKNOWN = "client unknown to intake or erased"
+
+
 # Free-text fields may carry personal data; they are not stored with a notification nor sent in webhooks.
 _FREE_TEXT: dict[str, frozenset[str]] = {
     "lotse.referral.declined": frozenset({"reason_text"}),

@@ -9,8 +9,12 @@ organisation may contact them (purpose `contact_for_notifications`, category
 
 Organisation rows send e-mail to the organisation's `contact_email` from the
 network file and a signed webhook to each active endpoint the organisation
-registered (for the event type, if the endpoint filters by type). Client rows
-send on every listed channel for which the consented contact has an address.
+registered (for the event type, if the endpoint filters by type). Data-protection
+rows send e-mail to the organisation's data-protection contact (`dpo_email`, else
+`contact_email`). Client rows send on every listed channel for which the consented
+contact has an address, unless the client asked not to be contacted.
+
+<orgs> is one event field, or several whose organisations are notified alike (each once).
 """
 
 from __future__ import annotations
@@ -27,17 +31,18 @@ EMAIL, SMS, WEBHOOK = Channel.EMAIL, Channel.SMS, Channel.WEBHOOK
 
 class Audience(StrEnum):
     CLIENT = "client"
-    ORGANISATION = "organisation"
+    ORGANISATION = "organisation"  # the organisation's team (contact_email) and its webhook endpoints
+    DATA_PROTECTION = "data_protection"  # the organisation's data-protection contact (Organisation.data_protection_email)
 
 
-CLIENT, ORG = Audience.CLIENT, Audience.ORGANISATION
+CLIENT, ORG, DPO = Audience.CLIENT, Audience.ORGANISATION, Audience.DATA_PROTECTION
 
 
 @dataclass(frozen=True)
 class Route:
     trigger: str
     audience: Audience
-    orgs: str  # event field naming the organisation(s): a single id or a list of ids
+    orgs: str | tuple[str, ...]  # event field(s) naming the organisation(s): each a single id or a list of ids
     channels: tuple[Channel, ...]
     template: str
 
@@ -58,6 +63,8 @@ ROUTES: tuple[Route, ...] = (
     Route("lotse.consent.granted",       CLIENT,   "collecting_org",   (EMAIL,),              "consent_receipt.client"),
     Route("lotse.consent.withdrawn",     ORG,      "disclosed_to",     (EMAIL, WEBHOOK),      "consent_withdrawn.org"),
     Route("lotse.case.handed_over",      ORG,      "to_org",           (EMAIL, WEBHOOK),      "case_handed_over.org"),
+    # The recipient that did not acknowledge a forwarded withdrawal or erasure, and the organisation that collected the data.
+    Route("lotse.acknowledgement.overdue", DPO,    ("org", "collecting_org"), (EMAIL,),       "acknowledgement_overdue.dpo"),
 )
 # fmt: on
 
@@ -69,13 +76,15 @@ def routes_for(event_type: str) -> list[Route]:
 
 
 def orgs_named(route: Route, data: dict[str, Any]) -> list[str]:
-    """The organisation ids the route's field names in the event, without duplicates; may be empty."""
-    value = data.get(route.orgs)
-    items: Iterable[Any] = value if isinstance(value, list | tuple) else [value]
+    """The organisation ids the route's field(s) name in the event, in field order, without duplicates; may be empty."""
+    fields = (route.orgs,) if isinstance(route.orgs, str) else route.orgs
     seen: list[str] = []
-    for v in items:
-        if v and str(v) not in seen:
-            seen.append(str(v))
+    for f in fields:
+        value = data.get(f)
+        items: Iterable[Any] = value if isinstance(value, list | tuple) else [value]
+        for v in items:
+            if v and str(v) not in seen:
+                seen.append(str(v))
     return seen
 
 
@@ -88,7 +97,7 @@ def templates_used() -> dict[str, set[Channel]]:
 
 
 # Organisations an event concerns: their staff may see the notifications it caused in the status API.
-CONCERNED_ORG_FIELDS = ("responsible_org", "from_org", "to_org", "collecting_org", "recorded_by_org", "recipients", "disclosed_to")
+CONCERNED_ORG_FIELDS = ("responsible_org", "from_org", "to_org", "collecting_org", "recorded_by_org", "recipients", "disclosed_to", "org")
 
 
 def concerned_orgs(data: dict[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """What notifications consumes and produces: the one place its consumers and outbox topics are declared.
 
 One consumer group reads every topic that carries a trigger of the routing table; each trigger is
-handled by `handlers.record_notifications`. The service announces each notification's final status.
+handled by `handlers.record_notifications`, and `lotse.client.erased` (on lotse.clients.v1, already read for
+its triggers) by `handlers.forget_client`. The service announces each notification's final status.
 """
 
 from __future__ import annotations

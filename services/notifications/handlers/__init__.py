@@ -2,6 +2,7 @@
 
 Event handlers (`EVENT_HANDLERS`, registered through entrypoints.consumers.DECLARATION):
   triggers.record_notifications   a trigger event arrived: record one notification per recipient and channel
+  erasure.forget_client           a client was erased: end their pending notifications, keep only pseudonymous facts
 Called by the delivery worker (entrypoints.workers):
   deliveries.send_notification    send one claimed notification and record the outcome
 Commands (`COMMAND_HANDLERS`, dispatched by `handle`): webhook endpoints (endpoints.py).
@@ -21,13 +22,26 @@ from ..domain.routing import TRIGGERS
 from .deliveries import send_notification
 from .deps import Deps
 from .endpoints import enable_endpoint, register_endpoint, remove_endpoint, rotate_endpoint_secret
+from .erasure import forget_client
 from .secrets import rewrap_secrets
 from .triggers import record_notifications
 
-__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "Deps", "handle", "record_notifications", "rewrap_secrets", "send_notification"]
+__all__ = [
+    "COMMAND_HANDLERS",
+    "EVENT_HANDLERS",
+    "Deps",
+    "forget_client",
+    "handle",
+    "record_notifications",
+    "rewrap_secrets",
+    "send_notification",
+]
 
 # Every trigger of the routing table is handled alike: the table decides whom to notify.
-EVENT_HANDLERS: dict[str, EventHandler] = handlers_for(sorted(TRIGGERS), record_notifications)
+EVENT_HANDLERS: dict[str, EventHandler] = {
+    **handlers_for(sorted(TRIGGERS), record_notifications),
+    "lotse.client.erased": forget_client,
+}
 
 COMMAND_HANDLERS: dict[type, Callable[[Any, Deps], Awaitable[Any]]] = {
     RegisterEndpoint: register_endpoint,

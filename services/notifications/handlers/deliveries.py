@@ -23,13 +23,13 @@ from lotse_kit.network import OrgDirectory
 from ..adapters import metrics
 from ..adapters import repository as repo
 from ..adapters.contacts import ContactsUnavailable, NoContact
-from ..adapters.keys import SecretUnavailable
+from ..adapters.keys import SecretUnavailable, open_secret
 from ..adapters.senders import webhook_body
 from ..adapters.templates import Catalog, Rendered, TemplateMissing
 from ..domain.context import build_context
 from ..domain.model import Channel, Outcome, RecipientKind, Status, decide
 from .deps import Deps
-from .triggers import SERVICE, SOURCE, address
+from .triggers import DPO_KEY_PREFIX, SERVICE, SOURCE, address
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,16 @@ async def _attempt(row: asyncpg.Record, channel: Channel, deps: Deps) -> Outcome
         except ContactsUnavailable:
             return Outcome.retry("intake contact API unavailable")
         if isinstance(contact, NoContact):
-            return Outcome.permanent(contact.reason)  # e.g. consent withdrawn since the notification was recorded
+            # e.g. consent withdrawn, or the client asked not to be contacted, since the notification was recorded: final
+            return Outcome.permanent(contact.reason)
         to = address(contact, channel)
         if not to:
             return Outcome.permanent(f"the consented contact no longer has an address for {channel.value}")
+    elif row["recipient_key"].startswith(DPO_KEY_PREFIX):
+        org = deps.directory.organisation(row["recipient_org"])
+        if org is None:
+            return Outcome.technical("organisation unknown in the network file")
+        to = org.data_protection_email  # dpo_email, else contact_email
     else:
         org = deps.directory.organisation(row["recipient_org"])
         to = str(org.contact_email) if org and org.contact_email else None
@@ -178,7 +184,7 @@ async def _attempt_webhook(row: asyncpg.Record, payload: dict[str, Any], deps: D
     if previous is not None and ep["previous_secret_expires_at"] and ep["previous_secret_expires_at"] > now:
         sealed.append(previous)
     try:
-        keys = [deps.secrets.open(s, ep["id"]) for s in sealed]
+        keys = [open_secret(deps.secrets, s, ep["id"]) for s in sealed]
     except SecretUnavailable as exc:
         # Our side (a KEK missing from the configuration, or an altered row): nothing is sent unsigned.
         log.error("webhook secret unavailable", extra={"endpoint_id": str(ep["id"]), "error": str(exc)})

@@ -11,7 +11,7 @@ from lotse_kit.outbox import Outbox
 
 from ..adapters.contacts import Contacts
 from ..adapters.egress import EgressGuard
-from ..adapters.keys import SecretBox, SigningKey
+from ..adapters.keys import Keyring, SigningKey
 from ..adapters.senders import EmailSender, SmsSender, WebhookSender
 from ..adapters.templates import Catalog
 from ..domain.model import Channel, RetryPolicy
@@ -29,7 +29,7 @@ class Deps:
     sms: SmsSender | None
     webhooks: WebhookSender
     policy: RetryPolicy
-    secrets: SecretBox  # seals and opens webhook secrets (KEKs)
+    secrets: Keyring  # the KEKs that seal and open webhook secrets (adapters.keys: seal_secret, open_secret)
     signing_keys: list[SigningKey]  # v1a: the current key first, then one being rotated out
     egress: EgressGuard  # where webhooks may go (SSRF)
     secret_rotation_overlap_s: float = 86400.0

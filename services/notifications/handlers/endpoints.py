@@ -15,6 +15,7 @@ import asyncpg
 
 from ..adapters import repository as repo
 from ..adapters.egress import RefusedDestination
+from ..adapters.keys import seal_secret
 from ..domain.commands import EnableEndpoint, RegisterEndpoint, RemoveEndpoint, RotateEndpointSecret
 from ..domain.errors import EndpointHasNoSecret, EndpointNotFound, InvalidEndpointUrl, UnknownOrganisation
 from ..domain.model import PUBLIC_ONLY, check_endpoint_url
@@ -57,7 +58,7 @@ async def register_endpoint(cmd: RegisterEndpoint, deps: Deps) -> tuple[asyncpg.
             url=url,
             description=cmd.description,
             event_types=cmd.event_types,
-            secret=deps.secrets.seal(secret, endpoint_id),
+            secret=seal_secret(deps.secrets, secret, endpoint_id),
         )
     log.info("webhook endpoint registered", extra={"endpoint_id": str(row["id"]), "org": cmd.org_id})
     return row, secret
@@ -66,7 +67,7 @@ async def register_endpoint(cmd: RegisterEndpoint, deps: Deps) -> tuple[asyncpg.
 async def rotate_endpoint_secret(cmd: RotateEndpointSecret, deps: Deps) -> tuple[asyncpg.Record, str]:
     """Until `previous_secret_expires_at` both secrets sign every request; returns the new one, shown this once."""
     secret = new_secret()
-    sealed = deps.secrets.seal(secret, cmd.endpoint_id)
+    sealed = seal_secret(deps.secrets, secret, cmd.endpoint_id)
     async with deps.db.pool.acquire() as conn, conn.transaction():
         await own_endpoint(conn, cmd.org_id, cmd.endpoint_id)
         row = await repo.rotate_secret(conn, cmd.endpoint_id, sealed, deps.secret_rotation_overlap_s, deps.clock.now())

@@ -13,17 +13,17 @@ import uuid
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..adapters.keys import Sealed, SecretBox, SecretUnavailable
+from ..adapters.keys import Keyring, SealedValue, SecretUnavailable, rewrap_secret
 from .deps import Deps
 from .triggers import SERVICE
 
 log = logging.getLogger(__name__)
 
 
-def _rewrapped(box: SecretBox, sealed: Sealed | None, endpoint_id: uuid.UUID) -> Sealed | None:
-    if sealed is None or sealed.kek_id == box.current_id or sealed.kek_id not in box.known_ids:
+def _rewrapped(box: Keyring, sealed: SealedValue | None, endpoint_id: uuid.UUID) -> SealedValue | None:
+    if sealed is None or sealed.kek_id not in box.known_ids:
         return sealed  # nothing to do, or nothing we can do (reported below)
-    return box.seal(box.open(sealed, endpoint_id), endpoint_id)
+    return rewrap_secret(box, sealed, endpoint_id)
 
 
 async def rewrap_secrets(deps: Deps, *, batch: int = 100) -> bool:

@@ -20,7 +20,7 @@ from lotse_kit.network import Organisation
 from ..adapters import metrics
 from ..adapters import repository as repo
 from ..adapters.contacts import ClientContact, NoContact
-from ..domain.model import Channel, RecipientKind, Status, scrub
+from ..domain.model import CLIENT_ERASED, Channel, RecipientKind, Status, scrub
 from ..domain.routing import Audience, Route, concerned_orgs, orgs_named, routes_for
 from .deps import Deps
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "/lotse/notifications"
 SERVICE = "notifications"
+# recipient_key prefixes: client:<id>, org:<id> (the team's contact_email), dpo:<id> (its data-protection contact), endpoint:<uuid>
+DPO_KEY_PREFIX = "dpo:"
 
 
 async def record_notifications(env: Envelope[Any], conn: asyncpg.Connection, deps: Deps) -> None:
@@ -39,7 +41,7 @@ async def record_notifications(env: Envelope[Any], conn: asyncpg.Connection, dep
     data = env.data.model_dump(mode="json")
     payload = scrub(env.type, data)
     if env.type == "lotse.referral.sent":
-        await repo.remember_referral(conn, data["referral_id"], data["from_org"], data["to_org"], data.get("service"))
+        await repo.remember_referral(conn, data["referral_id"], data["from_org"], data["to_org"], data.get("service"), data["client_id"])
     elif env.type in ("lotse.referral.accepted", "lotse.referral.declined"):
         known = await repo.referral(conn, data.get("referral_id"))
         if known:
@@ -80,7 +82,15 @@ async def _record_for_client(
         payload=payload,
         concerned_orgs=concerned,
     )
+    if client_id and await repo.client_erased(conn, client_id):
+        # A trigger that arrives after the erasure (another topic, another partition): nothing for the client, not even a question.
+        failed = repo.NewNotification(
+            **{**base, "payload": {}}, channel=route.channels[0], language=None, status=Status.PERMANENT_FAILURE, reason=CLIENT_ERASED
+        )
+        return await _record_failed(conn, failed, deps)
     # Raises ContactsUnavailable (an OSError) while intake is down: the kit retries the event until it answers.
+    # A client without consent, or who asked not to be contacted (do_not_contact), gets nothing on any channel: one
+    # final row records why (never retried), announced as lotse.notification.failed.
     contact = await deps.contacts.lookup(str(client_id), org)
     if isinstance(contact, NoContact):
         return await _record_failed(
@@ -122,6 +132,7 @@ async def _record_for_org(
 ) -> int:
     language = org_language(info)
     now = deps.clock.now()
+    dpo = route.audience is Audience.DATA_PROTECTION
     n = 0
     for channel in route.channels:
         if channel is Channel.WEBHOOK:
@@ -150,7 +161,7 @@ async def _record_for_org(
             client_id=payload.get("client_id"),
             recipient_kind=RecipientKind.ORGANISATION.value,
             recipient_org=org,
-            recipient_key=f"org:{org}",
+            recipient_key=f"{DPO_KEY_PREFIX}{org}" if dpo else f"org:{org}",
             channel=channel,
             template=route.template,
             language=language,
@@ -162,7 +173,7 @@ async def _record_for_org(
             n += await _record_failed(conn, replace(new, status=Status.TECHNICAL_FAILURE, reason=why), deps)
             continue
         if await repo.insert_notification(conn, new, now):
-            metrics.recorded.labels(SERVICE, channel.value, "organisation").inc()
+            metrics.recorded.labels(SERVICE, channel.value, "data_protection" if dpo else "organisation").inc()
             n += 1
     return n
 

@@ -1,4 +1,5 @@
-"""Loopback HTTP peers (SMS gateway, webhook receivers; SMTP is the shared `smtp` fixture), a fake intake contact API, and the service itself."""
+"""Loopback HTTP peers (SMS gateway, webhook receivers; SMTP is the shared `smtp` fixture), a fake intake contact API (in process,
+and a stand-in intake over HTTP for the real contacts adapter), and the service itself."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from lotse_kit.context import ON_BEHALF_OF
 from lotse_kit.network import OrgDirectory
-from services.notifications.adapters.contacts import ClientContact, NoContact
+from services.notifications.adapters.contacts import ClientContact, IntakeContacts, NoContact
 from services.notifications.adapters.keys import signing_key_text
 from services.notifications.bootstrap import bootstrap
 from services.notifications.config import NotificationsSettings
@@ -147,6 +149,63 @@ class FakeContacts:
         pass
 
 
+# ---------------------------------------------------------------- intake's contact API over HTTP, as a stand-in
+@dataclass
+class IntakeStandIn:
+    """Answers GET /v1/clients/{id}/contact as intake does: the contact (200), a consent problem (409 consent-required),
+    a do-not-contact problem (409 do-not-contact) for clients in `do_not_contact` or, in `do_not_contact_after`, once
+    they have been looked up that many times (the flag set between recording and sending), and 404 for unknown clients."""
+
+    base_url: str = ""
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
+    do_not_contact: set[str] = field(default_factory=set)
+    do_not_contact_after: dict[str, int] = field(default_factory=dict)
+    lookups: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def add(self, client_id: uuid.UUID, *, language: str, email: str | None = None, phone: str | None = None) -> None:
+        self.contacts[str(client_id)] = {
+            "client_id": str(client_id),
+            "preferred_language": language,
+            "languages": [language],
+            "email": email,
+            "phone": phone,
+        }
+
+    def adapter(self) -> IntakeContacts:
+        async def token() -> str:
+            return "stand-in-token"
+
+        return IntakeContacts(self.base_url, 5.0, tokens=token)
+
+    async def _contact(self, request: Request) -> Response:
+        client_id = request.path_params["client_id"]
+        self.lookups.append((client_id, request.headers.get(ON_BEHALF_OF)))
+        seen = sum(1 for c, _ in self.lookups if c == client_id)
+        after = self.do_not_contact_after.get(client_id)
+        problem = "application/problem+json"
+        if client_id in self.do_not_contact or (after is not None and seen > after):
+            body = {"type": "urn:lotse:problem:do-not-contact", "title": "Do not contact", "status": 409, "detail": "asked not to be"}
+            return JSONResponse(body, status_code=409, media_type=problem)
+        if client_id not in self.contacts:
+            return JSONResponse(
+                {"type": "urn:lotse:problem:not-found", "title": "Not found", "status": 404}, status_code=404, media_type=problem
+            )
+        if client_id in self.refused:
+            body = {"type": "urn:lotse:problem:consent-required", "status": 409, "missing_categories": ["contact"]}
+            return JSONResponse(body, status_code=409, media_type=problem)
+        return JSONResponse(self.contacts[client_id])
+
+
+@pytest.fixture
+async def intake_standin() -> AsyncIterator[IntakeStandIn]:
+    s = IntakeStandIn()
+    app = Starlette(routes=[Route("/v1/clients/{client_id}/contact", s._contact, methods=["GET"])])
+    async with serving(app, lifespan="off") as url:
+        s.base_url = url
+        yield s
+
+
 # ---------------------------------------------------------------- the service
 # Fixed keys for the tests (a restart within a test must open the secrets it sealed); never generated into .run/.
 TEST_KEK = base64.b64encode(b"lotse-notifications-test-kek-32B").decode()
@@ -202,11 +261,12 @@ def start_service(
     smtp: MailSink,
     peer: HttpPeer,
 ) -> Callable[..., Any]:
-    """`async with start_service(clock=None, resolver=None, **settings) as svc:` — the same schema each time, so a second
-    start is a restart. `resolver` replaces DNS for the egress guard."""
+    """`async with start_service(clock=None, resolver=None, contacts_adapter=None, **settings) as svc:` — the same schema each
+    time, so a second start is a restart. `resolver` replaces DNS for the egress guard; `contacts_adapter` the in-process
+    fake of intake's contact API (e.g. with `intake_standin.adapter()`, the real adapter over HTTP)."""
 
     @asynccontextmanager
-    async def start(clock: Any = None, resolver: Any = None, **overrides: Any) -> AsyncIterator[Service]:
+    async def start(clock: Any = None, resolver: Any = None, contacts_adapter: Any = None, **overrides: Any) -> AsyncIterator[Service]:
         settings = fast_settings(
             topic_namespace,
             smtp_host="127.0.0.1",
@@ -216,7 +276,12 @@ def start_service(
         )
         extra = {"resolver": resolver} if resolver is not None else {}
         app = bootstrap(
-            settings, schema=f"notif_{unique}", clock=clock, contacts=contacts, directory=OrgDirectory.from_file(network_file), **extra
+            settings,
+            schema=f"notif_{unique}",
+            clock=clock,
+            contacts=contacts_adapter or contacts,
+            directory=OrgDirectory.from_file(network_file),
+            **extra,
         )
         async with in_process(app) as client:
             yield Service(app, client, topic_namespace, kafka_bootstrap)

@@ -12,6 +12,7 @@ from lotse_kit.network import OrgDirectory
 from services.notifications.config import STANDARD_WEBHOOKS_SCHEDULE_S, NotificationsSettings
 from services.notifications.domain.errors import InvalidEndpointUrl
 from services.notifications.domain.model import (
+    Channel,
     Outcome,
     RetryPolicy,
     Status,
@@ -152,7 +153,14 @@ def test_routing_table_covers_the_issue():
         "lotse.consent.granted",
         "lotse.consent.withdrawn",
         "lotse.case.handed_over",
+        "lotse.acknowledgement.overdue",
     }
+    [overdue] = routes_for("lotse.acknowledgement.overdue")
+    assert overdue.audience is Audience.DATA_PROTECTION and overdue.channels == (Channel.EMAIL,)
+    # The recipient that is late, then the collecting organisation: each once, and nobody when it is the same.
+    assert orgs_named(overdue, {"org": "b-org", "collecting_org": "a-org"}) == ["b-org", "a-org"]
+    assert orgs_named(overdue, {"org": "b-org", "collecting_org": "b-org"}) == ["b-org"]
+    assert orgs_named(overdue, {"org": "b-org", "collecting_org": None}) == ["b-org"]
     withdrawn = routes_for("lotse.consent.withdrawn")
     assert [r.audience for r in withdrawn] == [Audience.ORGANISATION]
     assert orgs_named(withdrawn[0], {"disclosed_to": ["a-org", "b-org", "a-org"]}) == ["a-org", "b-org"]

@@ -14,6 +14,7 @@ from babel.dates import format_date
 from babel.messages.catalog import Catalog as PoCatalog
 
 from contracts.events import (
+    AcknowledgementOverdue,
     CaseHandedOver,
     ConsentGranted,
     ConsentWithdrawn,
@@ -109,6 +110,15 @@ SAMPLES = {
         valid_until=T + timedelta(days=365),
     ),
     "lotse.consent.withdrawn": ConsentWithdrawn(client_id=CID, consent_id=uuid.uuid4(), withdrawn_at=T, disclosed_to=["caritas-pb"]),
+    "lotse.acknowledgement.overdue": AcknowledgementOverdue(
+        client_id=CID,
+        org="caritas-pb",
+        kind="erasure",
+        acknowledged_event_id=uuid.uuid4(),
+        collecting_org="jobcenter-pb",
+        forwarded_at=T - timedelta(days=7),
+        due_at=T,
+    ),
     "lotse.case.handed_over": CaseHandedOver(
         client_id=CID,
         from_org="jobcenter-pb",
@@ -203,6 +213,28 @@ def test_renders_from_a_real_event_in_every_language(route, lang):
             assert out.subject and "\n" not in out.subject
             assert f'<html lang="{lang}" dir="{"rtl" if lang in ("ar", "fa") else "ltr"}">' in out.html
             assert out.html.count("<p>") == len(out.text.split("\n\n-- \n")[0].split("\n\n"))  # one <p> per paragraph
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_overdue_acknowledgements_tell_each_data_protection_contact_its_own_part(lang):
+    """Four texts: to the organisation that did not acknowledge and to the one that collected the data, for a withdrawal and
+    for an erasure; each names the forwarded record and the dates, and never the same sentence for both audiences."""
+    sample = SAMPLES["lotse.acknowledgement.overdue"]
+    seen: dict[tuple[str, str], str] = {}
+    for kind in ("withdrawal", "erasure"):
+        payload = scrub("lotse.acknowledgement.overdue", sample.model_copy(update={"kind": kind}).model_dump(mode="json"))
+        for reader in ("caritas-pb", "jobcenter-pb"):  # caritas did not acknowledge; the Jobcenter collected the data
+            out = render(
+                CATALOG, DIRECTORY, "acknowledgement_overdue.dpo", Channel.EMAIL, lang, "lotse.acknowledgement.overdue", payload, reader
+            )
+            assert str(sample.acknowledged_event_id) in out.text and str(CID)[:8] in out.subject
+            assert format_date(date(2025, 3, 15), format="long", locale=lang) in out.text  # due: 23:30 UTC is the 15th in Berlin
+            assert ("Caritasverband Paderborn" in out.text) == (reader == "jobcenter-pb")  # the collecting side learns who is late
+            seen[(kind, reader)] = out.text
+    assert len(set(seen.values())) == 4
+    if lang == "de":
+        assert "Löschung" in seen[("erasure", "caritas-pb")] and "Widerruf" in seen[("withdrawal", "caritas-pb")]
+        assert "Art. 17 DSGVO" in seen[("erasure", "caritas-pb")]
 
 
 def test_german_text_is_the_converted_one():

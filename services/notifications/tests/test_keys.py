@@ -15,15 +15,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from lotse_kit.keyring import kek_fingerprint
 from services.notifications.adapters.keys import (
+    KEK_PURPOSE,
     KeyConfigError,
-    Sealed,
-    SecretBox,
+    Keyring,
+    SealedValue,
     SecretUnavailable,
-    kek_fingerprint,
-    load_secret_box,
+    load_secret_keyring,
     load_signing_keys,
+    open_secret,
     parse_signing_key,
+    rewrap_secret,
+    seal_secret,
 )
 from services.notifications.adapters.senders import sign
 from services.notifications.config import NotificationsSettings
@@ -39,39 +43,65 @@ def b64(b: bytes) -> str:
 
 
 def test_a_sealed_secret_opens_only_for_its_endpoint_and_unaltered():
-    box = SecretBox.of("k1", KEK_1)
-    sealed = box.seal(SECRET, EP)
+    box = Keyring.of("k1", KEK_1)
+    sealed = seal_secret(box, SECRET, EP)
     assert sealed.kek_id == "k1" and len(sealed.nonce) == 12 and len(sealed.ciphertext) == len(SECRET) + 16
     assert SECRET.encode() not in sealed.ciphertext
-    assert box.open(sealed, EP) == SECRET
-    again = box.seal(SECRET, EP)
+    assert open_secret(box, sealed, EP) == SECRET
+    again = seal_secret(box, SECRET, EP)
     assert again.nonce != sealed.nonce and again.ciphertext != sealed.ciphertext  # a fresh random nonce every time
 
     with pytest.raises(SecretUnavailable, match="does not decrypt") as exc:
-        box.open(sealed, uuid.uuid4())  # copied onto another endpoint: the associated data differs
+        open_secret(box, sealed, uuid.uuid4())  # copied onto another endpoint: the associated data differs
     assert SECRET not in str(exc.value)
-    tampered = Sealed(sealed.kek_id, sealed.nonce, bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:])
+    tampered = SealedValue(sealed.kek_id, sealed.nonce, bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:])
     with pytest.raises(SecretUnavailable):
-        box.open(tampered, EP)
+        open_secret(box, tampered, EP)
 
 
 def test_kek_rotation_opens_old_secrets_and_seals_new_ones_under_the_new_key():
-    before = SecretBox.of("k1", KEK_1).seal(SECRET, EP)
-    rotated = SecretBox.of("k2", KEK_2, {"k1": KEK_1})
-    assert rotated.open(before, EP) == SECRET
-    after = rotated.seal(SECRET, EP)
+    before = seal_secret(Keyring.of("k1", KEK_1), SECRET, EP)
+    rotated = Keyring.of("k2", KEK_2, {"k1": KEK_1})
+    assert open_secret(rotated, before, EP) == SECRET
+    after = seal_secret(rotated, SECRET, EP)
     assert after.kek_id == "k2" and rotated.known_ids == {"k1", "k2"}
+    rewrapped = rewrap_secret(rotated, before, EP)
+    assert rewrapped.kek_id == "k2" and open_secret(Keyring.of("k2", KEK_2), rewrapped, EP) == SECRET
+    assert rewrap_secret(rotated, after, EP) is after  # already under the current KEK
     with pytest.raises(SecretUnavailable, match="'k1', which is not configured"):
-        SecretBox.of("k2", KEK_2).open(before, EP)  # the old KEK removed too early
+        open_secret(Keyring.of("k2", KEK_2), before, EP)  # the old KEK removed too early
 
 
 def test_keks_from_configuration(tmp_path):
-    box = load_secret_box(b64(KEK_2), "2026-03", {"2025-01": b64(KEK_1)}, tmp_path / "unused", generate=False)
+    box = load_secret_keyring(b64(KEK_2), "2026-03", {"2025-01": b64(KEK_1)}, tmp_path / "unused", generate=False)
     assert box.current_id == "2026-03" and box.known_ids == {"2025-01", "2026-03"}
-    assert box.open(SecretBox.of("2025-01", KEK_1).seal(SECRET, EP), EP) == SECRET
+    assert open_secret(box, seal_secret(Keyring.of("2025-01", KEK_1), SECRET, EP), EP) == SECRET
     assert not (tmp_path / "unused").exists()
     # Without an id the key names itself, stably.
-    assert load_secret_box(b64(KEK_1), None, {}, tmp_path / "unused", generate=False).current_id == kek_fingerprint(KEK_1)
+    assert load_secret_keyring(b64(KEK_1), None, {}, tmp_path / "unused", generate=False).current_id == kek_fingerprint(KEK_1, KEK_PURPOSE)
+
+
+# A KEK, a secret sealed under it and the id derived from it, as the service's own SecretBox (before the kit's
+# keyring) wrote them: configurations without SECRET_KEK_ID and stored secrets must keep working unchanged.
+PINNED_KEK = bytes(range(32))
+PINNED_KEK_ID = "kek-ccd98d5c5e04"  # "kek-" + sha256(b"lotse-notifications-kek-id:" + key)[:12]
+PINNED_ENDPOINT = uuid.UUID("00000000-0000-4000-8000-000000000001")
+PINNED_NONCE = bytes(range(12))
+PINNED_CIPHERTEXT = bytes.fromhex(
+    "306aa57ea6ba835acc00d6caf0a8392cc297c675b13a1e3d7926a4c45c2841f34051efbdee8053d935e53eacc9c66979af64ea3926e8862ce7ad3c33d8947e721156"
+)
+
+
+def test_kek_ids_and_stored_secrets_of_existing_configurations_stay_the_same(tmp_path):
+    assert kek_fingerprint(PINNED_KEK, KEK_PURPOSE) == PINNED_KEK_ID
+    assert kek_fingerprint(b"lotse-notifications-test-kek-32B", KEK_PURPOSE) == "kek-cdbd9b7ed6fa"
+    box = load_secret_keyring(b64(PINNED_KEK), None, {}, tmp_path / "unused", generate=False)
+    assert box.current_id == PINNED_KEK_ID
+    stored = SealedValue(PINNED_KEK_ID, PINNED_NONCE, PINNED_CIPHERTEXT)
+    assert open_secret(box, stored, PINNED_ENDPOINT) == "whsec_" + b64(bytes(32))
+    # The same key in a file (development) gets the same id.
+    (tmp_path / "secret-kek").write_text(b64(PINNED_KEK) + "\n")
+    assert load_secret_keyring(None, None, {}, tmp_path / "secret-kek", generate=False).current_id == PINNED_KEK_ID
 
 
 @pytest.mark.parametrize(
@@ -87,7 +117,7 @@ def test_keks_from_configuration(tmp_path):
 )
 def test_malformed_keks_stop_the_service_without_showing_the_key(tmp_path, kek, kek_id, old, words):
     with pytest.raises(KeyConfigError) as exc:
-        load_secret_box(kek, kek_id, old, tmp_path / "kek", generate=True)
+        load_secret_keyring(kek, kek_id, old, tmp_path / "kek", generate=True)
     assert words in str(exc.value)
     for value in [kek, *old.values()]:
         assert value not in str(exc.value)
@@ -96,7 +126,7 @@ def test_malformed_keks_stop_the_service_without_showing_the_key(tmp_path, kek, 
 def test_development_keys_are_generated_once_with_mode_0600_and_a_warning(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     kek_file, signing_file = tmp_path / "run" / "secret-kek", tmp_path / "run" / "webhook-signing-key"
-    box = load_secret_box(None, None, {}, kek_file, generate=True)
+    box = load_secret_keyring(None, None, {}, kek_file, generate=True)
     [key] = load_signing_keys(None, None, signing_file, generate=True)
     for f in (kek_file, signing_file):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
@@ -107,7 +137,7 @@ def test_development_keys_are_generated_once_with_mode_0600_and_a_warning(tmp_pa
     assert not any(kek_file.read_text().strip() in str(r.__dict__) for r in caplog.records)
 
     caplog.clear()  # the next start reads the same keys, quietly
-    assert load_secret_box(None, None, {}, kek_file, generate=True).open(box.seal(SECRET, EP), EP) == SECRET
+    assert open_secret(load_secret_keyring(None, None, {}, kek_file, generate=True), seal_secret(box, SECRET, EP), EP) == SECRET
     assert load_signing_keys(None, None, signing_file, generate=True)[0].public_key == key.public_key
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert sorted(p.name for p in kek_file.parent.iterdir()) == ["secret-kek", "webhook-signing-key"]  # no temporary files left
@@ -115,7 +145,7 @@ def test_development_keys_are_generated_once_with_mode_0600_and_a_warning(tmp_pa
 
 def test_without_keys_and_without_generation_the_service_refuses_to_start(tmp_path):
     with pytest.raises(KeyConfigError, match="set LOTSE_NOTIFICATIONS_SECRET_KEK"):
-        load_secret_box(None, None, {}, tmp_path / "secret-kek", generate=False)
+        load_secret_keyring(None, None, {}, tmp_path / "secret-kek", generate=False)
     with pytest.raises(KeyConfigError, match="set LOTSE_NOTIFICATIONS_WEBHOOK_SIGNING_KEY"):
         load_signing_keys(None, None, tmp_path / "webhook-signing-key", generate=False)
     assert list(tmp_path.iterdir()) == []

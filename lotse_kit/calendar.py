@@ -1,6 +1,7 @@
 """Working days in North Rhine-Westphalia: Monday to Friday, without NRW public holidays.
 
-Pure functions, no I/O. Referral answer deadlines from process plans count these days.
+Pure functions, no I/O. Referral answer deadlines from process plans and the acknowledgements a recipient
+owes (a forwarded withdrawal or erasure) count these days.
 """
 
 from __future__ import annotations
