@@ -421,32 +421,9 @@ async def provision(
     remove = sorted(a for a in have - want.acls)
     if not dry_run:
         if add:
-            new = [
-                ck.AclBinding(
-                    ck.ResourceType[a.resource],
-                    a.name,
-                    ck.ResourcePatternType[a.pattern],
-                    f"User:{a.principal}",
-                    "*",
-                    ck.AclOperation[a.operation],
-                    ck.AclPermissionType.ALLOW,
-                )
-                for a in add
-            ]
-            for f in client.create_acls(new, request_timeout=30).values():
+            for f in client.create_acls([_acl_args(ck, ck.AclBinding, a) for a in add], request_timeout=30).values():
                 await _wait(f)
-        filters = [
-            ck.AclBindingFilter(
-                ck.ResourceType[a.resource],
-                a.name,
-                ck.ResourcePatternType[a.pattern],
-                f"User:{a.principal}",
-                "*",
-                ck.AclOperation[a.operation],
-                ck.AclPermissionType.ALLOW,
-            )
-            for a in remove
-        ] + [
+        filters = [_acl_args(ck, ck.AclBindingFilter, a) for a in remove] + [
             ck.AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
             for b in foreign
         ]
@@ -479,6 +456,19 @@ async def provision(
     if not dry_run:
         await alter_user_quotas(admin, quota_changes)
     return report
+
+
+def _acl_args(ck: Any, cls: Any, a: Acl) -> Any:
+    """An `AclBinding` (to create) or `AclBindingFilter` (to delete) for one of our ACLs: same arguments."""
+    return cls(
+        ck.ResourceType[a.resource],
+        a.name,
+        ck.ResourcePatternType[a.pattern],
+        f"User:{a.principal}",
+        "*",
+        ck.AclOperation[a.operation],
+        ck.AclPermissionType.ALLOW,
+    )
 
 
 async def _await_login(conn: KafkaConnection, timeout_s: float = 30.0) -> None:
