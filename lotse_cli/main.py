@@ -2,8 +2,11 @@
 
 lotse topics ensure      create platform and partner topics (idempotent)
 lotse topics list        list Lotse topics on the broker
+lotse status             services, consumer lag, outbox backlog, dead letters, audit log (exit 1 if down; --json)
 lotse health             readiness of every local service
+lotse dlq list           dead-letter topics and how many records each holds
 lotse dlq show TOPIC     dead-lettered records with their reasons
+lotse dlq replay TOPIC   put dead letters back on their topic after a fix (once; consumers stay exactly-once)
 lotse outbox status      unpublished outbox rows per service
 lotse audit ...          audit log verification (when the audit service is installed)
 lotse demo seed          a few realistic cases in a freshly started local network
@@ -53,8 +56,10 @@ app.add_typer(dev_app, name="dev")
 
 from lotse_cli.admin import app as admin_app  # noqa: E402
 from lotse_cli.admin import kafka_settings  # noqa: E402
+from lotse_cli.status import status as status_cmd  # noqa: E402
 
 app.add_typer(admin_app, name="admin")
+app.command("status")(status_cmd)
 
 try:  # the audit service brings its own verification commands
     from services.audit.cli import app as audit_app
@@ -131,6 +136,40 @@ def health(
         table.add_row(*row)
     console.print(table)
     raise typer.Exit(0 if ok else 1)
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """Every dead-letter topic of this namespace with how many records it holds."""
+    from lotse_cli.status import kafka_state
+
+    _lag, dead = asyncio.run(kafka_state(_settings()))
+    table = Table("topic", "records")
+    for d in dead:
+        table.add_row(d.topic, str(d.records))
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topic: Annotated[str, typer.Argument(help="The original topic or its .dlq topic (physical name).")],
+    dry_run: Annotated[bool, typer.Option(help="List what would be replayed; send and commit nothing.")] = False,
+) -> None:
+    """Put the dead letters not replayed before back on their original topic, after the cause was fixed.
+
+    Each record goes back byte for byte (value, key, original headers); the consumers skip what they already
+    processed (by event id), and the replay group's committed offsets keep a second replay from resending."""
+    from lotse_kit.dlq import REPLAY_GROUP, replay
+
+    s = _settings()
+    name = topic if topic.endswith(topics.DLQ_SUFFIX) else topics.dlq(topic)
+    report = asyncio.run(replay(s.kafka(), name, group=s.topic_namespace + REPLAY_GROUP, dry_run=dry_run))
+    verb = "would replay" if dry_run else "replayed"
+    for offset, target in report.replayed:
+        console.print(f"{verb} {name}@{offset} -> {target}", markup=False, highlight=False)
+    for offset, why in report.skipped:
+        console.print(f"skipped {name}@{offset}: {why}", markup=False, highlight=False)
+    console.print(f"{verb} {len(report.replayed)}, skipped {len(report.skipped)}", markup=False, highlight=False)
 
 
 @dlq_app.command("show")

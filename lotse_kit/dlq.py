@@ -16,10 +16,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import MessageSizeTooLargeError
 
 from contracts.topics import dlq, dlq_spec
@@ -130,3 +132,67 @@ def _added_headers(record: ConsumerRecord[Any, Any], *, kind: str, reason: str, 
         (f"{PREFIX}service", service.encode()),
         (f"{PREFIX}failed_at", datetime.now(UTC).isoformat().encode()),
     ]
+
+
+# ---------------------------------------------------------------- replay (operators: `lotse dlq replay`)
+REPLAY_GROUP = "lotse-dlq-replay"
+
+
+@dataclass
+class ReplayReport:
+    replayed: list[tuple[int, str]] = field(default_factory=list)  # (dlq offset, original topic)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (dlq offset, why)
+
+
+def original_of(headers: Iterable[tuple[str, bytes]]) -> tuple[str | None, list[tuple[str, bytes]], bool]:
+    """(original topic, the original headers without the `lotse_dlq_*` ones, whether it is a reference record)."""
+    hs = list(headers)
+    topic = next((v.decode(errors="replace") for k, v in hs if k == f"{PREFIX}original_topic"), None)
+    reference = any(k == REFERENCE_HEADER for k, _ in hs)
+    return topic, [(k, v) for k, v in hs if not k.startswith(PREFIX)], reference
+
+
+async def replay(kafka: str | KafkaConnection, dlq_topic: str, *, group: str, dry_run: bool = False, idle_s: float = 2.0) -> ReplayReport:
+    """Puts every dead letter not replayed before back on its original topic, byte for byte (value, key and
+    the original headers; the `lotse_dlq_*` ones dropped), after the cause was fixed.
+
+    Exactly-once effects hold: the consumers are idempotent by event id (`processed_events`), so a record
+    that was in fact processed is skipped by them, and the replay group's committed offset (committed after
+    each record is on Kafka) means a second replay does not send it again. Reference records (the original
+    was too large to copy) cannot be replayed: they are reported, and the original is found by its position.
+    """
+    conn = connection(kafka)
+    report = ReplayReport()
+    consumer = AIOKafkaConsumer(
+        dlq_topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, client_id="lotse-dlq-replay", **conn.aiokafka()
+    )
+    producer = AIOKafkaProducer(
+        acks="all", enable_idempotence=True, max_request_size=16 * 1024 * 1024, client_id="lotse-dlq-replay", **conn.aiokafka()
+    )
+    try:
+        await consumer.start()
+        await producer.start()
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for rec in records:
+                    topic, headers, reference = original_of(rec.headers or ())
+                    if reference or topic is None:
+                        report.skipped.append(
+                            (rec.offset, "a reference record: the original was too large to copy" if reference else "no original topic")
+                        )
+                    elif not dry_run:
+                        await producer.send_and_wait(topic, value=rec.value, key=rec.key, headers=headers)
+                        report.replayed.append((rec.offset, topic))
+                    else:
+                        report.replayed.append((rec.offset, topic))
+                    if not dry_run:
+                        await consumer.commit({tp: rec.offset + 1})
+            if dry_run:
+                break
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return report
