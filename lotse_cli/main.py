@@ -12,6 +12,7 @@ lotse audit ...          audit log verification (when the audit service is insta
 lotse demo seed          a few realistic cases in a freshly started local network
 lotse dev token          an access token from the local Keycloak (--org/--role, --service, --user)
 lotse admin provision    Kafka principals, ACLs, quotas and topics for the network file
+lotse partner listen     an organisation's inbox with its own credentials (--org; --json for NDJSON)
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ from lotse_cli.admin import kafka_settings  # noqa: E402
 from lotse_cli.status import status as status_cmd  # noqa: E402
 
 app.add_typer(admin_app, name="admin")
+
+from lotse_cli.partner import app as partner_app  # noqa: E402
+
+app.add_typer(partner_app, name="partner")
 app.command("status")(status_cmd)
 
 try:  # the audit service brings its own verification commands

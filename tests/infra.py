@@ -139,3 +139,38 @@ async def cleanup(infra: Infra, uniques: list[str]) -> None:
             await admin.delete_topics(doomed[i : i + 100])
     finally:
         await admin.close()
+    await _drop_test_principals(infra, uniques)
+
+
+async def _drop_test_principals(infra: Infra, uniques: list[str]) -> None:
+    """The SCRAM credentials and ACLs that tests provisioned in their namespaces (`t<unique>.…`)."""
+    import asyncio
+    import contextlib
+
+    from lotse_kit.kafka import KafkaConnection
+    from lotse_kit.provisioning import _confluent
+
+    conn = KafkaConnection.from_env(infra.kafka_bootstrap)
+    if conn.security_protocol != "SASL_SSL":
+        return  # an open broker (testcontainers) has no principals
+    ck = _confluent()
+    client = ck.AdminClient(conn.librdkafka())
+    users = await asyncio.wrap_future(client.describe_user_scram_credentials())
+    mine = [u for u in users if any(f"t{x}." in u for x in uniques)]
+    if mine:
+        deletions = [ck.UserScramCredentialDeletion(u, ck.ScramMechanism.SCRAM_SHA_512) for u in mine]
+        for f in client.alter_user_scram_credentials(deletions).values():
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(f)
+    any_acl = ck.AclBindingFilter(
+        ck.ResourceType.ANY, None, ck.ResourcePatternType.ANY, None, None, ck.AclOperation.ANY, ck.AclPermissionType.ANY
+    )
+    acls = [b for b in await asyncio.wrap_future(client.describe_acls(any_acl)) if any(f"t{x}." in b.principal for x in uniques)]
+    for i in range(0, len(acls), 500):
+        filters = [
+            ck.AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
+            for b in acls[i : i + 500]
+        ]
+        for f in client.delete_acls(filters).values():
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(f)

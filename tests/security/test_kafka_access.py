@@ -8,7 +8,6 @@ then tries, as each principal, what it must and must not be able to do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import stat
 from collections.abc import AsyncIterator
@@ -35,7 +34,7 @@ from lotse_kit.provisioning import (
     provision,
     service_principal,
 )
-from tests.infra import Infra
+from tests.infra import Infra, _drop_test_principals
 from tests.kafka_helpers import eventually
 
 NETWORK = Path(__file__).resolve().parents[2] / "services" / "intake" / "tests" / "network.yaml"
@@ -77,32 +76,10 @@ async def prov(infra: Infra, tmp_path: Path, unique: str) -> AsyncIterator[Provi
     p = Provisioned(admin, f"t{unique}.", tmp_path / "credentials", load_network(NETWORK))
     await p.run()
     yield p
-    # Leave no principals behind: an empty network in this namespace removes them, their ACLs and quotas.
+    # Leave no principals behind: an empty network in this namespace removes the partners, their ACLs and
+    # quotas (provisioning's own removal path); the session's cleanup drops the services' principals.
     await p.run(p.network.model_copy(update={"organisations": []}), delete_topics=True)
-    await _drop_service_principals(p)
-
-
-async def _drop_service_principals(p: Provisioned) -> None:
-    from lotse_kit.provisioning import _confluent
-
-    ck = _confluent()
-    client = ck.AdminClient(p.admin.librdkafka())
-    users = [service_principal(p.ns, g.service) for g in service_grants()]
-    futures = client.alter_user_scram_credentials([ck.UserScramCredentialDeletion(u, ck.ScramMechanism.SCRAM_SHA_512) for u in users])
-    for f in futures.values():
-        with contextlib.suppress(Exception):  # already gone
-            await asyncio.wrap_future(f)
-    filt = ck.AclBindingFilter(
-        ck.ResourceType.ANY, None, ck.ResourcePatternType.ANY, None, None, ck.AclOperation.ANY, ck.AclPermissionType.ANY
-    )
-    mine = [b for b in await asyncio.wrap_future(client.describe_acls(filt)) if b.principal.removeprefix("User:").startswith(p.ns)]
-    if mine:
-        filters = [
-            ck.AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
-            for b in mine
-        ]
-        for f in client.delete_acls(filters).values():
-            await asyncio.wrap_future(f)
+    await _drop_test_principals(infra, [unique])
 
 
 # ------------------------------------------------------------------ helpers
