@@ -33,6 +33,7 @@ Publish = Callable[[str, bytes | None, bytes, dict[str, str], str], Awaitable[An
 
 
 def notify_channel(schema: str) -> str:
+    """The relay's wake-up channel (`enqueue` builds the same name in SQL from `current_schema()`)."""
     return f"lotse_outbox_{schema}"
 
 
@@ -41,9 +42,16 @@ async def enqueue(conn: asyncpg.Connection, env: Envelope[Any], topic: str) -> N
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.enqueue must run inside the transaction that changes the state")
     rec = encode(env)
+    # One round trip: the row, and the relay's wake-up on the schema's channel (notify_channel, computed in
+    # SQL from the connection's schema). Notifications are delivered at commit, so the relay never wakes for a
+    # row it cannot yet see, and PostgreSQL folds the identical ones of one transaction into one.
     await conn.execute(
-        """INSERT INTO outbox (event_id, event_type, client_id, topic, key, value, headers)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+        """WITH added AS (
+               INSERT INTO outbox (event_id, event_type, client_id, topic, key, value, headers)
+               VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+               RETURNING 1
+           )
+           SELECT pg_notify('lotse_outbox_' || current_schema(), '') FROM added""",
         env.id,
         env.type,
         env.subject,
@@ -52,9 +60,6 @@ async def enqueue(conn: asyncpg.Connection, env: Envelope[Any], topic: str) -> N
         rec.value,
         json.dumps(rec.headers_dict()),
     )
-    # Delivered at commit, so the relay never wakes for a row it cannot yet see.
-    schema = await conn.fetchval("SELECT current_schema()")
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
 
 
 class Outbox:

@@ -142,6 +142,20 @@ async def test_outbox_publishes_rows_written_while_kafka_was_down(infra, make_ru
     await eventually(lambda: rt.db.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
 
 
+async def test_the_relay_is_woken_by_the_commit_not_by_its_poll(make_runtime, runtimes, topic, kafka_bootstrap):
+    # A poll interval far longer than the test: only the notification sent at commit can bring the row out.
+    rt = make_runtime(outbox_poll_interval_s=300.0)
+    await rt.start()
+    runtimes.append(rt)
+    await asyncio.sleep(1.0)  # the relay has done its first pass and now waits
+    env = registered()
+    t0 = time.monotonic()
+    await publish_via_outbox(rt, env, topic)
+    [rec] = await read_topic(kafka_bootstrap, topic, until=1, timeout=20)
+    assert decode(rec.headers, rec.value).id == env.id
+    assert time.monotonic() - t0 < 10
+
+
 async def test_only_one_relay_leads_per_service(make_runtime, runtimes, topic, kafka_bootstrap):
     a, b = make_runtime(), make_runtime()
     for rt in (a, b):
