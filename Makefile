@@ -4,7 +4,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up down status test bench contracts lint i18n-extract i18n-update i18n-compile clean
+.PHONY: install up up-cluster down-cluster down status test bench bench-e2e contracts lint i18n-extract i18n-update i18n-compile clean
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Lotse needs Python 3.11"'
@@ -19,6 +19,14 @@ up: install ## Kafka (TLS + SCRAM) + PostgreSQL + Keycloak + every service, with
 	deploy/local/stack.sh up
 	$(BIN)/lotse admin provision
 	deploy/local/services.sh up
+
+up-cluster: install ## A three-node Kafka cluster on loopback (RF 3, min ISR 2) for the fault suite; the single node stays the default
+	deploy/local/cluster.sh up
+	LOTSE_KAFKA_CREDENTIALS_FILE=$(CURDIR)/.run/cluster/credentials/lotse-admin.properties \
+	  $(BIN)/lotse admin provision --replication-factor 3 --credentials-dir $(CURDIR)/.run/cluster/credentials
+
+down-cluster: ## Stop the three-node cluster
+	deploy/local/cluster.sh down
 
 down: ## Stop the services and the stack
 	-deploy/local/services.sh down
@@ -45,6 +53,11 @@ contracts: ## Regenerate contracts/schemas and contracts/asyncapi from the model
 bench: install ## Benchmarks (see bench/README.md)
 	deploy/local/stack.sh up
 	$(BIN)/python -m bench
+
+# End to end on the running network (after `make up`): referrals stepped in rate, against a floor pipeline; ~10 min on 2 cores.
+# Arguments for bench/e2e.py: make bench-e2e E2E_ARGS="--quick"
+bench-e2e: install ## End-to-end referral throughput vs the floor (needs `make up`; see bench/README.md)
+	$(BIN)/python -m bench.e2e $(E2E_ARGS)
 
 # Translations: gettext catalogues per service (services/<name>/locale/, see lotse_kit/i18n.py), managed with Babel.
 # babel.cfg maps services/**.py and services/**/templates/**.j2. Python code calls catalogue.gettext(lang, "text"),

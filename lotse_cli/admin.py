@@ -69,12 +69,19 @@ def provision_cmd(
     rotate: Annotated[list[str] | None, typer.Option(help="Give this principal a new password (repeatable).")] = None,
     delete_topics: Annotated[bool, typer.Option(help="Also delete topics of organisations that left the network.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print what would change; change nothing.")] = False,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(min=1, max=7, help="Replication of the topics it creates (default: the network file's kafka.replication_factor)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the changes as JSON.")] = False,
 ) -> None:
     """Create principals, ACLs, quotas and topics for the network file; remove what no longer belongs."""
     s = kafka_settings()
     ns = s.topic_namespace if namespace is None else namespace
-    want = desired_state(load_network(network), service_grants(), namespace=ns)
+    net = load_network(network)
+    if replication_factor is not None:  # e.g. 3 on deploy/local/cluster.sh's three nodes
+        net = net.model_copy(update={"kafka": net.kafka.model_copy(update={"replication_factor": replication_factor})})
+    want = desired_state(net, service_grants(), namespace=ns)
     target = credentials_dir or run_dir() / "kafka" / "credentials"
     report = asyncio.run(provision(s.kafka(), want, target, rotate=rotate or (), delete_topics=delete_topics, dry_run=dry_run))
     if as_json:
