@@ -21,7 +21,7 @@ import typer
 
 from lotse_kit.kafka import KafkaConnection
 from lotse_kit.network import load_network
-from lotse_kit.provisioning import ServiceGrant, desired_state, provision
+from lotse_kit.provisioning import ServiceGrant, desired_state, provision, restore_credentials
 from lotse_kit.settings import DEMO_NETWORK_FILE, KitSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,3 +91,15 @@ def provision_cmd(
         print(c)
     verb = "would change" if dry_run else "changed"
     print(f"{report.principals} principals, {report.acls} ACLs, {report.topics} topics; {verb} {len(report.changes)}")
+
+
+@app.command("restore-credentials")
+def restore_credentials_cmd(
+    credentials_dir: Annotated[
+        Path | None, typer.Option(help="The principals' credentials files (default: .run/kafka/credentials).")
+    ] = None,
+) -> None:
+    """Give back to the cluster the SCRAM credential of every principal that has a credentials file but is unknown
+    to the cluster, with the password in its file (after a broker restart lost them; docs/security.md)."""
+    restored = asyncio.run(restore_credentials(kafka_settings().kafka(), credentials_dir or run_dir() / "kafka" / "credentials"))
+    print(f"restored {len(restored)} principal(s)" + (": " + ", ".join(restored) if restored else ""))

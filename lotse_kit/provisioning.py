@@ -518,3 +518,33 @@ async def _reconcile_topic_configs(client: Any, want: DesiredState, existing: se
         )
         for g in client.incremental_alter_configs([alter], request_timeout=30).values():
             await _wait(g)
+
+
+async def restore_credentials(admin: KafkaConnection, credentials_dir: Path) -> list[str]:
+    """Puts back the SCRAM credential of every principal whose credentials file is in `credentials_dir` but whom
+    the cluster does not know, with the password in that file, so its clients log in again unchanged.
+
+    Why: a broker restart has come up with an empty SCRAM credential cache on this stack (Kafka 4.1.1 after
+    much credential churn; see docs/security.md). Provisioning would then issue new passwords; this keeps the
+    old ones. The super users log in with PLAIN and are not affected. Returns the principals restored."""
+    ck = _confluent()
+    client = ck.AdminClient(admin.librdkafka() | {"client.id": "lotse-provisioning"})
+    described = await _wait(client.describe_user_scram_credentials())
+    known = {u for u, d in described.items() if d.scram_credential_infos}
+    upserts, restored = [], []
+    files = await asyncio.to_thread(lambda: sorted(credentials_dir.glob("*.properties")))
+    for path in files:
+        conn = KafkaConnection.from_properties(path)
+        if conn.mechanism == "PLAIN" or not conn.username or not conn.password or conn.username in known:
+            continue
+        info = ck.ScramCredentialInfo(ck.ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+        upserts.append(ck.UserScramCredentialUpsertion(conn.username, info, conn.password.encode()))
+        restored.append(conn.username)
+    if upserts:
+        for user, f in client.alter_user_scram_credentials(upserts).items():
+            try:
+                await _wait(f)
+            except Exception as exc:
+                raise ProvisioningError(f"cannot restore the SCRAM credential of {user}: {exc}") from exc
+        log.warning("kafka credentials restored from their files", extra={"principals": restored})
+    return restored

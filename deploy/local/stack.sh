@@ -261,6 +261,7 @@ kafka_config() {
 }
 
 kafka_up() {
+  local started=""
   ensure_kafka_jars
   mkdir -p "$kafka_dir/logs"
   if pid_alive "$kafka_pid"; then
@@ -288,6 +289,7 @@ kafka_up() {
       touch "$kafka_dir/data/.lotse-sasl"
     fi
     log "starting Kafka on 127.0.0.1:$KAFKA_PORT"
+    started=1
     nohup bash -c "$(declare -f kafka_java); here='$here' kafka_dir='$kafka_dir' kafka_libs='$kafka_libs' KAFKA_HEAP='$KAFKA_HEAP' kafka_java kafka.Kafka '$kafka_dir/server.properties'" \
       >"$kafka_log" 2>&1 </dev/null &
     echo $! >"$kafka_pid"
@@ -300,6 +302,17 @@ $(tail -n 20 "$kafka_log" 2>/dev/null)"
     sleep 1; waited=$((waited + 1))
   done
   log "Kafka answers on 127.0.0.1:$KAFKA_PORT"
+  if [ -n "$started" ]; then kafka_restore_credentials; fi
+}
+
+# A broker restart has come up here with an empty SCRAM credential cache (docs/security.md): give every
+# principal that has a credentials file its credential back, with the same password, so clients reconnect.
+kafka_restore_credentials() {
+  local files; files=$(find "$kafka_dir/credentials" -name '*.properties' ! -name 'lotse-admin.properties' 2>/dev/null | head -n1)
+  [ -n "$files" ] && [ -x "$PY" ] || return 0
+  (cd "$repo" && LOTSE_KAFKA_CREDENTIALS_FILE="$kafka_dir/credentials/lotse-admin.properties" LOTSE_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
+    "$PY" -m lotse_cli.main admin restore-credentials --credentials-dir "$kafka_dir/credentials" >&2) \
+    || log "WARNING: could not restore the principals' Kafka credentials; run lotse admin restore-credentials"
 }
 
 kafka_down() {
