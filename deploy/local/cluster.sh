@@ -64,15 +64,7 @@ cluster_prepare() {
         >"$(node_dir "$i")/format.log" 2>&1 || die "formatting node $i failed, see $(node_dir "$i")/format.log"
     fi
   done
-  (umask 077; cat >"$cdir/credentials/lotse-admin.properties.tmp" <<PROPS
-bootstrap.servers=$(bootstrap)
-security.protocol=SASL_SSL
-sasl.mechanism=PLAIN
-sasl.username=lotse-admin
-sasl.password=$(kafka_secret lotse-admin)
-ssl.ca.location=$kafka_dir/tls/ca.pem
-PROPS
-  mv "$cdir/credentials/lotse-admin.properties.tmp" "$cdir/credentials/lotse-admin.properties")
+  kafka_admin_credentials "$cdir/credentials/lotse-admin.properties" "$(bootstrap)"
 }
 
 node_start() {

@@ -185,10 +185,11 @@ kafka_tls() {
 }
 
 # The provisioning principal's credentials file (the format of lotse_kit/kafka.py), for `lotse admin provision` and tests.
+# kafka_admin_credentials [FILE BOOTSTRAP]: the single node's by default; deploy/local/cluster.sh passes its own.
 kafka_admin_credentials() {
-  local f="$kafka_dir/credentials/lotse-admin.properties"
-  (umask 077; mkdir -p "$kafka_dir/credentials"; cat >"$f.tmp" <<PROPS
-bootstrap.servers=127.0.0.1:$KAFKA_PORT
+  local f=${1:-$kafka_dir/credentials/lotse-admin.properties} servers=${2:-127.0.0.1:$KAFKA_PORT}
+  (umask 077; mkdir -p "$(dirname "$f")"; cat >"$f.tmp" <<PROPS
+bootstrap.servers=$servers
 security.protocol=SASL_SSL
 sasl.mechanism=PLAIN
 sasl.username=lotse-admin
