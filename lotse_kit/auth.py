@@ -30,7 +30,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -389,6 +389,29 @@ class ServiceTokens:
         self._token = str(body["access_token"])
         # Renew a little early, so a token never expires on its way to the other service.
         self._valid_until = time.monotonic() + max(5.0, float(body.get("expires_in", 60)) - 30.0)
+
+
+async def get_with_service_token(
+    client: httpx.AsyncClient,
+    path: str,
+    *,
+    tokens: Callable[[], Awaitable[str]],
+    token: Callable[[], Awaitable[str]] | None = None,
+    params: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """GET `path` with this service's own token (`tokens`, usually a `ServiceTokens`; `token` fetches it if the
+    caller wraps fetch errors). A 401 means the other service no longer accepts the cached token (the provider
+    rotated its keys, the token was revoked): forget it, fetch a new one and try once more."""
+    fetch = token or tokens
+    for attempt in (1, 2):
+        resp = await client.get(path, params=params, headers={**(headers or {}), "Authorization": f"Bearer {await fetch()}"})
+        invalidate = getattr(tokens, "invalidate", None)
+        if resp.status_code != 401 or attempt == 2 or invalidate is None:
+            return resp
+        log.info("a service refused our token; fetching a new one", extra={"path": path.split("?", 1)[0]})
+        invalidate()
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------- tests

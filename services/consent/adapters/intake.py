@@ -21,7 +21,6 @@ answer: it is personal data.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
@@ -31,10 +30,8 @@ from pydantic import ValidationError
 
 from contracts.events import SealedContent
 from contracts.vocab import DataCategory
-from lotse_kit.auth import ServiceTokens
+from lotse_kit.auth import ServiceTokens, get_with_service_token
 from lotse_kit.errors import DomainError
-
-log = logging.getLogger(__name__)
 
 PATH = "/internal/v1/clients/{client_id}/disclosure"
 
@@ -82,15 +79,8 @@ class HttpIntakeDisclosures:
             params.append(("referral_id", str(referral_id)))
         path = PATH.format(client_id=uuid.UUID(str(client_id)))
         try:
-            for attempt in (1, 2):
-                token = await self._token()
-                self.calls += 1
-                resp = await self._client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
-                invalidate = getattr(self.tokens, "invalidate", None)
-                if resp.status_code != 401 or attempt == 2 or invalidate is None:
-                    break
-                log.info("intake refused the consent service's token; fetching a new one")
-                invalidate()
+            self.calls += 1
+            resp = await get_with_service_token(self._client, path, tokens=self.tokens, token=self._token, params=params)
         except httpx.HTTPError as exc:
             raise IntakeUnavailable(f"intake not reachable: {type(exc).__name__}") from exc
         if resp.status_code == 410:

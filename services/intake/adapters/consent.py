@@ -13,7 +13,6 @@ sent once more with a new one. Any other answer but 200 is `ConsentUnavailable`:
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,12 +22,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.vocab import DataCategory, Purpose
-from lotse_kit.auth import ServiceTokens
+from lotse_kit.auth import ServiceTokens, get_with_service_token
 from lotse_kit.errors import DomainError
 
 from ..domain.errors import ConsentUnavailable
-
-log = logging.getLogger(__name__)
 
 __all__ = ["ConsentDecisions", "ConsentUnavailable", "Decision", "HttpConsentDecisions"]
 
@@ -77,14 +74,7 @@ class HttpConsentDecisions:
         params: list[tuple[str, str]] = [("client_id", str(client_id)), ("recipient", recipient), ("purpose", Purpose(purpose).value)]
         params += [("category", DataCategory(c).value) for c in categories]
         try:
-            for attempt in (1, 2):
-                token = await self._token()
-                resp = await self._client.get("/v1/decisions", params=params, headers={"Authorization": f"Bearer {token}"})
-                invalidate = getattr(self.tokens, "invalidate", None)
-                if resp.status_code != 401 or attempt == 2 or invalidate is None:
-                    break
-                log.info("the consent service refused intake's token; fetching a new one")
-                invalidate()  # a token the provider no longer vouches for: fetch a new one, once
+            resp = await get_with_service_token(self._client, "/v1/decisions", tokens=self.tokens, token=self._token, params=params)
         except httpx.HTTPError as exc:
             raise ConsentUnavailable(f"consent service not reachable: {type(exc).__name__}") from exc
         if resp.status_code != 200:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import httpx
 
-from lotse_kit.auth import ServiceTokens
+from lotse_kit.auth import ServiceTokens, get_with_service_token
 from lotse_kit.context import ON_BEHALF_OF
 
 from ..domain.model import CLIENT_UNKNOWN, DO_NOT_CONTACT, NO_CONSENT
@@ -69,15 +69,9 @@ class IntakeContacts:
 
     async def lookup(self, client_id: str, org: str) -> ClientContact | NoContact:
         try:
-            for attempt in (1, 2):
-                token = await self.tokens()
-                r = await self._http().get(
-                    f"/v1/clients/{client_id}/contact", headers={"Authorization": f"Bearer {token}", ON_BEHALF_OF: org}
-                )
-                invalidate = getattr(self.tokens, "invalidate", None)
-                if r.status_code != 401 or attempt == 2 or invalidate is None:
-                    break
-                invalidate()  # a token the provider no longer vouches for (rotated keys): fetch a new one once
+            r = await get_with_service_token(
+                self._http(), f"/v1/clients/{client_id}/contact", tokens=self.tokens, headers={ON_BEHALF_OF: org}
+            )
         except httpx.TransportError as exc:
             raise ContactsUnavailable(f"intake contact API unreachable: {type(exc).__name__}") from exc
         if r.status_code == 200:
