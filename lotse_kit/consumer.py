@@ -1,16 +1,21 @@
-"""Idempotent event consumer with dead-lettering.
+"""Idempotent event consumer with dead-lettering, taking records in batches.
 
-For every record: decode the CloudEvent; a record that is undecodable,
-schema-invalid or of an unknown type goes to `<topic>.dlq` with headers naming
-the error and its origin, and the consumer carries on. A valid event runs its
-handler inside one database transaction that also stores the event id, so a
-redelivery (crash between DB commit and offset commit) is recognised and
-skipped. The offset is committed only after that transaction has committed.
+Records come in batches (one `getmany`: whatever is buffered, at most `max_records`). A batch is
+applied in one database transaction that stores every event id in `processed_events` and runs the
+handlers in delivery order, so a redelivery (crash between DB commit and offset commit) is
+recognised and skipped, and per-partition (per-client) order is kept. The offsets are committed
+only after that transaction has committed. Under light load a batch is one record; under heavy load
+the transaction, the offset commit and the subscription's optional `prepare` (e.g. one request to
+another service for the whole batch) are shared by many events.
 
-Handler failures are retried with backoff; infrastructure failures (database or
-network down) are retried until they heal, others are dead-lettered after
-`max_attempts`. A handler raises `Rejected` to dead-letter at once, e.g. for an
-answer from an organisation that may not give it. Nothing is log-and-acked.
+If anything in a batch fails (a record that does not decode, a handler error, a rejection, the
+database), the batch's transaction rolls back and its records are handled one at a time, each in
+a transaction of its own, exactly as follows. A record that is undecodable, schema-invalid or of
+an unknown type goes to `<topic>.dlq` with headers naming the error and its origin, and the
+consumer carries on. Handler failures are retried with backoff; infrastructure failures (database
+or network down) are retried until they heal, others are dead-lettered after `max_attempts`. A
+handler raises `Rejected` to dead-letter at once, e.g. for an answer from an organisation that may
+not give it. Nothing is log-and-acked.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextvars
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -33,7 +39,7 @@ from faststream.kafka.annotations import KafkaMessage
 from contracts import DecodeError, Envelope, decode
 
 from . import metrics
-from .declaration import EventHandler
+from .declaration import EventHandler, Prepare
 from .dlq import DeadLetterWriter
 from .kafka import KafkaConnection
 from .logging import event_context
@@ -66,6 +72,15 @@ def current_delivery() -> Delivery:
     return d
 
 
+_prepared: contextvars.ContextVar[Any] = contextvars.ContextVar("lotse_prepared", default=None)
+
+
+def prepared() -> Any:
+    """What the subscription's `prepare` returned for the batch the current handler runs in; None when the
+    subscription has no `prepare`, when it failed, or when the event is handled one at a time (fallback)."""
+    return _prepared.get()
+
+
 class Rejected(Exception):
     """A permanent, business-level refusal: the event is dead-lettered with this reason."""
 
@@ -76,19 +91,19 @@ class ConsumerStopping(Exception):
     """Raised to leave a record uncommitted while the service shuts down."""
 
 
-async def _tolerant_parse(record: ConsumerRecord, original: Any) -> Any:
-    """FastStream's parser decodes every header as UTF-8 and fails on anything else, before our
-    handler could dead-letter the record: the subscription would stall on it. FastStream gets a
-    header-less copy; the handler reads the untouched record from `msg.raw_message`."""
-    msg = await original(dataclasses.replace(record, headers=[]))
-    msg.raw_message = record
+async def parse_batch(records: tuple[ConsumerRecord, ...], original: Any) -> Any:
+    """FastStream's batch parser decodes every header of every record as UTF-8 (failing on anything else,
+    which would stall the subscription before our handler could dead-letter the record) and copies every
+    body; we need neither. Its message is built from a header-less duplicate of the first record, and
+    the handler reads the untouched records from `msg.raw_message`."""
+    msg = await original((dataclasses.replace(records[0], headers=[]),))
+    msg.raw_message = records
     return msg
 
 
-async def _raw_body(msg: Any) -> bytes:
+async def raw_records(msg: Any) -> Any:
     # We decode CloudEvents ourselves; FastStream's JSON decoding would fail before us on poison records.
-    body: bytes = msg.body
-    return body
+    return msg.raw_message
 
 
 @dataclass
@@ -115,6 +130,9 @@ class EventConsumer:
         auto_offset_reset: Literal["latest", "earliest", "none"] = "earliest",
         dead_letters: DeadLetterWriter | None = None,
         stall_after_s: float = 60.0,
+        prepare: Prepare | None = None,
+        max_records: int = 100,
+        batch_timeout_ms: int = 10,
     ) -> None:
         if not topics and not pattern:
             raise ValueError("a consumer needs topics or a pattern")
@@ -135,6 +153,11 @@ class EventConsumer:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.auto_offset_reset = auto_offset_reset
+        self.prepare = prepare
+        self.max_records = max_records
+        self.batch_timeout_ms = batch_timeout_ms
+        self.batches = 0  # transactions of more than one event that committed (diagnostics, tests)
+        self.fallbacks = 0  # batches handled one at a time after a failure
         self.stopping = False
         self.subscriber: Any = None
         self._broker: KafkaBroker | None = None
@@ -149,20 +172,127 @@ class EventConsumer:
             *self.topics,
             pattern=self.pattern,
             group_id=self.group_id,
+            # Success commits the consumer's position, i.e. past the whole batch; a failure (only
+            # ConsumerStopping gets out) seeks back to each partition's first record of the batch.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset=self.auto_offset_reset,
-            parser=_tolerant_parse,
-            decoder=_raw_body,
+            batch=True,
+            max_records=self.max_records,
+            batch_timeout_ms=self.batch_timeout_ms,
+            parser=parse_batch,
+            decoder=raw_records,
             max_poll_interval_ms=10 * 60 * 1000,
         )
-        self.subscriber(self._on_message)
+        self.subscriber(self._on_batch)
 
     @property
     def running(self) -> bool:
         return bool(self.subscriber is not None and getattr(self.subscriber, "running", False))
 
-    async def _on_message(self, body: bytes, msg: KafkaMessage) -> None:
-        record: ConsumerRecord = msg.raw_message
+    async def _on_batch(self, body: Any, msg: KafkaMessage) -> None:
+        records: list[ConsumerRecord] = list(msg.raw_message)
+        if records:
+            await self.handle_batch(records)
+
+    async def handle_batch(self, records: list[ConsumerRecord]) -> None:
+        """Applies `records` (one poll, in delivery order) in one transaction; on any failure, one at a time."""
+        if self.stopping:
+            raise ConsumerStopping("shutting down before the batch was processed")
+        work: list[tuple[ConsumerRecord, Envelope[Any], EventHandler]] = []
+        ignored: list[tuple[ConsumerRecord, Envelope[Any]]] = []
+        for record in records:
+            try:
+                env = decode(record.headers or [], record.value)
+            except Exception:  # dead-lettered with its reason by the one-at-a-time path
+                await self._one_at_a_time(records)
+                return
+            handler = self.handlers.get(env.type)
+            if handler is None:
+                ignored.append((record, env))
+            else:
+                work.append((record, env, handler))
+        for record in records:
+            self._inflight.setdefault((record.topic, record.partition), record.offset)
+        try:
+            outcomes = await self._apply_batch(work) if work else []
+        except ConsumerStopping:
+            raise
+        except Exception as exc:
+            # Rolled back as a whole: find and treat the failing event on its own, with retries and dead-lettering.
+            self.fallbacks += 1
+            log.info(
+                "batch failed; handling its records one at a time",
+                extra={"records": len(records), "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+            await self._one_at_a_time(records)
+            return
+        if len(work) > 1:
+            self.batches += 1
+        for (record, env, _), (outcome, seconds) in zip(work, outcomes, strict=True):
+            metrics.events_consumed.labels(self.service, self.name, record.topic, env.type, outcome).inc()
+            metrics.handler_seconds.labels(self.service, self.name, env.type).observe(seconds)
+            with event_context(env.id, env.subject):
+                log.info(
+                    "event processed" if outcome == "applied" else "duplicate event skipped",
+                    extra={"type": env.type, "topic": record.topic},
+                )
+        for record, env in ignored:
+            # A known event this consumer does not act on: tolerant readers skip it.
+            metrics.events_consumed.labels(self.service, self.name, record.topic, env.type, "ignored").inc()
+        self._done(records)
+
+    async def _apply_batch(self, work: list[tuple[ConsumerRecord, Envelope[Any], EventHandler]]) -> list[tuple[str, float]]:
+        prep = None
+        if self.prepare is not None:
+            try:
+                prep = await self.prepare([env for _, env, _ in work], self.deps)
+            except Exception as exc:  # only an optimisation: the handlers fetch for themselves
+                log.warning("prepare failed; the handlers work without it", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        outcomes: list[tuple[str, float]] = []
+        prepared_token = _prepared.set(prep)
+        try:
+            pool = self.pool_getter()
+            async with pool.acquire() as conn, conn.transaction():
+                fresh = {
+                    row["event_id"]
+                    for row in await conn.fetch(
+                        """INSERT INTO processed_events (consumer, event_id, event_type, topic, "partition", "offset")
+                           SELECT $1, e.* FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[]) AS e
+                           ON CONFLICT DO NOTHING RETURNING event_id""",
+                        self.name,
+                        [env.id for _, env, _ in work],
+                        [env.type for _, env, _ in work],
+                        [r.topic for r, _, _ in work],
+                        [r.partition for r, _, _ in work],
+                        [r.offset for r, _, _ in work],
+                    )
+                }
+                for record, env, handler in work:
+                    if self.stopping:
+                        raise ConsumerStopping("shutting down in the middle of a batch; it is rolled back")
+                    event_id = uuid.UUID(str(env.id))
+                    if event_id not in fresh:  # applied before, or earlier in this very batch
+                        outcomes.append(("duplicate", 0.0))
+                        continue
+                    fresh.discard(event_id)
+                    started = time.perf_counter()
+                    token = _delivery.set(Delivery(record.topic, record.partition, record.offset))
+                    try:
+                        with event_context(env.id, env.subject):
+                            # The pool hands out a proxy that behaves as the connection it wraps.
+                            await handler(env, cast(asyncpg.Connection, conn), self.deps)
+                    finally:
+                        _delivery.reset(token)
+                    outcomes.append(("applied", time.perf_counter() - started))
+        finally:
+            _prepared.reset(prepared_token)
+        return outcomes
+
+    async def _one_at_a_time(self, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            await self._on_record(record)
+
+    async def _on_record(self, record: ConsumerRecord) -> None:
         tp = (record.topic, record.partition)
         self._inflight[tp] = record.offset
         try:
@@ -176,8 +306,14 @@ class EventConsumer:
                 extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
             )
             await self.dead_letter(record, "consumer-failed", f"{type(exc).__name__}: {exc}")
-        self._inflight.pop(tp, None)
-        self._progress[tp] = (record.offset, time.monotonic())
+        self._done([record])
+
+    def _done(self, records: list[ConsumerRecord]) -> None:
+        now = time.monotonic()
+        for record in records:
+            tp = (record.topic, record.partition)
+            self._inflight.pop(tp, None)
+            self._progress[tp] = (record.offset, now)
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,13 @@ from contracts.events import EVENTS, SCHEMAS
 # One signature for every event handler in every service: the decoded event, the open transaction
 # (which also records the event as processed), and the service's dependencies.
 EventHandler = Callable[[Envelope[Any], asyncpg.Connection, Any], Awaitable[None]]
+
+# Optional, per subscription: called with a batch's events (those with a handler, in delivery order) and the
+# service's dependencies before the batch's transaction opens, e.g. to fetch from another service in one request
+# what the handlers will need. What it returns is what `lotse_kit.consumer.prepared()` gives the handlers of
+# that batch. It must have no effect of its own: a handler must work without it (prepared() is None when a batch
+# falls back to one event at a time), and a failing prepare only costs that fallback.
+Prepare = Callable[[Sequence[Envelope[Any]], Any], Awaitable[Any]]
 
 PARTNER_INBOX = "partner.{orgId}.inbox.v1"
 PARTNER_OUTBOX = "partner.{orgId}.outbox.v1"
@@ -62,6 +69,7 @@ class Subscription:
     handlers: Mapping[str, EventHandler] = field(default_factory=dict)
     custom: bool = False
     types: Mapping[str, tuple[str, ...]] | None = None  # custom subscriptions: channel -> message ids
+    prepare: Prepare | None = None
 
     def __post_init__(self) -> None:
         if not self.channels:

@@ -101,6 +101,9 @@ class Runtime:
                 dead_letters=self.dead_letters,
                 retry_base_s=self.settings.consumer_retry_base_s,
                 retry_max_s=self.settings.consumer_retry_max_s,
+                prepare=sub.prepare,
+                max_records=self.settings.consumer_max_records,
+                batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
             )
             consumer.register(self.broker)
             self.consumers.append(consumer)

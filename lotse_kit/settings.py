@@ -76,6 +76,17 @@ class KitSettings(BaseSettings):
     consumer_retry_base_s: float = Field(0.2, gt=0)
     consumer_retry_max_s: float = Field(30.0, gt=0)
 
+    consumer_max_records: int = Field(
+        100,
+        ge=1,
+        description="Most records one consumer takes in a batch (one transaction, one offset commit); under light load batches are small.",
+    )
+    consumer_batch_timeout_ms: int = Field(
+        10,
+        ge=1,
+        description="How long a consumer waits for records when none are buffered; after an empty wait it pauses as long again, so this bounds the latency added when idle.",
+    )
+
     consumer_stall_after_s: float = Field(
         60.0, gt=0, description="Readiness reports a consumer down when a partition with waiting records has not advanced for this long."
     )

@@ -110,7 +110,7 @@ def test_every_consumer_handles_or_dead_letters_any_record_with_a_reason(headers
     dead = RecordingDeadLetters()
     consumer = _consumer(dead)
     record = ConsumerRecord("lotse.anything.v1", 0, 7, 0, 0, key, value, None, 0, 0, headers)
-    asyncio.run(consumer._on_message(b"", types.SimpleNamespace(raw_message=record)))  # must not raise
+    asyncio.run(consumer._on_batch(b"", types.SimpleNamespace(raw_message=(record,))))  # must not raise
     try:
         env = decode(headers, value)
     except DecodeError:
