@@ -37,10 +37,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from lotse_kit.settings import KitSettings
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "scaling.md"
 MARK_BEGIN, MARK_END = "<!-- bench:scaling:begin -->", "<!-- bench:scaling:end -->"
+
+# How long a consumed event's id is kept (then pruned by the kit).
+PROCESSED_EVENTS_KEPT_DAYS: float = KitSettings.model_fields["processed_events_retention_days"].default
 
 SERVICES = ("intake", "consent", "notifications", "audit")
 SHARED = ("postgres", "kafka", "keycloak")
@@ -635,7 +640,7 @@ class Storage:
     kafka_written_per_year: float
     brokers: int
     audit_bytes_per_year: float
-    processed_bytes_per_year: float
+    processed_bytes_kept: float
     business_bytes_per_year: float
 
 
@@ -729,7 +734,12 @@ def storage_for(ld: Load, a: Assumptions, sized: Sequence[Sized], retention: Map
             replicas_per_broker=a.partition_replicas_per_broker,
         ),
         audit_bytes_per_year=ld.referrals_per_year * audit_per_ref + other_per_year * audit_per_ref / len(sized),
-        processed_bytes_per_year=ld.referrals_per_year * processed_rows_per_referral(flow) * processed_event_row_bytes(),
+        # Pruned after PROCESSED_EVENTS_KEPT_DAYS (lotse_kit settings): a constant size, not a growth.
+        processed_bytes_kept=ld.referrals_per_year
+        * PROCESSED_EVENTS_KEPT_DAYS
+        / 365
+        * processed_rows_per_referral(flow)
+        * processed_event_row_bytes(),
         business_bytes_per_year=ld.referrals_per_year * a.business_bytes_per_referral,
     )
 
@@ -960,20 +970,20 @@ def render(m: Model) -> str:
 
     out += [
         "",
-        "**PostgreSQL growth per year** (the audit log and `processed_events` are never pruned; business rows "
+        f"**PostgreSQL size after a year** (the audit log is never pruned; `processed_events` keeps {PROCESSED_EVENTS_KEPT_DAYS:.0f} days; business rows "
         f"≈ {_bytes(a.business_bytes_per_referral)} per referral, an estimate) and **connections** (replicas x "
         f"(pool of {POOL_SIZE} + the relay's listener)):",
         "",
-        "| scope | audit log / year | processed_events / year | business rows / year | **total / year** | PostgreSQL cores at peak "
+        "| scope | audit log / year | processed_events (kept) | business rows / year | **total after a year** | PostgreSQL cores at peak "
         "| connections |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for sc in m.scopes:
         st = sc.storage
-        total = st.audit_bytes_per_year + st.processed_bytes_per_year + st.business_bytes_per_year
+        total = st.audit_bytes_per_year + st.processed_bytes_kept + st.business_bytes_per_year
         conns = sum(sc.sizing.replicas.values()) * (POOL_SIZE + 1)
         out.append(
-            f"| {sc.load.scope} | {_bytes(st.audit_bytes_per_year)} | {_bytes(st.processed_bytes_per_year)} | "
+            f"| {sc.load.scope} | {_bytes(st.audit_bytes_per_year)} | {_bytes(st.processed_bytes_kept)} | "
             f"{_bytes(st.business_bytes_per_year)} | **{_bytes(total)}** | {sc.sizing.cores['postgres']:.2f} | {conns} |"
         )
 

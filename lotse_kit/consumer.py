@@ -106,6 +106,26 @@ async def raw_records(msg: Any) -> Any:
     return msg.raw_message
 
 
+async def prune_processed_events(pool: asyncpg.Pool, *, older_than_days: float, batch: int = 5000) -> bool:
+    """Deletes one batch of `processed_events` rows older than `older_than_days`; True if more are due.
+
+    A row only has to outlive every way its event could come again: a redelivery from its topic (the
+    longest retention of a consumed topic, 30 days) or a replay from the dead-letter topic (30 days).
+    The setting's default keeps a margin beyond both; without pruning the table grows by one row per
+    event and consumer for ever, and with it the index every batch inserts into."""
+    deleted = await pool.fetchval(
+        """WITH gone AS (
+               DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
+                   SELECT ctid FROM processed_events
+                    WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2))
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        older_than_days * 86400.0,
+        batch,
+    )
+    return bool(deleted and deleted >= batch)
+
+
 @dataclass
 class DeadLetter:
     kind: str

@@ -17,14 +17,14 @@ from typing import Any
 from contracts.topics import TopicSpec, dlq_spec, platform_topics
 
 from . import db
-from .consumer import EventConsumer
+from .consumer import EventConsumer, prune_processed_events
 from .declaration import ServiceDeclaration
 from .dlq import DeadLetterWriter
 from .kafka import TopicAdmin, ensure_topics, make_broker
 from .naming import Naming
 from .outbox import Outbox, OutboxRelay
 from .settings import KitSettings
-from .workers import Worker
+from .workers import Worker, periodic
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,16 @@ class Runtime:
             )
             consumer.register(self.broker)
             self.consumers.append(consumer)
+        if self.consumers:
+            days = self.settings.processed_events_retention_days
+            self.add_worker(
+                "processed-events-pruning",
+                periodic(
+                    "processed-events-pruning",
+                    lambda: prune_processed_events(self.db.pool, older_than_days=days),
+                    interval_s=self.settings.processed_events_prune_interval_s,
+                ),
+            )
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """A long-running coroutine given the stopping event; a `health()` method, if any, feeds readiness."""

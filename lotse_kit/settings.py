@@ -87,6 +87,13 @@ class KitSettings(BaseSettings):
         description="How long a consumer waits for records when none are buffered; after an empty wait it pauses as long again, so this bounds the latency added when idle.",
     )
 
+    processed_events_retention_days: float = Field(
+        35.0,
+        gt=0,
+        description="How long a consumed event's id is kept to recognise a redelivery; longer than any consumed topic's and dead-letter topic's retention (30 days).",
+    )
+    processed_events_prune_interval_s: float = Field(3600.0, gt=0)
+
     consumer_stall_after_s: float = Field(
         60.0, gt=0, description="Readiness reports a consumer down when a partition with waiting records has not advanced for this long."
     )

@@ -229,3 +229,29 @@ async def test_a_crash_mid_batch_applies_every_event_exactly_once(make_runtime, 
     if mode == "after-commit":
         # Redelivered, recognised, not applied again.
         assert await again.db.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM effects") == 1
+
+
+async def _insert_processed(rt, ages_days: list[float]) -> None:
+    await rt.db.pool.executemany(
+        """INSERT INTO processed_events (consumer, event_id, event_type, topic, "partition", "offset", processed_at)
+           VALUES ('someone', $1, 'lotse.client.registered', 't', 0, 0, now() - make_interval(days => $2))""",
+        [(uuid.uuid4(), age) for age in ages_days],
+    )
+
+
+async def test_processed_event_ids_are_pruned_after_the_retention_and_not_before(make_runtime, runtimes):
+    from lotse_kit.consumer import prune_processed_events
+
+    rt, _ = await start(make_runtime, runtimes, record_effect, processed_events_prune_interval_s=3600.0)
+    await _insert_processed(rt, [40, 36, 50, 34, 1])
+    assert await prune_processed_events(rt.db.pool, older_than_days=35, batch=2) is True  # a full batch: more due
+    assert await prune_processed_events(rt.db.pool, older_than_days=35, batch=2) is False
+    ages = await rt.db.pool.fetch("SELECT extract(day FROM now() - processed_at)::int AS d FROM processed_events ORDER BY d")
+    assert [r["d"] for r in ages] == [1, 34]
+
+
+async def test_every_service_with_consumers_prunes_on_its_own(make_runtime, runtimes):
+    rt, _ = await start(make_runtime, runtimes, record_effect, processed_events_prune_interval_s=0.2, processed_events_retention_days=2)
+    await _insert_processed(rt, [3, 1])
+    assert (await rt.readiness())["worker:processed-events-pruning"] == "up"
+    await eventually(lambda: rt.db.pool.fetchval("SELECT count(*) = 1 FROM processed_events"), timeout=30)
