@@ -220,3 +220,32 @@ async def test_missing_or_malformed_authorization(signer: LocalSigner, header: s
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.headers["www-authenticate"] == challenge
+
+
+async def test_a_verified_token_is_not_verified_again_until_it_expires() -> None:
+    signer = LocalSigner(ISSUER)
+    v = TokenVerifier(signer.settings(jwks_url=signer.jwks_url, leeway_s=0), transport=signer.transport())
+    token = signer.sign(signer.claims(subject="svc") | {"exp": int(time.time()) + 2})
+    first = await v.verify(token)
+    assert (await v.verify(token)) is first and v.cache_hits == 1
+    await asyncio.sleep(2.5)  # past exp: the cached principal must not outlive the token
+    with pytest.raises(InvalidToken, match="expired"):
+        await v.verify(token)
+
+
+async def test_a_cached_token_whose_key_was_withdrawn_is_refused_at_the_next_fetch() -> None:
+    signer = LocalSigner(ISSUER, kid="old")
+    clock = [0.0]
+    v = TokenVerifier(
+        signer.settings(jwks_url=signer.jwks_url, jwks_max_age_s=600), transport=signer.transport(), monotonic=lambda: clock[0]
+    )
+    token = signer.token()
+    await v.verify(token)
+    await v.verify(token)
+    assert v.cache_hits == 1
+    signer.kid = "new"  # the issuer withdraws "old" (e.g. compromised) and publishes only "new"
+    clock[0] += 601
+    with pytest.raises(InvalidToken, match="does not publish"):
+        await v.verify(token)
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
