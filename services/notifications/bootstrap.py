@@ -89,6 +89,8 @@ def bootstrap(
         clock=clock,
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         timeout_s=settings.smtp_timeout_s,
+        max_idle=settings.smtp_idle_connections,
+        idle_timeout_s=settings.smtp_idle_timeout_s,
     )
     deps = Deps(
         db=runtime.db,
@@ -107,6 +109,7 @@ def bootstrap(
         secret_rotation_overlap_s=settings.secret_rotation_overlap_s,
         webhook_allow_http=settings.webhook_allow_http,
         operator_orgs=frozenset(settings.operator_orgs),
+        intake_concurrency=settings.intake_concurrency,
     )
 
     runtime.subscribe(deps)
@@ -116,6 +119,8 @@ def bootstrap(
     runtime.on_stop(http_client.aclose)
     runtime.on_stop(webhook_http.aclose)
     runtime.on_stop(contacts.aclose)
+    if hasattr(email, "aclose"):  # the SMTP connections kept open between batches
+        runtime.on_stop(email.aclose)
 
     app = create_app(runtime, [http.router(deps)], title="Lotse notifications")
     app.state.deps = deps

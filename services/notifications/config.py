@@ -42,6 +42,12 @@ class NotificationsSettings(KitSettings):
         description="Intake's client contact API (consent-gated).",
     )
     intake_timeout_s: float = Field(5.0, gt=0, validation_alias=env("intake_timeout_s"))
+    intake_concurrency: int = Field(
+        8,
+        ge=1,
+        validation_alias=env("intake_concurrency"),
+        description="Contact lookups in flight at once for one batch (of the consumer or of the delivery worker).",
+    )
 
     # ------------------------------------------------------------ e-mail
     smtp_host: str = Field("127.0.0.1", validation_alias=env("smtp_host"))
@@ -52,6 +58,12 @@ class NotificationsSettings(KitSettings):
     smtp_password: SecretStr | None = Field(None, validation_alias=env("smtp_password"))
     smtp_timeout_s: float = Field(15.0, gt=0, validation_alias=env("smtp_timeout_s"))
     mail_from: str = Field("Lotse <no-reply@lotse.invalid>", validation_alias=env("mail_from"))
+    smtp_idle_connections: int = Field(
+        4, ge=0, validation_alias=env("smtp_idle_connections"), description="SMTP connections kept open between batches."
+    )
+    smtp_idle_timeout_s: float = Field(
+        60.0, gt=0, validation_alias=env("smtp_idle_timeout_s"), description="An SMTP connection unused this long is closed."
+    )
 
     # ------------------------------------------------------------ SMS
     sms_gateway_url: str | None = Field(

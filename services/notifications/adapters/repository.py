@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -75,9 +76,9 @@ async def insert_notification(conn: asyncpg.Connection, n: NewNotification, now:
     )
 
 
-async def wake_workers(conn: asyncpg.Connection) -> None:
-    """Delivered at commit: the delivery workers look for due rows at once instead of at their next poll."""
-    schema = await conn.fetchval("SELECT current_schema()")
+async def wake_workers(conn: asyncpg.Connection, schema: str) -> None:
+    """Delivered at commit: the delivery workers look for due rows at once instead of at their next poll.
+    `schema` is the service's (`Database.schema`, the connection's search_path): no round trip to ask for it."""
     await conn.execute("SELECT pg_notify($1, '')", wake_channel(schema))
 
 
@@ -97,6 +98,15 @@ async def remember_referral(
     )
 
 
+async def referrals(conn: asyncpg.Connection | asyncpg.Pool, referral_ids: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """referral id (as a string) -> from_org, to_org, service, for those of these referrals that are remembered."""
+    rows = await conn.fetch(
+        "SELECT referral_id, from_org, to_org, service FROM referrals WHERE referral_id = ANY($1::uuid[])",
+        list({uuid.UUID(str(r)) for r in referral_ids}),
+    )
+    return {str(r["referral_id"]): {"from_org": r["from_org"], "to_org": r["to_org"], "service": r["service"]} for r in rows}
+
+
 async def referral(conn: asyncpg.Connection | asyncpg.Pool, referral_id: Any) -> dict[str, Any] | None:
     if not referral_id:
         return None
@@ -109,6 +119,14 @@ async def client_erased(conn: asyncpg.Connection | asyncpg.Pool, client_id: Any)
     return bool(await conn.fetchval("SELECT true FROM erased_clients WHERE client_id = $1", uuid.UUID(str(client_id))))
 
 
+async def erased_among(conn: asyncpg.Connection | asyncpg.Pool, client_ids: Iterable[Any]) -> set[str]:
+    """Which of these clients were erased (as strings)."""
+    rows = await conn.fetch(
+        "SELECT client_id FROM erased_clients WHERE client_id = ANY($1::uuid[])", list({uuid.UUID(str(c)) for c in client_ids})
+    )
+    return {str(r["client_id"]) for r in rows}
+
+
 async def forget_client(
     conn: asyncpg.Connection, client_id: uuid.UUID, erased_at: datetime, reason: str, now: datetime
 ) -> list[asyncpg.Record]:
@@ -117,7 +135,7 @@ async def forget_client(
     forgets the client's referrals. What stays is the pseudonymous delivery record: which trigger, to which organisation
     or kind of recipient, on which channel, when, with which outcome, and every attempt.
 
-    Rows still to be sent to an organisation keep their payload until they end (`finish_attempt` empties it then)."""
+    Rows still to be sent to an organisation keep their payload until they end (`finish_attempts` empties it then)."""
     await conn.execute(
         "INSERT INTO erased_clients (client_id, erased_at) VALUES ($1, $2) ON CONFLICT (client_id) DO NOTHING", client_id, erased_at
     )
@@ -165,50 +183,57 @@ async def claim_due(
     )
 
 
-async def finish_attempt(
-    conn: asyncpg.Connection,
-    row: asyncpg.Record,
-    outcome: Outcome,
-    decision: Decision,
-    started_at: datetime,
-    now: datetime,
-    *,
-    provider_ref: str | None = None,
-) -> bool:
-    """Records the attempt and the new status. False if another worker re-claimed the row meanwhile (lease expired).
-    A row that ends for an erased client drops its payload (it was kept only to send; see `forget_client`)."""
-    updated = await conn.fetchval(
-        """UPDATE notifications
-              SET status = $3, next_attempt_at = $4, reason = $5, provider_ref = COALESCE($6, provider_ref), updated_at = now(),
-                  completed_at = CASE WHEN $3 IN ('created', 'sending') THEN NULL ELSE $7::timestamptz END,
-                  payload = CASE WHEN $3 NOT IN ('created', 'sending')
-                                      AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = notifications.client_id)
-                                 THEN '{}'::jsonb ELSE payload END
-            WHERE id = $1 AND attempts = $2 AND status = 'sending'
-           RETURNING true""",
-        row["id"],
-        row["attempts"],
-        decision.status.value,
-        decision.next_attempt_at,
-        outcome.reason,
-        provider_ref,
-        now,
+@dataclass(frozen=True)
+class Finished:
+    """One attempt's result, for `finish_attempts`."""
+
+    row: asyncpg.Record
+    outcome: Outcome
+    decision: Decision
+    started_at: datetime
+    finished_at: datetime
+
+
+async def finish_attempts(conn: asyncpg.Connection, done: list[Finished]) -> set[uuid.UUID]:
+    """Records a batch of attempts in one statement: every attempt goes into `delivery_attempts`, and each row still ours
+    (same attempt, still `sending`) gets its new status. Returns the ids of those rows; the others were re-claimed by
+    another worker after their lease ended, or ended meanwhile (an erasure). A row that ends for an erased client drops
+    its payload (it was kept only to send; see `forget_client`)."""
+    if not done:
+        return set()
+    rows = await conn.fetch(
+        """WITH f AS (
+               SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::timestamptz[],
+                                    $8::timestamptz[], $9::text[], $10::int[], $11::float8[])
+                        AS f(id, attempts, status, next_attempt_at, reason, provider_ref, started_at, finished_at, outcome, status_code,
+                             retry_after_s)),
+           attempts AS (
+               INSERT INTO delivery_attempts (notification_id, attempt, started_at, finished_at, outcome, status_code, reason,
+                                              retry_after_s, next_attempt_at)
+               SELECT id, attempts, started_at, finished_at, outcome, status_code, reason, retry_after_s, next_attempt_at FROM f)
+           UPDATE notifications n
+              SET status = f.status, next_attempt_at = f.next_attempt_at, reason = f.reason,
+                  provider_ref = COALESCE(f.provider_ref, n.provider_ref), updated_at = now(),
+                  completed_at = CASE WHEN f.status IN ('created', 'sending') THEN NULL ELSE f.finished_at END,
+                  payload = CASE WHEN f.status NOT IN ('created', 'sending')
+                                      AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = n.client_id)
+                                 THEN '{}'::jsonb ELSE n.payload END
+             FROM f
+            WHERE n.id = f.id AND n.attempts = f.attempts AND n.status = 'sending'
+           RETURNING n.id""",
+        [d.row["id"] for d in done],
+        [d.row["attempts"] for d in done],
+        [d.decision.status.value for d in done],
+        [d.decision.next_attempt_at for d in done],
+        [d.outcome.reason for d in done],
+        [d.outcome.reference for d in done],
+        [d.started_at for d in done],
+        [d.finished_at for d in done],
+        [d.outcome.kind.value for d in done],
+        [d.outcome.status_code for d in done],
+        [d.outcome.retry_after_s for d in done],
     )
-    await conn.execute(
-        """INSERT INTO delivery_attempts (notification_id, attempt, started_at, finished_at, outcome, status_code, reason, retry_after_s,
-                                          next_attempt_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        row["id"],
-        row["attempts"],
-        started_at,
-        now,
-        outcome.kind.value,
-        outcome.status_code,
-        outcome.reason,
-        outcome.retry_after_s,
-        decision.next_attempt_at,
-    )
-    return bool(updated)
+    return {r["id"] for r in rows}
 
 
 # ---------------------------------------------------------------- webhook endpoints

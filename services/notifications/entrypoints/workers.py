@@ -3,7 +3,8 @@ and the re-wrap job (`secret_rewrap`), which keeps stored webhook secrets under 
 
 Not a `periodic` job: it is woken by NOTIFY when the consumer records rows (on a dedicated LISTEN
 connection) and keeps up to `worker_batch_size` attempts in flight at once; without a wake-up it
-polls every `worker_poll_interval_s`. Safe with several replicas: rows are claimed with
+polls every `worker_poll_interval_s`. What one claim returns is sent as one batch (`handlers.send_batch`:
+e-mails over one SMTP connection, outcomes written in one transaction). Safe with several replicas: rows are claimed with
 FOR UPDATE SKIP LOCKED and a lease (adapters.repository.claim_due). Rate limits are per replica.
 """
 
@@ -21,7 +22,7 @@ from ..adapters import metrics
 from ..adapters import repository as repo
 from ..config import NotificationsSettings
 from ..domain.model import Channel, TokenBucket
-from ..handlers import Deps, rewrap_secrets, send_notification
+from ..handlers import Deps, rewrap_secrets, send_batch
 from ..handlers.triggers import SERVICE
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class DeliveryWorker:
         self.failures = 0
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[object]] = set()
+        self._in_flight = 0  # claimed notifications whose batch has not finished
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -69,7 +71,7 @@ class DeliveryWorker:
                     await sleep_unless_stopping(stopping, delay)
                     continue
                 self.failures = 0
-                if claimed == 0 or len(self._tasks) >= self.capacity:
+                if claimed == 0 or self._in_flight >= self.capacity:
                     await self._idle(stopping, self._idle_wait())
         finally:
             try:
@@ -86,7 +88,7 @@ class DeliveryWorker:
         """Claims what is due and fits the buckets and free capacity; starts sending it. Returns the number claimed."""
         total = 0
         for channel in Channel:
-            free = self.capacity - len(self._tasks)
+            free = self.capacity - self._in_flight
             if free <= 0:
                 break
             bucket = self.buckets.get(channel)
@@ -97,22 +99,28 @@ class DeliveryWorker:
             rows = await repo.claim_due(self.deps.db.pool, channel, allowed, self.lease_s, self.deps.clock.now())
             if bucket and rows:
                 bucket.take(len(rows))
-            for row in rows:
-                task = asyncio.create_task(self._send(row), name=f"notify-{row['id']}")
+            if rows:
+                self._in_flight += len(rows)
+                metrics.in_flight.labels(SERVICE).inc(len(rows))
+                task = asyncio.create_task(self._send(rows), name=f"notify-{channel.value}-{rows[0]['id']}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             total += len(rows)
         return total
 
-    async def _send(self, row: asyncpg.Record) -> None:
-        metrics.in_flight.labels(SERVICE).inc()
+    async def _send(self, rows: list[asyncpg.Record]) -> None:
         try:
-            await send_notification(row, self.deps)
+            await send_batch(rows, self.deps)
         except DB_ERRORS as exc:
-            # The outcome could not be recorded; the lease expires and the row is attempted again.
-            log.error("could not record a notification attempt", extra={"notification_id": str(row["id"]), "error": repr(exc)})
+            # The outcomes could not be recorded; the lease expires and the rows are attempted again.
+            log.error(
+                "could not record notification attempts", extra={"notification_ids": [str(r["id"]) for r in rows], "error": repr(exc)}
+            )
+        except Exception:  # a bug: logged; the lease brings the rows back
+            log.error("notification batch crashed", extra={"notification_ids": [str(r["id"]) for r in rows]}, exc_info=True)
         finally:
-            metrics.in_flight.labels(SERVICE).dec()
+            self._in_flight -= len(rows)
+            metrics.in_flight.labels(SERVICE).dec(len(rows))
             self._wake.set()
 
     def _idle_wait(self) -> float:

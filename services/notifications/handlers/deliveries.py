@@ -1,12 +1,17 @@
-"""Sending one claimed notification: render, send on its channel, record the outcome and, when final, announce it.
+"""Sending claimed notifications: render, send on their channel, record the outcomes and, for final ones, announce them.
 
-The delivery worker (entrypoints.workers) claims rows and calls `send_notification` for each.
+The delivery worker (entrypoints.workers) claims a batch of rows of one channel and calls `send_batch`: the client
+contacts the batch needs are asked of intake once per client and organisation, concurrently and bounded; the e-mails
+of the batch go to the SMTP sender together (one connection); the outcomes are written in one transaction.
+`send_notification` is the same for one row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,9 +27,9 @@ from lotse_kit.network import OrgDirectory
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..adapters.contacts import ContactsUnavailable, NoContact
+from ..adapters.contacts import ClientContact, ContactsUnavailable, NoContact
 from ..adapters.keys import SecretUnavailable, open_secret
-from ..adapters.senders import webhook_body
+from ..adapters.senders import Email, webhook_body
 from ..adapters.templates import Catalog, Rendered, TemplateMissing
 from ..domain.context import build_context
 from ..domain.model import Channel, Outcome, RecipientKind, Status, decide
@@ -33,78 +38,108 @@ from .triggers import DPO_KEY_PREFIX, SERVICE, SOURCE, address
 
 log = logging.getLogger(__name__)
 
+Contact = ClientContact | NoContact | Exception  # the exception: the lookup failed (ContactsUnavailable: retried)
+
 
 async def send_notification(row: asyncpg.Record, deps: Deps) -> Status:
-    """One attempt for a claimed row; records the attempt, the new status and, when final, the event."""
+    """One attempt for one claimed row (a batch of one)."""
+    [status] = await send_batch([row], deps)
+    return status
+
+
+async def send_batch(rows: Sequence[asyncpg.Record], deps: Deps) -> list[Status]:
+    """One attempt for each claimed row (all of one channel); records every attempt, the new statuses and, for final
+    ones, the events, in one transaction. Returns the statuses in the order of `rows`."""
+    if not rows:
+        return []
     started = deps.clock.now()
-    channel = Channel(row["channel"])
-    try:
-        outcome = await _attempt(row, channel, deps)
-    except Exception as exc:  # a bug must not leave the row in limbo
-        log.error("notification attempt crashed", extra={"notification_id": str(row["id"])}, exc_info=True)
-        outcome = Outcome.technical(f"internal error ({type(exc).__name__})")
-    metrics.attempts.labels(SERVICE, channel.value, outcome.kind.value).inc()
-    now = deps.clock.now()
-    decision = decide(outcome, row["attempts"], deps.policy, now)
-    async with deps.db.pool.acquire() as conn, conn.transaction():
-        mine = await repo.finish_attempt(conn, row, outcome, decision, started, now, provider_ref=outcome.reference)
-        if not mine:
-            log.warning(
-                "notification was re-claimed by another worker; outcome recorded as attempt only", extra={"notification_id": str(row["id"])}
-            )
-            return decision.status
-        if outcome.disable_endpoint and row["endpoint_id"]:
-            await repo.disable_endpoint(conn, row["endpoint_id"], outcome.reason, now)
-            log.warning("webhook endpoint disabled", extra={"endpoint_id": str(row["endpoint_id"]), "reason": outcome.reason})
-        if decision.final:
-            await deps.outbox.enqueue(conn, _final_event(row, decision.status, outcome, now))
-            metrics.completed.labels(SERVICE, channel.value, decision.status.value).inc()
-    log.info(
-        "notification attempt",
-        extra={
-            "notification_id": str(row["id"]),
-            "channel": channel.value,
-            "attempt": row["attempts"],
-            "outcome": outcome.kind.value,
-            "status": decision.status.value,
-            "reason": outcome.reason,
-            "next_attempt_at": decision.next_attempt_at.isoformat() if decision.next_attempt_at else None,
-        },
-    )
-    return decision.status
+    outcomes = await _attempt_all(rows, deps)
+    return await _record(rows, outcomes, started, deps)
 
 
-def _final_event(row: asyncpg.Record, status: Status, outcome: Outcome, now: datetime) -> Envelope[Any]:
-    common = dict(
-        notification_id=row["id"],
-        client_id=row["client_id"],
-        trigger_event_id=row["trigger_event_id"],
-        trigger_type=row["trigger_type"],
-        channel=Channel(row["channel"]),
-        recipient_kind=RecipientKind(row["recipient_kind"]),
-        recipient_org=row["recipient_org"],
-        language=row["language"],
-    )
-    if status is Status.DELIVERED:
-        data: Any = NotificationDelivered(**common, delivered_at=now, attempts=row["attempts"])
-    else:
-        data = NotificationFailed(
-            **common, status=NotificationFailure(status.value), reason=outcome.reason, attempts=row["attempts"], failed_at=now
-        )
-    return new_event(data, source=SOURCE, acting_org=row["recipient_org"], time=now)
-
-
-async def _attempt(row: asyncpg.Record, channel: Channel, deps: Deps) -> Outcome:
-    payload = row["payload"]
-    payload = json.loads(payload) if isinstance(payload, str) else dict(payload)
-    if channel is Channel.WEBHOOK:
-        return await _attempt_webhook(row, payload, deps)
-
-    if row["recipient_kind"] == RecipientKind.CLIENT.value:
+async def _attempt_all(rows: Sequence[asyncpg.Record], deps: Deps) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(rows)
+    # Asked again before every send (a consent withdrawn or do_not_contact set since recording stops the message),
+    # but once per client and organisation in a batch; kept only for this batch.
+    contacts = await _contacts(rows, deps)
+    emails: list[tuple[int, Email]] = []
+    others: list[tuple[int, Awaitable[Outcome]]] = []
+    for i, row in enumerate(rows):
         try:
-            contact = await deps.contacts.lookup(str(row["client_id"]), row["recipient_org"])
-        except ContactsUnavailable:
+            channel = Channel(row["channel"])
+            payload = row["payload"]
+            payload = json.loads(payload) if isinstance(payload, str) else dict(payload)
+            if channel is Channel.WEBHOOK:
+                others.append((i, _guarded(row, _attempt_webhook(row, payload, deps))))
+                continue
+            message = _message(row, channel, payload, contacts.get(_contact_key(row)), deps)
+            if isinstance(message, Outcome):
+                outcomes[i] = message
+            elif channel is Channel.EMAIL:
+                emails.append((i, Email(to=message[0], rendered=message[1], message_id=str(row["id"]))))
+            elif deps.sms is None:
+                outcomes[i] = Outcome.technical("no SMS gateway configured")
+            else:
+                others.append((i, _guarded(row, deps.sms.send(to=message[0], rendered=message[1], reference=str(row["id"])))))
+        except Exception as exc:  # a bug must not leave the row in limbo
+            outcomes[i] = _crashed(row, exc)
+    if emails:
+        try:
+            sent = await deps.email.send_many([e for _, e in emails])
+        except Exception as exc:
+            sent = [_crashed(rows[i], exc) for i, _ in emails]
+        for (i, _), outcome in zip(emails, sent, strict=True):
+            outcomes[i] = outcome
+    if others:
+        for (i, _), outcome in zip(others, await asyncio.gather(*(a for _, a in others)), strict=True):
+            outcomes[i] = outcome
+    return [o if o is not None else Outcome.technical("internal error (no outcome)") for o in outcomes]
+
+
+async def _guarded(row: asyncpg.Record, attempt: Awaitable[Outcome]) -> Outcome:
+    try:
+        return await attempt
+    except Exception as exc:
+        return _crashed(row, exc)
+
+
+def _crashed(row: asyncpg.Record, exc: Exception) -> Outcome:
+    log.error("notification attempt crashed", extra={"notification_id": str(row["id"])}, exc_info=exc)
+    return Outcome.technical(f"internal error ({type(exc).__name__})")
+
+
+def _contact_key(row: asyncpg.Record) -> tuple[str, str] | None:
+    if row["recipient_kind"] != RecipientKind.CLIENT.value or row["channel"] == Channel.WEBHOOK.value:
+        return None
+    return str(row["client_id"]), row["recipient_org"]
+
+
+async def _contacts(rows: Sequence[asyncpg.Record], deps: Deps) -> dict[tuple[str, str] | None, Contact]:
+    keys = list(dict.fromkeys(k for k in map(_contact_key, rows) if k is not None))
+    if not keys:
+        return {}
+    limit = asyncio.Semaphore(deps.intake_concurrency)
+
+    async def one(client_id: str, org: str) -> Contact:
+        async with limit:
+            try:
+                return await deps.contacts.lookup(client_id, org)
+            except Exception as exc:  # decided per row in _message
+                return exc
+
+    found = await asyncio.gather(*(one(c, o) for c, o in keys))
+    return dict(zip(keys, found, strict=True))
+
+
+def _message(
+    row: asyncpg.Record, channel: Channel, payload: dict[str, Any], contact: Contact | None, deps: Deps
+) -> tuple[str, Rendered] | Outcome:
+    """The address and the rendered text of an e-mail or SMS, or the outcome that ends this attempt without sending."""
+    if row["recipient_kind"] == RecipientKind.CLIENT.value:
+        if contact is None or isinstance(contact, ContactsUnavailable):
             return Outcome.retry("intake contact API unavailable")
+        if isinstance(contact, Exception):
+            return _crashed(row, contact)
         if isinstance(contact, NoContact):
             # e.g. consent withdrawn, or the client asked not to be contacted, since the notification was recorded: final
             return Outcome.permanent(contact.reason)
@@ -139,12 +174,69 @@ async def _attempt(row: asyncpg.Record, channel: Channel, deps: Deps) -> Outcome
             extra={"notification_id": str(row["id"]), "template": row["template"], "error": f"{type(exc).__name__}: {exc}"[:300]},
         )
         return Outcome.technical(f"template {row['template']} could not be rendered ({type(exc).__name__})")
+    return to, rendered
 
-    if channel is Channel.EMAIL:
-        return await deps.email.send(to=to, rendered=rendered, message_id=str(row["id"]))
-    if deps.sms is None:
-        return Outcome.technical("no SMS gateway configured")
-    return await deps.sms.send(to=to, rendered=rendered, reference=str(row["id"]))
+
+async def _record(rows: Sequence[asyncpg.Record], outcomes: list[Outcome], started: datetime, deps: Deps) -> list[Status]:
+    now = deps.clock.now()
+    done = [
+        repo.Finished(row, outcome, decide(outcome, row["attempts"], deps.policy, now), started, now)
+        for row, outcome in zip(rows, outcomes, strict=True)
+    ]
+    for d in done:
+        metrics.attempts.labels(SERVICE, d.row["channel"], d.outcome.kind.value).inc()
+    completed: list[repo.Finished] = []
+    async with deps.db.pool.acquire() as conn, conn.transaction():
+        mine = await repo.finish_attempts(conn, done)
+        for d in done:
+            if d.row["id"] not in mine:
+                log.warning(
+                    "notification was re-claimed by another worker or ended meanwhile; outcome recorded as attempt only",
+                    extra={"notification_id": str(d.row["id"])},
+                )
+                continue
+            if d.outcome.disable_endpoint and d.row["endpoint_id"]:
+                await repo.disable_endpoint(conn, d.row["endpoint_id"], d.outcome.reason, now)
+                log.warning("webhook endpoint disabled", extra={"endpoint_id": str(d.row["endpoint_id"]), "reason": d.outcome.reason})
+            if d.decision.final:
+                await deps.outbox.enqueue(conn, _final_event(d.row, d.decision.status, d.outcome, now))
+                completed.append(d)
+    for d in completed:  # counted once committed
+        metrics.completed.labels(SERVICE, d.row["channel"], d.decision.status.value).inc()
+    for d in done:
+        log.info(
+            "notification attempt",
+            extra={
+                "notification_id": str(d.row["id"]),
+                "channel": d.row["channel"],
+                "attempt": d.row["attempts"],
+                "outcome": d.outcome.kind.value,
+                "status": d.decision.status.value,
+                "reason": d.outcome.reason,
+                "next_attempt_at": d.decision.next_attempt_at.isoformat() if d.decision.next_attempt_at else None,
+            },
+        )
+    return [d.decision.status for d in done]
+
+
+def _final_event(row: asyncpg.Record, status: Status, outcome: Outcome, now: datetime) -> Envelope[Any]:
+    common = dict(
+        notification_id=row["id"],
+        client_id=row["client_id"],
+        trigger_event_id=row["trigger_event_id"],
+        trigger_type=row["trigger_type"],
+        channel=Channel(row["channel"]),
+        recipient_kind=RecipientKind(row["recipient_kind"]),
+        recipient_org=row["recipient_org"],
+        language=row["language"],
+    )
+    if status is Status.DELIVERED:
+        data: Any = NotificationDelivered(**common, delivered_at=now, attempts=row["attempts"])
+    else:
+        data = NotificationFailed(
+            **common, status=NotificationFailure(status.value), reason=outcome.reason, attempts=row["attempts"], failed_at=now
+        )
+    return new_event(data, source=SOURCE, acting_org=row["recipient_org"], time=now)
 
 
 def render(

@@ -35,6 +35,7 @@ class Deps:
     secret_rotation_overlap_s: float = 86400.0
     webhook_allow_http: bool = False
     operator_orgs: frozenset[str] = field(default_factory=frozenset)
+    intake_concurrency: int = 8  # contact lookups of one batch in flight at once
 
     def channel_enabled(self, channel: Channel) -> bool:
         return channel is not Channel.SMS or self.sms is not None

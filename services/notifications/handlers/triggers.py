@@ -1,12 +1,20 @@
 """A trigger event arrived: decide recipients and channels from the routing table and record one row each.
 
 Nothing is sent here; the delivery worker sends what is recorded (handlers.deliveries).
+
+`prepare_triggers` is the subscription's `prepare` (lotse_kit.declaration.Prepare): before a consumer batch's
+transaction opens, it asks intake for the contacts of every client the batch's triggers will notify, concurrently
+and bounded, so that the handlers do not ask one by one inside the transaction. What it fetched is kept only for
+that batch (`lotse_kit.consumer.prepared()`); a handler that finds no prepared answer asks intake itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import replace
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -14,6 +22,7 @@ import asyncpg
 from contracts import Envelope, new_event
 from contracts.events import NotificationFailed
 from contracts.vocab import NotificationFailure
+from lotse_kit.consumer import prepared
 from lotse_kit.i18n import DEFAULT_LANGUAGE, choose_language
 from lotse_kit.network import Organisation
 
@@ -42,12 +51,8 @@ async def record_notifications(env: Envelope[Any], conn: asyncpg.Connection, dep
     payload = scrub(env.type, data)
     if env.type == "lotse.referral.sent":
         await repo.remember_referral(conn, data["referral_id"], data["from_org"], data["to_org"], data.get("service"), data["client_id"])
-    elif env.type in ("lotse.referral.accepted", "lotse.referral.declined"):
-        known = await repo.referral(conn, data.get("referral_id"))
-        if known:
-            payload.setdefault("service", known["service"])
-            if not payload.get("from_org"):
-                payload["from_org"] = known["from_org"]
+    elif env.type in REFERRAL_ANSWERS:
+        _complete_answer(payload, await repo.referral(conn, data.get("referral_id")))
     concerned = concerned_orgs(payload)
     recorded = 0
     for route in routes_for(env.type):
@@ -64,7 +69,92 @@ async def record_notifications(env: Envelope[Any], conn: asyncpg.Connection, dep
             for org in orgs:
                 recorded += await _record_for_org(conn, env, route, org, deps.directory.organisation(org), payload, concerned, deps)
     if recorded:
-        await repo.wake_workers(conn)
+        batch = prepared()
+        if not isinstance(batch, PreparedTriggers):
+            await repo.wake_workers(conn, deps.db.schema)
+        elif not batch.woken:  # one NOTIFY per batch transaction is enough (PostgreSQL folds identical ones anyway)
+            await repo.wake_workers(conn, deps.db.schema)
+            batch.woken = True
+
+
+REFERRAL_ANSWERS = ("lotse.referral.accepted", "lotse.referral.declined")
+
+
+def _complete_answer(payload: dict[str, Any], known: dict[str, Any] | None) -> None:
+    """Referral answers may lack `from_org` and never name the service: both from the remembered referral."""
+    if known:
+        payload.setdefault("service", known["service"])
+        if not payload.get("from_org"):
+            payload["from_org"] = known["from_org"]
+
+
+# ---------------------------------------------------------------- per batch
+@dataclass
+class PreparedTriggers:
+    """What `prepare_triggers` fetched for one consumer batch. Never stored: it lives as long as the batch."""
+
+    contacts: dict[tuple[str, str], ClientContact | NoContact] = field(default_factory=dict)
+    woken: bool = False  # the delivery workers were notified in this batch's transaction
+
+    def contact(self, client_id: str, org: str) -> ClientContact | NoContact | None:
+        return self.contacts.get((client_id, org))
+
+
+async def prepare_triggers(envs: Sequence[Envelope[Any]], deps: Deps) -> PreparedTriggers:
+    """The contacts (client, on behalf of which organisation) the batch's client notifications will need, fetched
+    from intake concurrently (at most `deps.intake_concurrency` at once). No effects: nothing is written. Clients
+    erased (before, or in this batch) are not asked about; a lookup that fails is left out (the handler asks again
+    and meets the failure there)."""
+    wanted = await _clients_to_contact(envs, deps)
+    out = PreparedTriggers()
+    if not wanted:
+        return out
+    limit = asyncio.Semaphore(deps.intake_concurrency)
+
+    async def one(client_id: str, org: str) -> None:
+        async with limit:
+            try:
+                out.contacts[(client_id, org)] = await deps.contacts.lookup(client_id, org)
+            except Exception as exc:  # e.g. intake unavailable: the handler's own lookup decides
+                log.info("contact lookup in prepare failed; left to the handler", extra={"error": f"{type(exc).__name__}"})
+
+    await asyncio.gather(*(one(c, o) for c, o in wanted))
+    return out
+
+
+async def _clients_to_contact(envs: Sequence[Envelope[Any]], deps: Deps) -> list[tuple[str, str]]:
+    """(client id, organisation) for every client route of the batch's triggers, as `record_notifications` will ask."""
+    erased_here = {str(e.data.client_id) for e in envs if e.type == "lotse.client.erased"}
+    sent_here: dict[str, dict[str, Any]] = {}
+    unknown_referrals: set[uuid.UUID] = set()
+    for env in envs:
+        if env.type == "lotse.referral.sent":
+            sent_here[str(env.data.referral_id)] = {"from_org": env.data.from_org, "service": env.data.service}
+        elif env.type in REFERRAL_ANSWERS and not env.data.from_org and str(env.data.referral_id) not in sent_here:
+            unknown_referrals.add(env.data.referral_id)
+    known = dict(sent_here)
+    if unknown_referrals:
+        known.update(await repo.referrals(deps.db.pool, unknown_referrals))
+    wanted: dict[tuple[str, str], None] = {}
+    for env in envs:
+        routes = [r for r in routes_for(env.type) if r.audience is Audience.CLIENT]
+        if not routes:
+            continue
+        payload = scrub(env.type, env.data.model_dump(mode="json"))
+        if env.type in REFERRAL_ANSWERS:
+            _complete_answer(payload, known.get(str(payload.get("referral_id"))))
+        client_id = payload.get("client_id")
+        if not client_id or str(client_id) in erased_here:
+            continue
+        for route in routes:
+            orgs = orgs_named(route, payload)
+            if orgs:
+                wanted[(str(client_id), orgs[0])] = None
+    if not wanted:
+        return []
+    # Erased clients: not even a question to intake (see forget_client).
+    gone = await repo.erased_among(deps.db.pool, {c for c, _ in wanted})
+    return [(c, o) for c, o in wanted if c not in gone]
 
 
 async def _record_for_client(
@@ -91,7 +181,10 @@ async def _record_for_client(
     # Raises ContactsUnavailable (an OSError) while intake is down: the kit retries the event until it answers.
     # A client without consent, or who asked not to be contacted (do_not_contact), gets nothing on any channel: one
     # final row records why (never retried), announced as lotse.notification.failed.
-    contact = await deps.contacts.lookup(str(client_id), org)
+    batch = prepared()
+    contact = batch.contact(str(client_id), org) if isinstance(batch, PreparedTriggers) else None
+    if contact is None:  # no prepare (one event at a time), or it left this one out
+        contact = await deps.contacts.lookup(str(client_id), org)
     if isinstance(contact, NoContact):
         return await _record_failed(
             conn,
