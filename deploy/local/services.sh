@@ -15,6 +15,10 @@ export LOTSE_NETWORK_FILE=${LOTSE_NETWORK_FILE:-$repo/deploy/demo/network.yaml}
 # Demo mail: a local SMTP server that files every message as a maildir under .run/mail.
 MAILSINK_PORT=${LOTSE_MAILSINK_PORT:-8025}
 export LOTSE_NOTIFICATIONS_SMTP_PORT=${LOTSE_NOTIFICATIONS_SMTP_PORT:-$MAILSINK_PORT}
+# The default limits protect a real mail server (10 e-mails/s); the local sink takes what the benchmark sends.
+if [ "$LOTSE_NOTIFICATIONS_SMTP_PORT" = "$MAILSINK_PORT" ]; then
+  export LOTSE_NOTIFICATIONS_RATE_LIMITS=${LOTSE_NOTIFICATIONS_RATE_LIMITS:-'{"email": {"rate_per_s": 2000, "burst": 2000}, "sms": {"rate_per_s": 5, "burst": 20}, "webhook": {"rate_per_s": 50, "burst": 100}}'}
+fi
 
 # The ports come from the one list in lotse_kit/settings.py (SERVICE_PORTS); LOTSE_<NAME>_HTTP_PORT overrides.
 declare -A PORTS=()
