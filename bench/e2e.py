@@ -26,6 +26,8 @@ What it does, on the services `make up` started (ports 8001-8004) and their Kafk
    CPU window has closed, so reading them costs the measured system nothing (polling the audit API
    during the step would). `logged_at` is the audit append transaction's start (`now()`), a few
    milliseconds before its commit: that figure is a lower bound by the length of one append.
+   Also the time until the first signed tree head whose tree size covers that entry (`signed_at`
+   of the row in `audit.tree_heads`; column `sth`), read the same way.
 5. **CPU** per process group from /proc (`bench/_procs.py`): each service, PostgreSQL (its backends
    are also attributed to the service that opened them by `application_name`), Kafka, Keycloak, the
    mail sink, the partner processes, the floor's processes and this load generator. A step's CPU
@@ -478,23 +480,39 @@ class Bench:
         arrivals = target.reporters.arrivals
         events = {arrivals[r]["event_id"]: r for r in ok if r in arrivals}
         audit: dict[str, datetime] = {}
+        audit_idx: dict[str, int] = {}
+        heads: list[tuple[int, datetime]] = []
         answers: dict[str, tuple[str, datetime]] = {}
         deadline = time.monotonic() + 60
         while True:
             rows = await self.db.fetch(
-                "SELECT event_id, logged_at FROM audit.audit_log WHERE idx > $1 AND event_id = ANY($2::text[])", audit_from, list(events)
+                "SELECT event_id, idx, logged_at FROM audit.audit_log WHERE idx > $1 AND event_id = ANY($2::text[])",
+                audit_from,
+                list(events),
             )
             audit.update({r["event_id"]: r["logged_at"] for r in rows})
+            audit_idx.update({r["event_id"]: r["idx"] for r in rows})
+            # Signed tree heads that cover any of the step's entries, in signing order.
+            heads = [
+                (r["tree_size"], r["signed_at"])
+                for r in await self.db.fetch(
+                    "SELECT tree_size, signed_at FROM audit.tree_heads WHERE tree_size > $1 ORDER BY signed_at, id", audit_from + 1
+                )
+            ]
+            covered = max((n for n, _ in heads), default=0) > max(audit_idx.values(), default=-1)
             rows = await self.db.fetch(
                 "SELECT referral_id::text AS rid, status, updated_at FROM intake.referrals WHERE referral_id = ANY($1::uuid[])", list(ok)
             )
             answers = {r["rid"]: (r["status"], r["updated_at"]) for r in rows}
             accepted = sum(1 for st, _ in answers.values() if st == "accepted")
-            if (len(audit) >= len(events) and accepted >= len(events)) or time.monotonic() > deadline:
+            if (len(audit) >= len(events) and accepted >= len(events) and covered) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1.0)
         result["audit_ms"] = summary([(audit[e].timestamp() - ok[r].due_wall) * 1000 for e, r in events.items() if e in audit])
         result["missing_in_audit"] = len(events) - sum(1 for e in events if e in audit)
+        sth = first_head_covering(heads, audit_idx)
+        result["sth_ms"] = summary([(sth[e].timestamp() - ok[r].due_wall) * 1000 for e, r in events.items() if e in sth])
+        result["missing_in_sth"] = len(events) - len(sth)
         acc = [(at.timestamp() - ok[r].due_wall) * 1000 for r, (st, at) in answers.items() if st == "accepted"]
         result["accepted_at_intake_ms"] = summary(acc)
         result["not_accepted"] = len(ok) - len(acc)
@@ -521,6 +539,22 @@ def _app_group(app: str) -> str:
     if app.startswith("bench-e2e"):
         return "loadgen"
     return "postgres (background, other clients)"
+
+
+def first_head_covering(heads: list[tuple[int, datetime]], idx: dict[str, int]) -> dict[str, datetime]:
+    """For each entry (by key), when the first signed tree head covering its index was signed.
+    `heads`: (tree_size, signed_at) in signing order; a head covers index i when tree_size > i."""
+    import bisect
+
+    reach: list[int] = []  # the largest tree size signed so far, after each head
+    for n, _ in heads:
+        reach.append(max(n, reach[-1]) if reach else n)
+    out: dict[str, datetime] = {}
+    for key, i in idx.items():
+        k = bisect.bisect_right(reach, i)
+        if k < len(heads):
+            out[key] = heads[k][1]
+    return out
 
 
 def holds(r: dict[str, Any]) -> bool:
@@ -706,6 +740,7 @@ def _f(v: Any, digits: int = 0) -> str:
 def one_line(r: dict[str, Any]) -> str:
     h, i = r["http_ms"], r["inbox_ms"]
     extra = f", audit p99 {_f(r['audit_ms']['p99'])} ms" if "audit_ms" in r else ""
+    extra += f", sth p99 {_f(r['sth_ms']['p99'])} ms" if "sth_ms" in r else ""
     return (
         f"{r['ok']}/{r['requests']} ok ({r['achieved_per_s']}/s), errors {r['errors']}, missing {r['missing_in_inbox']}; "
         f"HTTP p50/p99 {_f(h['p50'], 1)}/{_f(h['p99'], 1)} ms, inbox p50/p99 {_f(i['p50'], 1)}/{_f(i['p99'], 1)} ms{extra}; "
@@ -721,27 +756,29 @@ def tables(result: dict[str, Any]) -> str:
     lotse = [s for s in steps if s["target"] == "lotse"]
     out = [
         "Latency (ms, from each request's due time; inbox = referral → partner inbox; audit = → the inbox record's audit entry; "
-        "accepted = → the partner's acceptance recorded by intake)",
+        "sth = → the first signed tree head covering that entry; accepted = → the partner's acceptance recorded by intake)",
         "",
         "| offered/s | achieved/s | errors | missing | HTTP p50 | HTTP p99 | inbox p50 | inbox p99 | audit p50 | audit p99 "
-        "| accepted p99 | floor HTTP p50 / p99 | floor inbox p50 / p99 | goal |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| sth p50 | sth p99 | accepted p99 | floor HTTP p50 / p99 | floor inbox p50 / p99 | goal |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for s in lotse:
         f = floor_.get(s["offered_per_s"])
         fl = f"{_f(f['http_ms']['p50'], 1)} / {_f(f['http_ms']['p99'], 1)}" if f else "-"
         fi = f"{_f(f['inbox_ms']['p50'], 1)} / {_f(f['inbox_ms']['p99'], 1)}" if f else "-"
         a = s.get("audit_ms", {})
+        h = s.get("sth_ms", {})
         out.append(
             f"| {s['offered_per_s']:g} | {s['achieved_per_s']:g} | {s['errors']} | {s['missing_in_inbox']} | {_f(s['http_ms']['p50'], 1)} | "
             f"{_f(s['http_ms']['p99'], 1)} | {_f(s['inbox_ms']['p50'], 1)} | {_f(s['inbox_ms']['p99'], 1)} | {_f(a.get('p50'), 1)} | "
-            f"{_f(a.get('p99'), 1)} | {_f(s.get('accepted_at_intake_ms', {}).get('p99'), 1)} | {fl} | {fi} | "
+            f"{_f(a.get('p99'), 1)} | {_f(h.get('p50'), 1)} | {_f(h.get('p99'), 1)} | "
+            f"{_f(s.get('accepted_at_intake_ms', {}).get('p99'), 1)} | {fl} | {fi} | "
             f"{'holds' if s['holds_goal'] else 'misses'} |"
         )
     if not lotse:
         for r, f in sorted(floor_.items()):
             out.append(
-                f"| {r:g} | {f['achieved_per_s']:g} | {f['errors']} | {f['missing_in_inbox']} | - | - | - | - | - | - | - | "
+                f"| {r:g} | {f['achieved_per_s']:g} | {f['errors']} | {f['missing_in_inbox']} | - | - | - | - | - | - | - | - | - | "
                 f"{_f(f['http_ms']['p50'], 1)} / {_f(f['http_ms']['p99'], 1)} | {_f(f['inbox_ms']['p50'], 1)} / {_f(f['inbox_ms']['p99'], 1)} | "
                 f"{'holds' if f['holds_goal'] else 'misses'} |"
             )

@@ -17,7 +17,7 @@ from .adapters.repository import AuditRepository
 from .config import AuditSettings
 from .entrypoints import http
 from .entrypoints.consumers import DECLARATION, IngestConsumer
-from .entrypoints.workers import IngestWriter, tree_head_signer
+from .entrypoints.workers import IngestWriter, TreeHeadSigner
 from .handlers import Deps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -60,10 +60,12 @@ def bootstrap(
     ingest.register()
     runtime.add_check(f"ingest:{ingest.group_id}", ingest.health)
     runtime.add_check("network", directory.health)
-    runtime.add_worker("ingest-writer", IngestWriter(ingest, deps, settings))
-    runtime.add_worker("tree-head-signer", tree_head_signer(deps, settings.tree_head_interval_s))
+    signer = TreeHeadSigner(deps, delay_s=settings.tree_head_delay_ms / 1000, interval_s=settings.tree_head_interval_s)
+    runtime.add_worker("ingest-writer", IngestWriter(ingest, deps, settings, on_grown=signer.log_grew))
+    runtime.add_worker("tree-head-signer", signer)
 
     app = create_app(runtime, [http.router(deps)], title="Lotse audit")
     app.state.deps = deps
     app.state.ingest = ingest
+    app.state.tree_head_signer = signer
     return app

@@ -69,7 +69,16 @@ class AuditSettings(KitSettings):
         60.0,
         gt=0,
         validation_alias=env("tree_head_interval_s"),
-        description="How often a new tree head is signed when the log has grown.",
+        description="Backstop: how often a tree head is signed when the log has grown (e.g. by another replica); "
+        "appends of this replica are covered sooner, see tree_head_delay_ms.",
+    )
+    tree_head_delay_ms: int = Field(
+        250,
+        ge=0,
+        validation_alias=env("tree_head_delay_ms"),
+        description="After an append that grew the log, a tree head covering it is signed once this long has passed "
+        "since the previous head: at most one head per delay, and an entry is in a signed head about this long after "
+        "its append (plus the signing). 0 switches it off (heads only every tree_head_interval_s and on demand).",
     )
 
     # ------------------------------------------------------------ API

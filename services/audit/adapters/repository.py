@@ -150,9 +150,10 @@ class AuditRepository:
             seen: set[tuple[str, int, int]] = set()
             new: list[Entry] = []
             for e in entries:
-                if e.position in logged or e.position in seen:
+                position = e.position
+                if position in logged or position in seen:
                     continue
-                seen.add(e.position)
+                seen.add(position)
                 new.append(e)
             start = await conn.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_log")
             if not new:
@@ -168,7 +169,27 @@ class AuditRepository:
             )
             if nodes:
                 await conn.copy_records_to_table("tree_nodes", schema_name=self.schema, columns=("level", "idx", "hash"), records=nodes)
+        # Committed, so these nodes are final: cache the ones the root at the new size needs, so that
+        # signing a tree head right after this append loads nothing (not before the commit: a rolled
+        # back append's nodes would poison the cache).
+        self._cache_root_nodes(start, new, nodes, frontier)
         return AppendResult(start, len(new), len(entries) - len(new))
+
+    def _cache_root_nodes(
+        self, start: int, new: Sequence[Entry], nodes: Sequence[tuple[int, int, bytes]], frontier: dict[merkle.NodeKey, bytes]
+    ) -> None:
+        end = start + len(new)
+        for level, i in merkle.needed_nodes(lambda get: merkle.root(end, get)):
+            if level == 0:
+                h = new[i - start].leaf_hash if i >= start else None
+            elif (start >> level) <= i < (end >> level):
+                # `nodes` lists each level's new nodes in index order, level after level.
+                before = sum((end >> lv) - (start >> lv) for lv in range(1, level))
+                h = nodes[before + i - (start >> level)][2]
+            else:
+                h = frontier.get((level, i))
+            if h is not None:
+                self.cache.put((level, i), h)
 
     async def refusal(self, entries: Sequence[Entry]) -> str | None:
         """Why the database would refuse to store these entries, or None. Nothing is written: the probe's

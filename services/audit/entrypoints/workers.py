@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from lotse_kit.retry import TRANSIENT_ERRORS, backoff
-from lotse_kit.workers import PeriodicWorker, periodic, sleep_unless_stopping
+from lotse_kit.workers import sleep_unless_stopping
 
 from ..adapters import metrics
 from ..config import AuditSettings
@@ -26,9 +27,10 @@ class IngestWriter:
     kit's `backoff`) until it succeeds, because nothing may be skipped. On stopping it drains the
     queue; a batch whose append is cut short stays uncommitted and is delivered again."""
 
-    def __init__(self, ingest: IngestConsumer, deps: Deps, settings: AuditSettings) -> None:
+    def __init__(self, ingest: IngestConsumer, deps: Deps, settings: AuditSettings, *, on_grown: Callable[[], None] | None = None) -> None:
         self.ingest = ingest
         self.deps = deps
+        self.on_grown = on_grown  # told after every append that grew the log (the tree-head signer)
         self.retry_base_s = settings.ingest_retry_base_s
         self.retry_max_s = settings.ingest_retry_max_s
         self.stalled_after = settings.ingest_stalled_after
@@ -83,6 +85,8 @@ class IngestWriter:
             ingest.failing_since = None
             ingest.batches += 1
             ingest.entries += result.appended
+            if result.appended and self.on_grown is not None:
+                self.on_grown()
             if result.duplicates:
                 log.info("redelivered records skipped", extra={"duplicates": result.duplicates, "tree_size": result.tree_size})
             return True
@@ -119,11 +123,73 @@ class IngestWriter:
             )
 
 
-def tree_head_signer(deps: Deps, interval_s: float) -> PeriodicWorker:
-    """Signs a tree head at start and then every `interval_s` when the log has grown."""
+class TreeHeadSigner:
+    """Signs tree heads: at start; soon after an append of this replica grew the log; and every
+    `interval_s` as a backstop (another replica's appends). Only when the log grew since the latest
+    head (`SignTreeHeadIfGrown`), so an idle log gets no new heads.
 
-    async def step() -> bool:
-        await handle(SignTreeHeadIfGrown(), deps)
-        return False
+    After an append, the head is signed once `delay_s` has passed since the previous one: a burst of
+    appends costs one head per `delay_s` (one Ed25519 signature, one root from at most
+    popcount(size) cached nodes, one row), never one per batch or entry, and every entry is in a
+    signed head about `delay_s` after its append. `delay_s` 0: only the backstop and on demand."""
 
-    return periodic("tree-head-signer", step, interval_s=interval_s, retry_base_s=min(1.0, interval_s), retry_max_s=interval_s)
+    def __init__(self, deps: Deps, *, delay_s: float, interval_s: float, unhealthy_after: int = 5) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.deps = deps
+        self.delay_s = delay_s
+        self.interval_s = interval_s
+        self.unhealthy_after = unhealthy_after
+        self.failures = 0
+        self.passes = 0  # successful checks (signed or found nothing new)
+        self.heads = 0  # heads signed by this worker
+        self._grown = asyncio.Event()
+        self._last = 0.0  # monotonic time of the latest signing attempt that succeeded
+
+    def log_grew(self) -> None:
+        """Called by the writer after an append that grew the log (it is durable by then)."""
+        if self.delay_s > 0:
+            self._grown.set()
+
+    async def __call__(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            # Cleared before the size is read: an append committing after this point wakes the next round.
+            self._grown.clear()
+            try:
+                head = await handle(SignTreeHeadIfGrown(), self.deps)
+            except Exception as exc:  # never end the worker; readiness says so after a few failures
+                self.failures += 1
+                delay = backoff(self.failures, min(1.0, self.interval_s), self.interval_s)
+                transient = isinstance(exc, TRANSIENT_ERRORS)
+                log.log(
+                    logging.WARNING if transient else logging.ERROR,
+                    "signing a tree head failed; retrying",
+                    extra={"attempt": self.failures, "retry_in_s": round(delay, 2), "error": repr(exc)},
+                    exc_info=not transient,
+                )
+                await sleep_unless_stopping(stopping, delay)
+                continue
+            self.failures = 0
+            self._last = time.monotonic()
+            self.passes += 1
+            if head is not None:
+                self.heads += 1
+            await self._until_due(stopping)
+
+    async def _until_due(self, stopping: asyncio.Event) -> None:
+        """Waits until the log grew and `delay_s` has passed since the last head, or `interval_s` passed."""
+        grown = asyncio.ensure_future(self._grown.wait())
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({grown, stop}, timeout=self.interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            grown.cancel()
+            stop.cancel()
+        wait = self._last + self.delay_s - time.monotonic()
+        if self._grown.is_set() and wait > 0:
+            await sleep_unless_stopping(stopping, wait)
+
+    def health(self) -> str:
+        if self.failures >= self.unhealthy_after:
+            return f"down: {self.failures} failed runs in a row"
+        return "up"

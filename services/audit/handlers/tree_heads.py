@@ -14,16 +14,22 @@ log = logging.getLogger(__name__)
 
 async def sign_tree_head(cmd: SignTreeHead, deps: Deps) -> TreeHead:
     """Signs the current size and root. Any replica may do it: heads are independent statements."""
-    size = await deps.repo.size()
-    root = await deps.repo.compute(lambda get: merkle.root(size, get))
-    head = sign(deps.signing_key, size, epoch_ms(deps.clock.now()), root)
-    await deps.repo.add_tree_head(head, cmd.requested_by)
-    log.info("tree head signed", extra={"tree_size": size, "requested_by": cmd.requested_by})
-    return head
+    return await _sign(deps, await deps.repo.size(), cmd.requested_by)
 
 
 async def sign_tree_head_if_grown(cmd: SignTreeHeadIfGrown, deps: Deps) -> TreeHead | None:
+    """Signs a head if the log grew since the latest one, else nothing."""
     latest = await deps.repo.latest_tree_head()
-    if latest is not None and latest.tree_size == await deps.repo.size():
+    size = await deps.repo.size()
+    if latest is not None and latest.tree_size == size:
         return None
-    return await sign_tree_head(SignTreeHead(), deps)
+    return await _sign(deps, size, None)
+
+
+async def _sign(deps: Deps, size: int, requested_by: str | None) -> TreeHead:
+    # The root needs popcount(size) stored nodes; right after an append they are in the node cache.
+    root = await deps.repo.compute(lambda get: merkle.root(size, get))
+    head = sign(deps.signing_key, size, epoch_ms(deps.clock.now()), root)
+    await deps.repo.add_tree_head(head, requested_by)
+    log.info("tree head signed", extra={"tree_size": size, "requested_by": requested_by})
+    return head
