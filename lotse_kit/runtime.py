@@ -20,7 +20,7 @@ from . import db
 from .consumer import EventConsumer, prune_processed_events
 from .declaration import ServiceDeclaration
 from .dlq import DeadLetterWriter
-from .kafka import TopicAdmin, ensure_topics, make_broker
+from .kafka import TopicAdmin, broker_producer, ensure_topics, make_broker
 from .naming import Naming
 from .outbox import Outbox, OutboxRelay
 from .settings import KitSettings
@@ -133,8 +133,11 @@ class Runtime:
         self._on_stop.append(callback)
 
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str], event_id: str) -> Any:
-        """Publishes to a logical topic; the outbox relay calls this for every row."""
-        return await self.broker.publish(value, topic=self.naming.topic(topic), key=key, headers=headers, correlation_id=event_id)
+        """Hands one record for a logical topic to the broker's producer; returns the future of Kafka's
+        acknowledgement (the outbox relay hands over a batch in id order, then awaits the acknowledgements)."""
+        return await broker_producer(self.broker).send(
+            self.naming.topic(topic), value=value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+        )
 
     def _topic_specs(self) -> list[TopicSpec]:
         known = {t.name: t for t in platform_topics()}
@@ -165,6 +168,8 @@ class Runtime:
             batch_size=s.outbox_batch_size,
             retry_base_s=s.outbox_retry_base_s,
             retry_max_s=s.outbox_retry_max_s,
+            linger_s=s.outbox_linger_ms / 1000,
+            ack_timeout_s=s.outbox_ack_timeout_s,
         )
         self.relay.start()
         self._tasks = [asyncio.create_task(self._run_worker(n, w), name=f"{self.service}-worker-{n}") for n, w in self._workers]
