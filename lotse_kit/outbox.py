@@ -250,14 +250,17 @@ class OutboxRelay:
         if not rows:
             await self._track_backlog(conn, full=False, untried=0)
             return 0
-        acks = await self._send(rows)
+        # Bounded, handing over and acknowledgements together: with Kafka unreachable the producer may wait
+        # for metadata or retry for ever, and the rows must then be recorded as failed (retried with backoff,
+        # visible in the gauge and logs), not wait silently. A record acknowledged after all is sent again
+        # on retry; consumers skip it by event id.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout_s
+        acks = await self._send(rows, deadline)
         # Every record is in the producer now; await their acknowledgements together.
         pending = {i: asyncio.ensure_future(a) for i, a in enumerate(acks) if inspect.isawaitable(a)}
         if pending:
-            # Bounded: with the partition leader unreachable the producer retries for ever, and the rows must
-            # then be recorded as failed (retried with backoff, visible in the gauge and logs), not wait
-            # silently. A record acknowledged after all is sent again on retry; consumers skip it by event id.
-            await asyncio.wait(pending.values(), timeout=self.ack_timeout_s)
+            await asyncio.wait(pending.values(), timeout=max(0.0, deadline - loop.time()))
         for i, fut in pending.items():
             if not fut.done():
                 fut.add_done_callback(_discard_outcome)
@@ -289,7 +292,7 @@ class OutboxRelay:
         await self._track_backlog(conn, full=len(rows) == self.batch_size, untried=untried)
         return len(done)
 
-    async def _send(self, rows: list[asyncpg.Record]) -> list[Any]:
+    async def _send(self, rows: list[asyncpg.Record], deadline: float) -> list[Any]:
         """Hands the rows to the producer in id order. Per row: the acknowledgement's awaitable (or the
         acknowledgement itself), the exception `publish` raised, or `_UNTRIED` when an earlier row of
         the same topic could not be handed over (the producer has no metadata for it: the later rows
@@ -302,7 +305,11 @@ class OutboxRelay:
                 acks.append(_UNTRIED)
                 continue
             try:
-                acks.append(await self.publish(topic, r["key"], r["value"], json.loads(r["headers"]), str(r["event_id"])))
+                async with asyncio.timeout_at(deadline):
+                    acks.append(await self.publish(topic, r["key"], r["value"], json.loads(r["headers"]), str(r["event_id"])))
+            except TimeoutError:
+                blocked.add(topic)
+                acks.append(TimeoutError(f"Kafka did not take the record within {self.ack_timeout_s:g} s"))
             except Exception as exc:  # whatever the producer raises fails this row, which is retried
                 blocked.add(topic)
                 acks.append(exc)

@@ -333,3 +333,19 @@ async def test_enqueue_many_writes_the_events_in_the_order_given_and_checks_each
     await drain_all(env, env.relay())
     records = await read_topic(kafka_bootstrap, env.topic, until=5)
     assert sorted(decode(r.headers, r.value).id for r in records) == sorted(e.id for e in envs)
+
+
+async def test_a_producer_that_never_takes_the_record_fails_it_after_the_timeout(env: Env) -> None:
+    """E.g. waiting for metadata of a topic while Kafka is away: bounded like the acknowledgements."""
+    envs = await enqueue(env, 3, clients=1)
+
+    async def publish_that_waits_for_metadata_for_ever(*_args: Any) -> Any:
+        await asyncio.Event().wait()
+
+    relay = env.relay(publish_that_waits_for_metadata_for_ever, ack_timeout_s=0.5)
+    assert await asyncio.wait_for(relay.drain_once(env.conn), timeout=10) == 0
+    rows = await env.outbox()
+    assert [r["event_id"] for r in rows] == [e.id for e in envs]
+    # The first is failed; the later rows of its topic were not tried (they would overtake it).
+    assert [r["attempts"] for r in rows] == [1, 0, 0]
+    assert "did not take the record" in rows[0]["last_error"]
