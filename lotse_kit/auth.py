@@ -421,6 +421,32 @@ class ServiceTokens:
         self._valid_until = time.monotonic() + max(5.0, float(body.get("expires_in", 60)) - 30.0)
 
 
+async def request_with_service_token(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    tokens: Callable[[], Awaitable[str]],
+    token: Callable[[], Awaitable[str]] | None = None,
+    params: Any = None,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """`method` `path` with this service's own token (`tokens`, usually a `ServiceTokens`; `token` fetches it if the
+    caller wraps fetch errors). A 401 means the other service no longer accepts the cached token (the provider
+    rotated its keys, the token was revoked): forget it, fetch a new one and try once more."""
+    fetch = token or tokens
+    for attempt in (1, 2):
+        auth = {**(headers or {}), "Authorization": f"Bearer {await fetch()}"}
+        resp = await client.request(method, path, params=params, json=json, headers=auth)
+        invalidate = getattr(tokens, "invalidate", None)
+        if resp.status_code != 401 or attempt == 2 or invalidate is None:
+            return resp
+        log.info("a service refused our token; fetching a new one", extra={"path": path.split("?", 1)[0]})
+        invalidate()
+    raise AssertionError("unreachable")
+
+
 async def get_with_service_token(
     client: httpx.AsyncClient,
     path: str,
@@ -430,18 +456,21 @@ async def get_with_service_token(
     params: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
-    """GET `path` with this service's own token (`tokens`, usually a `ServiceTokens`; `token` fetches it if the
-    caller wraps fetch errors). A 401 means the other service no longer accepts the cached token (the provider
-    rotated its keys, the token was revoked): forget it, fetch a new one and try once more."""
-    fetch = token or tokens
-    for attempt in (1, 2):
-        resp = await client.get(path, params=params, headers={**(headers or {}), "Authorization": f"Bearer {await fetch()}"})
-        invalidate = getattr(tokens, "invalidate", None)
-        if resp.status_code != 401 or attempt == 2 or invalidate is None:
-            return resp
-        log.info("a service refused our token; fetching a new one", extra={"path": path.split("?", 1)[0]})
-        invalidate()
-    raise AssertionError("unreachable")
+    """GET with `request_with_service_token`."""
+    return await request_with_service_token(client, "GET", path, tokens=tokens, token=token, params=params, headers=headers)
+
+
+async def post_with_service_token(
+    client: httpx.AsyncClient,
+    path: str,
+    *,
+    tokens: Callable[[], Awaitable[str]],
+    token: Callable[[], Awaitable[str]] | None = None,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST `json` with `request_with_service_token`."""
+    return await request_with_service_token(client, "POST", path, tokens=tokens, token=token, json=json, headers=headers)
 
 
 # ------------------------------------------------------------------- tests

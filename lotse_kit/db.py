@@ -108,12 +108,22 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg rolls back an open transaction and drops listeners itself before
+    calling this; its default reset adds `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
+    one more round trip per acquire (2 of intake's 8 per referral). Pool connections never hold session state:
+    LISTEN and session advisory locks live on dedicated connections (`Database.connect`), cursors and
+    `SET LOCAL` end with their transaction, and the search path and application name are startup settings,
+    which RESET ALL would keep anyway."""
+
+
 async def create_pool(dsn: str, *, schema: str, application_name: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": ident(schema), "application_name": application_name},
+        reset=_keep_session,
     )
 
 

@@ -449,6 +449,14 @@ def intake_probes(i: Ids) -> list[Probe]:
             service_token("consent"),
             owner=JOBCENTER,
         ),
+        Probe(
+            "POST",
+            "/internal/v1/disclosures",
+            "/internal/v1/disclosures",
+            service_token("consent"),
+            body={"items": [{"client_id": str(c), "categories": ["identity", "health"], "referral_id": str(r)}]},
+            owner=JOBCENTER,
+        ),
         Probe("GET", "/v1/network", "/v1/network", caritas, owner=JOBCENTER),
     ]
 

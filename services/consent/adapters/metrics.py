@@ -18,3 +18,8 @@ gate_decisions = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+gate_prefetched = Counter(
+    "lotse_consent_gate_prefetched_total",
+    "Disclosure contents the gate fetched from intake in one batch request before a batch's transaction.",
+    registry=REGISTRY,
+)

@@ -174,6 +174,29 @@ async def lock_client_erasure(conn: asyncpg.Connection, client_id: UUID) -> date
     return await conn.fetchval("SELECT erased_at FROM client_versions WHERE client_id = $1 FOR SHARE", client_id)
 
 
+async def consents_of_clients(
+    conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[UUID]
+) -> tuple[dict[UUID, list[Consent]], dict[UUID, datetime | None]]:
+    """Unlocked: each client's consents (newest first) and when it was erased, for many clients in one statement
+    (the gate's read-only pre-check of a batch; the gate decides again under `lock_client_consents`)."""
+    rows = await conn.fetch(
+        f"""SELECT k.client_id AS k_client_id, v.erased_at AS v_erased_at, {_COLUMNS}
+              FROM unnest($1::uuid[]) AS k (client_id)
+              LEFT JOIN client_versions v ON v.client_id = k.client_id
+              LEFT JOIN consents c ON c.client_id = k.client_id
+             ORDER BY c.granted_at DESC, c.consent_id""",
+        list(dict.fromkeys(client_ids)),
+    )
+    consents: dict[UUID, list[Consent]] = {}
+    erased: dict[UUID, datetime | None] = {}
+    for r in rows:
+        erased[r["k_client_id"]] = r["v_erased_at"]
+        found = consents.setdefault(r["k_client_id"], [])
+        if r["consent_id"] is not None:
+            found.append(_consent(r))
+    return consents, erased
+
+
 # ---------------------------------------------------------------- disclosures
 @dataclass(frozen=True)
 class DisclosureRecord:
@@ -222,6 +245,12 @@ async def insert_disclosure(conn: asyncpg.Connection, d: DisclosureRecord) -> bo
 
 async def disclosure_decided(conn: asyncpg.Connection, request_id: UUID) -> bool:
     return bool(await conn.fetchval("SELECT true FROM disclosures WHERE request_id = $1", request_id))
+
+
+async def decided_requests(conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[UUID]) -> set[UUID]:
+    """Which of these requests the gate has decided already."""
+    rows = await conn.fetch("SELECT request_id FROM disclosures WHERE request_id = ANY($1::uuid[])", list(dict.fromkeys(request_ids)))
+    return {r["request_id"] for r in rows}
 
 
 async def recipients_of_consent(conn: asyncpg.Connection, consent_id: UUID) -> list[str]:
@@ -346,6 +375,19 @@ async def stored_keys(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> list
         org,
     )
     return [_key(r) for r in rows]
+
+
+async def stored_keys_of(conn: asyncpg.Connection | asyncpg.Pool, orgs: list[str]) -> dict[str, list[OrgKey]]:
+    """`stored_keys` for several organisations in one statement (every one named is in the answer)."""
+    rows = await conn.fetch(
+        """SELECT org, kid, use, jwk::text AS jwk, source, registered_at, registered_by, retired_at
+             FROM org_keys WHERE org = ANY($1::text[]) ORDER BY registered_at DESC, kid""",
+        list(dict.fromkeys(orgs)),
+    )
+    out: dict[str, list[OrgKey]] = {org: [] for org in orgs}
+    for r in rows:
+        out[r["org"]].append(_key(r))
+    return out
 
 
 async def insert_key(conn: asyncpg.Connection, key: OrgKey, *, at: datetime) -> bool:

@@ -12,6 +12,7 @@ from lotse_kit.declaration import PARTNER_INBOX, PARTNER_OUTBOX, Publication, Se
 
 from ..domain.forwarding import FORWARDED_TYPES
 from ..handlers import EVENT_HANDLERS
+from ..handlers.disclosures import prepare_gate_batch
 
 GATE = "disclosure-gate"
 FORWARDER = "partner-forwarder"
@@ -25,7 +26,13 @@ DECLARATION = ServiceDeclaration(
     title="Lotse consent service",
     description="Consent ledger, decision API and the only gate that writes personal data to partner topics.",
     subscriptions=(
-        Subscription(GATE, channels=(topics.DISCLOSURE_REQUESTS,), handlers={t: EVENT_HANDLERS[t] for t in _GATE_TYPES}),
+        # `prepare`: one read-only consent pre-check and one intake request per batch (handlers/disclosures.py).
+        Subscription(
+            GATE,
+            channels=(topics.DISCLOSURE_REQUESTS,),
+            handlers={t: EVENT_HANDLERS[t] for t in _GATE_TYPES},
+            prepare=prepare_gate_batch,
+        ),
         Subscription(
             FORWARDER,
             channels=(topics.REFERRALS, topics.DEADLINES, topics.CLIENTS),

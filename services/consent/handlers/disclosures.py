@@ -4,30 +4,118 @@ The request names only pseudonymous ids, the recipient and the categories (`lots
 v2). After its own consent check the gate fetches exactly the allowed categories from intake's internal
 API, seals them to the recipient's newest active encryption key and writes the referral to the recipient's
 inbox, in the consumer's transaction together with the disclosure record and `lotse.disclosure.made`.
+
+A batch of requests is prepared before its transaction opens (`prepare_gate_batch`, the gate subscription's
+`prepare`): a read-only pre-check with the same `decide()` over the current consents, then ONE request to intake
+for exactly the requests that pass it, with exactly the categories it allowed. The handler still decides under
+its locks; it seals the prefetched content only when its own decision allows exactly those categories for that
+request, and otherwise fetches alone, as without a batch. Within the batch's transaction it also reads each
+recipient's keys once, and skips the "decided already?" query for requests the pre-check found undecided (a
+decision made elsewhere meanwhile still wins: `insert_disclosure` then records nothing and nothing is emitted).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from contracts import PARTNER_REFERRAL, Envelope, encode, new_event, topics
-from contracts.events import DisclosureBlocked, DisclosureMade, DisclosureRequested, PartnerReferralV2, Sealed
+from contracts.events import DisclosureBlocked, DisclosureMade, DisclosureRequested, PartnerReferralV2, Sealed, SealedContent
+from contracts.sealed import PublicKey
 from contracts.vocab import DataCategory
-from lotse_kit.consumer import Rejected
+from lotse_kit.consumer import Rejected, prepared
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..adapters.intake import ClientErasedAtIntake
+from ..adapters.intake import NOT_SERVED, ClientErasedAtIntake, DisclosureQuery, Fetched, IntakeUnavailable
 from ..domain.event_ids import SOURCE, partner_referral_event_id
+from ..domain.keys import sealing_key
 from ..domain.model import Decision, decide
 from .deps import Deps
-from .sealing import fetch_and_seal, recipient_key
+from .sealing import fetch_and_seal, keys_of, recipient_key, seal_fetched
 
 log = logging.getLogger(__name__)
+
+# A batch of one request is handled as without a batch: the pre-check's reads would cost more than they save.
+PREPARE_FROM = 2
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """What intake answered, before the batch's transaction, for one request that passed the pre-check."""
+
+    query: DisclosureQuery
+    fetched: Fetched  # the content, or ERASED
+
+    def fits(self, req: DisclosureRequested) -> bool:
+        """Fetched for this request's client and referral, with exactly the categories the handler's decision allows."""
+        return self.query == DisclosureQuery(req.client_id, tuple(req.categories), req.referral_id)
+
+
+@dataclass
+class GateBatch:
+    """`prepare_gate_batch`'s result, which the gate's handlers of that batch read through `prepared()`."""
+
+    undecided: frozenset[uuid.UUID]  # requests no decision was recorded for when the batch was prepared
+    prefetched: dict[uuid.UUID, Prefetched]  # by request id; taken (and dropped) by the handler of that request
+    # Filled by the handlers, inside the batch's one transaction: each recipient's sealing key is read once.
+    keys: dict[str, PublicKey | None] = field(default_factory=dict)
+    decided_here: set[uuid.UUID] = field(default_factory=set)  # a request twice in one batch is decided once
+
+
+async def prepare_gate_batch(envs: Sequence[Envelope[Any]], deps: Deps) -> GateBatch:
+    """The gate subscription's `prepare`: read-only, no locks, no effects. Pre-checks each request with the same
+    `decide()` over the client's current consents (and the recipient's membership and key, as the handler does),
+    then fetches from intake in one request exactly the requests that pass, with exactly their categories: personal
+    data reaches the gate only where consent allows it at that moment. Intake unavailable leaves the handlers to
+    fetch one by one; any other failure makes the kit handle the batch without it. A lone request is left to its
+    handler (`PREPARE_FROM`)."""
+    reqs = [e.data for e in envs if isinstance(e.data, DisclosureRequested) and e.source_partner is None]
+    if len(reqs) < PREPARE_FROM:
+        return GateBatch(frozenset(), {})  # nothing to share: the handler alone costs less than the pre-check
+    now = deps.clock.now()
+    orgs = sorted({r.to_org for r in reqs if deps.directory.has(r.to_org)})
+    async with deps.db.pool.acquire() as conn:
+        decided = await repo.decided_requests(conn, [r.request_id for r in reqs])
+        consents, erased = await repo.consents_of_clients(conn, [r.client_id for r in reqs])
+        stored = await repo.stored_keys_of(conn, orgs) if orgs else {}
+    has_key = {org: sealing_key(keys_of(deps, org, keys)) is not None for org, keys in stored.items()}
+    queries: dict[uuid.UUID, DisclosureQuery] = {}
+    for req in reqs:
+        if req.request_id in decided or req.request_id in queries or not has_key.get(req.to_org, False):
+            continue
+        decision = decide(
+            consents.get(req.client_id, ()),
+            recipient=req.to_org,
+            purpose=req.purpose,
+            categories=req.categories,
+            now=now,
+            erased_at=erased.get(req.client_id),
+        )
+        if decision.allowed:  # one consent covers every requested category: exactly those are fetched
+            queries[req.request_id] = DisclosureQuery(req.client_id, tuple(req.categories), req.referral_id)
+    batch = GateBatch(frozenset(r.request_id for r in reqs) - decided, {})
+    if queries:
+        try:
+            answers = await deps.intake.disclosures(list(queries.values()))
+        except IntakeUnavailable as exc:
+            log.warning("intake's batch disclosure failed; the gate fetches one by one", extra={"error": str(exc)})
+            return batch
+        batch.prefetched = {rid: Prefetched(q, a) for (rid, q), a in zip(queries.items(), answers, strict=True) if a != NOT_SERVED}
+    metrics.gate_prefetched.inc(len(batch.prefetched))
+    return batch
+
+
+def _batch() -> GateBatch | None:
+    found = prepared()
+    return found if isinstance(found, GateBatch) else None
 
 
 async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyncpg.Connection, deps: Deps) -> None:
@@ -41,9 +129,15 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     req = env.data
     if env.source_partner is not None:
         raise Rejected(f"disclosure requests come from Lotse services, not from partner {env.source_partner}")
-    if await repo.disclosure_decided(conn, req.request_id):
+    batch = _batch()
+    # Taken at once: prefetched personal data is sealed by this handler or dropped, never kept for another.
+    pre = batch.prefetched.pop(req.request_id, None) if batch is not None else None
+    known_undecided = batch is not None and req.request_id in batch.undecided and req.request_id not in batch.decided_here
+    if not known_undecided and await repo.disclosure_decided(conn, req.request_id):
         log.info("disclosure request already decided", extra={"request_id": str(req.request_id)})
         return
+    if batch is not None:
+        batch.decided_here.add(req.request_id)
     now = deps.clock.now()
     # Locks the client's consents FOR SHARE: a withdrawal running now either committed before
     # (and we see it) or waits until we commit (and then names this recipient in disclosed_to).
@@ -52,7 +146,7 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     decision = decide(consents, recipient=req.to_org, purpose=req.purpose, categories=req.categories, now=now, erased_at=erased)
     if decision.allowed and not deps.directory.has(req.to_org):
         decision = Decision(False, None, f"unknown-recipient: {req.to_org} is not an organisation of this network", ())
-    key = await recipient_key(conn, deps, req.to_org) if decision.allowed else None
+    key = await _recipient_key(conn, deps, req.to_org, batch) if decision.allowed else None
     if decision.allowed and key is None:
         decision = Decision(
             False,
@@ -63,9 +157,14 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     if decision.allowed:
         assert key is not None
         try:
-            sealed, disclosed = await fetch_and_seal(
-                deps, client_id=req.client_id, categories=req.categories, key=key, referral_id=req.referral_id
-            )
+            if pre is not None and pre.fits(req):  # this decision allows exactly what was fetched for this request
+                if not isinstance(pre.fetched, SealedContent):  # ERASED: intake's 410, in the batch
+                    raise ClientErasedAtIntake(f"client {req.client_id} was erased")
+                sealed, disclosed = seal_fetched(pre.fetched, categories=req.categories, key=key, referral_id=req.referral_id)
+            else:
+                sealed, disclosed = await fetch_and_seal(
+                    deps, client_id=req.client_id, categories=req.categories, key=key, referral_id=req.referral_id
+                )
         except ClientErasedAtIntake:
             decision = Decision(False, None, "erased: intake has erased the client's data", tuple(req.categories))
         else:
@@ -73,6 +172,15 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     if not decision.allowed:
         await _block(conn, env, decision, deps, now)
     metrics.gate_decisions.labels("made" if decision.allowed else "blocked").inc()
+
+
+async def _recipient_key(conn: asyncpg.Connection, deps: Deps, org: str, batch: GateBatch | None) -> PublicKey | None:
+    """The recipient's sealing key; in a batch read once in its transaction and shared by its handlers."""
+    if batch is None:
+        return await recipient_key(conn, deps, org)
+    if org not in batch.keys:
+        batch.keys[org] = await recipient_key(conn, deps, org)
+    return batch.keys[org]
 
 
 async def _disclose(

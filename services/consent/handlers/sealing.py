@@ -23,8 +23,13 @@ from .deps import Deps
 
 async def org_keys(conn: asyncpg.Connection | asyncpg.Pool, deps: Deps, org: str) -> list[OrgKey]:
     """Every key of `org`, newest first: the network file's and those registered through the API."""
+    return keys_of(deps, org, await repo.stored_keys(conn, org))
+
+
+def keys_of(deps: Deps, org: str, stored: Sequence[OrgKey]) -> list[OrgKey]:
+    """`org_keys` from its stored keys read already (`repo.stored_keys_of` for a batch)."""
     entry = deps.directory.organisation(org)
-    return merge_keys(org, entry.keys if entry is not None else [], await repo.stored_keys(conn, org))
+    return merge_keys(org, entry.keys if entry is not None else [], stored)
 
 
 async def recipient_key(conn: asyncpg.Connection, deps: Deps, org: str) -> PublicKey | None:
@@ -42,6 +47,13 @@ async def fetch_and_seal(
     """Fetches exactly `categories` from intake and seals them to `key`; returns the sealed part and the
     categories it actually holds. Raises `IntakeUnavailable` (transient) or `ClientErasedAtIntake`."""
     fetched = await deps.intake.disclosure(client_id, categories, referral_id)
+    return seal_fetched(fetched, categories=categories, key=key, referral_id=referral_id)
+
+
+def seal_fetched(
+    fetched: SealedContent, *, categories: Sequence[DataCategory], key: PublicKey, referral_id: uuid.UUID | None
+) -> tuple[Sealed, list[DataCategory]]:
+    """Seals what intake returned (singly or in a batch), restricted once more to `categories`."""
     allowed = set(categories)
     personal = fetched.personal_data.restricted_to(allowed)
     notes = fetched.notes if referral_id is not None and fetched.notes is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -19,7 +19,7 @@ from contracts.vocab import DataCategory, Need, Purpose, ResidenceTitle
 from lotse_kit.clock import ManualClock
 from lotse_kit.kafka import ensure_topics
 from lotse_kit.network import OrgDirectory, parse_network
-from services.consent.adapters.intake import ClientErasedAtIntake, IntakeUnavailable
+from services.consent.adapters.intake import ERASED, ClientErasedAtIntake, DisclosureQuery, Fetched, IntakeUnavailable
 from services.consent.bootstrap import bootstrap
 from services.consent.config import ConsentSettings
 from services.consent.handlers import Deps
@@ -73,6 +73,8 @@ class FakeIntake:
     leaky: bool = False
     do_not_contact: bool = False
     calls: list[tuple[uuid.UUID, tuple[DataCategory, ...], uuid.UUID | None]] = field(default_factory=list)
+    batches: list[list[DisclosureQuery]] = field(default_factory=list)  # one entry per batch request
+    batch_down: bool = False  # only the batch request fails (as an intake without the batch route would)
 
     async def disclosure(
         self, client_id: uuid.UUID, categories: Iterable[DataCategory], referral_id: uuid.UUID | None = None
@@ -83,11 +85,24 @@ class FakeIntake:
             raise IntakeUnavailable("intake not reachable: ConnectError")
         if client_id in self.erased:
             raise ClientErasedAtIntake(f"client {client_id} was erased")
+        return self._content(client_id, cats, referral_id)
+
+    def _content(self, client_id: uuid.UUID, cats: tuple[DataCategory, ...], referral_id: uuid.UUID | None) -> SealedContent:
         personal = self.data.get(client_id, full_personal_data())
         notes = ReferralNotes(reason="Sprachkurs gesucht", free_text="Olena spricht etwas Deutsch.") if referral_id else None
         return SealedContent(
             personal_data=personal if self.leaky else personal.restricted_to(set(cats)), notes=notes, do_not_contact=self.do_not_contact
         )
+
+    def fetched(self) -> list[tuple[uuid.UUID, tuple[DataCategory, ...], uuid.UUID | None]]:
+        """Everything asked of intake, one at a time or in batches (batches first: the gate's prepare runs first)."""
+        return [(q.client_id, q.categories, q.referral_id) for b in self.batches for q in b] + self.calls
+
+    async def disclosures(self, queries: Sequence[DisclosureQuery]) -> list[Fetched]:
+        self.batches.append(list(queries))
+        if self.down or self.batch_down:
+            raise IntakeUnavailable("intake not reachable: ConnectError")
+        return [ERASED if q.client_id in self.erased else self._content(q.client_id, q.categories, q.referral_id) for q in queries]
 
     async def aclose(self) -> None:
         pass

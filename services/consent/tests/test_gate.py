@@ -58,8 +58,8 @@ async def test_grant_decide_disclose_delivers_exactly_the_consented_categories(s
     assert rec.key == str(client).encode()
     assert env.data.categories == [DataCategory.IDENTITY, DataCategory.CONTACT]
     assert str(env.data.consent_id) == consent["consent_id"]
-    # The gate fetched exactly the consented categories, with the referral's notes.
-    assert service.intake.calls == [(client, (DataCategory.IDENTITY, DataCategory.CONTACT), request.data.referral_id)]
+    # The gate fetched exactly the consented categories, with the referral's notes (once: in its batch's prepare).
+    assert service.intake.fetched() == [(client, (DataCategory.IDENTITY, DataCategory.CONTACT), request.data.referral_id)]
     # On the wire: ciphertext only, sealed to Caritas' registered key, named in the JWE header.
     for clear in ("Kovalenko", "Olena", "olena@example.org", "Diabetes", "Sprachkurs"):
         assert clear not in rec.value.decode()

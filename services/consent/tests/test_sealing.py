@@ -72,7 +72,7 @@ async def test_a_recipient_without_a_key_is_blocked_with_a_clear_reason(service:
     blocked = decode(rec.headers, rec.value)
     assert blocked.type == "lotse.disclosure.blocked"
     assert blocked.data.reason.startswith(f"no-recipient-key: {DIAKONIE} has registered no active encryption key")
-    assert service.intake.calls == []  # nothing was fetched for a recipient nothing can be sealed to
+    assert service.intake.fetched() == []  # nothing was fetched for a recipient nothing can be sealed to
     assert await service.pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE 'partner.%'") == 0
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
+import pytest
+
 from contracts import decode, topics
 from contracts.events import SealedContent
 from contracts.sealed import SealedError, generate_key, unseal
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.auth import AuthSettings, ServiceTokens
 from lotse_kit.network import OrgDirectory, load_network
-from services.consent.adapters.intake import HttpIntakeDisclosures
+from services.consent.adapters.intake import ERASED, NOT_SERVED, DisclosureQuery, HttpIntakeDisclosures, IntakeUnavailable
 from services.intake.tests.conftest import HERE as INTAKE_TESTS
 from services.intake.tests.conftest import JOBCENTER, KI, client_body, clock, consent, directory, h, make_intake  # noqa: F401 - intake's fixtures
 from tests.fixtures import as_org, local_issuer, serving
@@ -61,7 +64,7 @@ async def test_the_gate_reads_from_the_real_intake_app(make_intake, consent, sta
                 raise AssertionError("another organisation's key opened KI's referral")
             except SealedError:
                 pass
-            assert adapter.calls >= 1
+            assert adapter.calls + adapter.batch_calls >= 1
             # The gate used consent's own token: intake refuses any other caller on its internal API.
             refused = await intake_http.get(
                 f"/internal/v1/clients/{client_id}/disclosure", params={"category": "identity"}, headers=as_org(JOBCENTER)
@@ -72,3 +75,63 @@ async def test_the_gate_reads_from_the_real_intake_app(make_intake, consent, sta
             )
             assert made == "made"
         await adapter.aclose()
+
+
+async def test_the_batch_request_answers_what_the_single_requests_answer_in_one_call(make_intake, consent) -> None:  # noqa: F811
+    issuer = local_issuer().signer.issuer
+    tokens = ServiceTokens(AuthSettings(issuer=issuer, client_id="lotse-consent", client_secret="test-only"))
+    async with make_intake() as (intake_app, intake_http), serving(intake_app, lifespan="off") as intake_url:
+        adapter = HttpIntakeDisclosures(intake_url, tokens=tokens)
+        clients = []
+        for name in ("Olena", "Xenia", "Erika"):
+            r = await intake_http.post("/v1/clients", json=client_body(given_name=name, health="Diabetes Typ 1"), headers=h(JOBCENTER))
+            assert r.status_code == 201, r.text
+            clients.append(uuid.UUID(r.json()["client_id"]))
+        consent.grant(clients[0], KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
+        body = {"to_org": KI, "service": "sprachmittlerpool", "categories": ["identity"], "reason": "Termin beim Jobcenter"}
+        r = await intake_http.post(f"/v1/clients/{clients[0]}/referrals", json=body, headers=h(JOBCENTER))
+        referral_id = uuid.UUID(r.json()["referral_id"])
+        assert (await intake_http.delete(f"/v1/clients/{clients[2]}", headers=h(JOBCENTER))).status_code == 200
+        queries = [
+            DisclosureQuery(clients[0], (DataCategory.IDENTITY,), referral_id),
+            DisclosureQuery(clients[1], (DataCategory.CONTACT, DataCategory.HEALTH)),
+            DisclosureQuery(clients[2], (DataCategory.IDENTITY,)),
+            DisclosureQuery(uuid.uuid4(), (DataCategory.IDENTITY,)),
+        ]
+        answers = await adapter.disclosures(queries * 100)  # 400 queries: two requests of at most 200
+        assert adapter.batch_calls == 2 and adapter.calls == 0 and len(answers) == 400
+        assert answers[:4] == answers[4:8]
+        assert answers[0] == await adapter.disclosure(queries[0].client_id, queries[0].categories, referral_id)
+        assert answers[1] == await adapter.disclosure(queries[1].client_id, queries[1].categories)
+        assert answers[2] == ERASED and answers[3] == NOT_SERVED
+        assert not isinstance(answers[0], str) and answers[0].notes is not None and answers[0].notes.reason == "Termin beim Jobcenter"
+        await adapter.aclose()
+
+
+async def test_the_batch_request_renews_a_refused_token_once() -> None:
+    issued: list[str] = []
+
+    def issuer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/openid-configuration"):
+            return httpx.Response(200, json={"token_endpoint": "http://issuer.test/token"})
+        issued.append(f"t{len(issued) + 1}")
+        return httpx.Response(200, json={"access_token": issued[-1], "expires_in": 300})
+
+    presented: list[str | None] = []
+
+    def intake(request: httpx.Request) -> httpx.Response:
+        presented.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") != "Bearer t2":
+            return httpx.Response(401, json={"type": "urn:lotse:problem:invalid-token"})
+        return httpx.Response(200, json={"items": [{"status": "erased"}]})
+
+    tokens = ServiceTokens(
+        AuthSettings(issuer="http://issuer.test", client_id="lotse-consent", client_secret="s"), transport=httpx.MockTransport(issuer)
+    )
+    adapter = HttpIntakeDisclosures("http://intake", transport=httpx.MockTransport(intake), tokens=tokens)
+    assert await adapter.disclosures([DisclosureQuery(uuid.uuid4(), (DataCategory.IDENTITY,))]) == [ERASED]
+    assert presented == ["Bearer t1", "Bearer t2"] and issued == ["t1", "t2"]
+    # An answer of the wrong length: intake counts as unavailable (the gate then fetches one by one).
+    with pytest.raises(IntakeUnavailable, match="1 items for 2"):
+        await adapter.disclosures([DisclosureQuery(uuid.uuid4(), (DataCategory.IDENTITY,))] * 2)
+    await adapter.aclose()

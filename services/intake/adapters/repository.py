@@ -177,14 +177,6 @@ async def delete_personal_data(conn: asyncpg.Connection, client_id: uuid.UUID) -
     await conn.execute("DELETE FROM client_personal_data WHERE client_id = $1", client_id)
 
 
-async def insert_referral_notes(conn: asyncpg.Connection, referral_id: uuid.UUID, sealed: dict[str, bytes | None]) -> None:
-    cols = _enc(sealed, NOTE_COLUMNS)
-    marks = "".join(f", ${i}" for i in range(2, len(cols) + 2))
-    await conn.execute(
-        f"INSERT INTO referral_notes (referral_id{''.join(', ' + c for c in cols)}) VALUES ($1{marks})", referral_id, *sealed.values()
-    )
-
-
 async def get_sealed_referral_notes(conn: asyncpg.Connection, referral_id: uuid.UUID) -> Row | None:
     cols = ", ".join(_enc(NOTE_COLUMNS, NOTE_COLUMNS))
     return await conn.fetchrow(f"SELECT {cols} FROM referral_notes WHERE referral_id = $1", referral_id)
@@ -195,6 +187,38 @@ async def update_sealed_referral_notes(conn: asyncpg.Connection, referral_id: uu
         return
     sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_enc(sealed, NOTE_COLUMNS), start=2))
     await conn.execute(f"UPDATE referral_notes SET {sets} WHERE referral_id = $1", referral_id, *sealed.values())
+
+
+# One round trip where a use case needs the case row, its sealed personal data and its wrapped data key together
+# (the vault opens them: `Vault.data_key_of`, `Vault.personal_of`). `has_personal` tells a missing personal-data
+# row (erased) from one whose values are all NULL.
+_SEALED_PERSONAL = ", ".join(f"p.{c}" for c in _enc(PERSONAL_COLUMNS, PERSONAL_COLUMNS))
+_WITH_SEALED = f"""c.*, {_SEALED_PERSONAL}, p.client_id IS NOT NULL AS has_personal, k.kek_id, k.nonce, k.wrapped_key
+    FROM clients c LEFT JOIN client_personal_data p ON p.client_id = c.client_id LEFT JOIN client_keys k ON k.client_id = c.client_id"""
+
+
+async def get_client_sealed(conn: asyncpg.Connection, client_id: uuid.UUID, *, for_update: bool = False) -> Row | None:
+    """The case row with its sealed personal data and wrapped data key; FOR UPDATE locks the case row only."""
+    sql = f"SELECT {_WITH_SEALED} WHERE c.client_id = $1" + (" FOR UPDATE OF c" if for_update else "")
+    return await conn.fetchrow(sql, client_id)
+
+
+async def clients_sealed(conn: asyncpg.Connection, client_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Row]:
+    """`get_client_sealed` for many clients in one round trip (unknown ones are absent)."""
+    rows = await conn.fetch(f"SELECT {_WITH_SEALED} WHERE c.client_id = ANY($1::uuid[])", list(set(client_ids)))
+    return {r["client_id"]: r for r in rows}
+
+
+async def referrals_with_sealed_notes(conn: asyncpg.Connection, referral_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Row]:
+    """Referrals (their client) with their sealed notes (NULL columns and has_notes false when there are none)."""
+    cols = ", ".join(f"n.{c}" for c in _enc(NOTE_COLUMNS, NOTE_COLUMNS))
+    rows = await conn.fetch(
+        f"""SELECT r.referral_id, r.client_id, {cols}, n.referral_id IS NOT NULL AS has_notes
+              FROM referrals r LEFT JOIN referral_notes n ON n.referral_id = r.referral_id
+             WHERE r.referral_id = ANY($1::uuid[])""",
+        list(set(referral_ids)),
+    )
+    return {r["referral_id"]: r for r in rows}
 
 
 async def delete_referral_notes_of_client(conn: asyncpg.Connection, client_id: uuid.UUID) -> None:
@@ -249,12 +273,29 @@ async def drop_clear_text_columns(conn: asyncpg.Connection) -> None:
 
 
 # ---------------------------------------------------------------- referrals
-async def insert_referral(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
-    """The referral row (pseudonymous); its notes go through `vault.Vault.add_notes`."""
-    await conn.execute(
-        """INSERT INTO referrals (referral_id, client_id, from_org, to_org, service, need, requested_categories, status,
-                                  consent_id, disclosure_request_id, answer_due, answer_deadline_id, sent_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'sent', $8, $9, $10, $11, $12, $12)""",
+async def insert_sent_referral(
+    conn: asyncpg.Connection, r: dict[str, Any], sealed_notes: dict[str, bytes | None], d: dict[str, Any]
+) -> Row:
+    """A new referral, its sealed notes and its answer deadline in one statement (one round trip); returns the
+    referral's row as written. The notes' foreign key is checked at the end of the statement, when the referral is there."""
+    note_cols = _enc(sealed_notes, NOTE_COLUMNS)
+    note_marks = "".join(f", ${i}" for i in range(21, 21 + len(note_cols)))
+    if (d["client_id"], d["referral_id"], d["deadline_id"]) != (r["client_id"], r["referral_id"], r["answer_deadline_id"]):
+        raise ValueError("the answer deadline must be the referral's own")
+    return await conn.fetchrow(  # type: ignore[no-any-return]
+        f"""WITH ref AS (
+                INSERT INTO referrals (referral_id, client_id, from_org, to_org, service, need, requested_categories, status,
+                                       consent_id, disclosure_request_id, answer_due, answer_deadline_id, sent_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, 'sent', $8, $9, $10, $11, $12, $12)
+                RETURNING *
+            ), dl AS (
+                INSERT INTO deadlines (deadline_id, client_id, kind, due_at, last_day, responsible_org, referral_id, legal_note,
+                                       lead_times_days, status, registered_at, next_check_at)
+                VALUES ($11, $2, $13, $14, $15, $16, $1, $17, $18, 'open', $19, $20)
+            ), notes AS (
+                INSERT INTO referral_notes (referral_id{"".join(", " + c for c in note_cols)}) VALUES ($1{note_marks})
+            )
+            SELECT * FROM ref""",
         r["referral_id"],
         r["client_id"],
         r["from_org"],
@@ -265,18 +306,23 @@ async def insert_referral(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
         r["consent_id"],
         r["disclosure_request_id"],
         r["answer_due"],
-        r["answer_deadline_id"],
+        d["deadline_id"],
         r["sent_at"],
+        d["kind"],
+        d["due_at"],
+        d["last_day"],
+        d["responsible_org"],
+        d["legal_note"],
+        d["lead_times_days"],
+        d["registered_at"],
+        d["next_check_at"],
+        *sealed_notes.values(),
     )
 
 
 async def get_referral(conn: asyncpg.Connection, referral_id: uuid.UUID, *, for_update: bool = False) -> Row | None:
     sql = "SELECT * FROM referrals WHERE referral_id = $1" + (" FOR UPDATE" if for_update else "")
     return await conn.fetchrow(sql, referral_id)
-
-
-async def set_answer_deadline(conn: asyncpg.Connection, referral_id: uuid.UUID, deadline_id: uuid.UUID) -> None:
-    await conn.execute("UPDATE referrals SET answer_deadline_id = $2 WHERE referral_id = $1", referral_id, deadline_id)
 
 
 _REFERRAL_COLUMNS = {

@@ -131,13 +131,44 @@ class Vault:
         sealed = {c: self._seal(aead, v, value_associated_data(client_id, c)) for c, v in changes.items() if _check(c, PERSONAL_COLUMNS)}
         await repo.update_sealed_personal_data(conn, client_id, sealed)
 
-    # ------------------------------------------------------------ referral notes
-    async def add_notes(self, conn: asyncpg.Connection, client_id: uuid.UUID, referral_id: uuid.UUID, notes: Mapping[str, Any]) -> None:
-        aead = await self._data_key(conn, client_id, create=True)
-        assert aead is not None
-        sealed = {c: self._seal(aead, notes.get(c), value_associated_data(client_id, c, referral_id)) for c in NOTE_COLUMNS}
-        await repo.insert_referral_notes(conn, referral_id, sealed)
+    # ------------------------------------------------------------ from rows read together with the case
+    # (`repo.get_client_sealed`, `repo.clients_sealed`): the same checks as above, without reading again.
+    def data_key_of(self, row: Mapping[str, Any]) -> AESGCM | None:
+        """The data key of a row carrying client_keys' columns; None when the client has none (erased)."""
+        if row["wrapped_key"] is None:
+            return None
+        return AESGCM(self.keyring.open(_wrapped(row), key_associated_data(row["client_id"])))
 
+    def personal_of(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """`personal` from such a row: the personal data in clear; None when there is none any more (erased)."""
+        if not row["has_personal"]:
+            return None
+        client_id = row["client_id"]
+        aead = self._row_key_or_fail(row)
+        return {c: self._open(aead, row[f"{c}_enc"], c, value_associated_data(client_id, c)) for c in PERSONAL_COLUMNS}
+
+    def notes_of(self, client_row: Mapping[str, Any], referral_id: uuid.UUID, notes_row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """`notes` from a row of `repo.referrals_with_sealed_notes` and its client's row; None when there are none."""
+        if not notes_row["has_notes"]:
+            return None
+        client_id = client_row["client_id"]
+        aead = self._row_key_or_fail(client_row)
+        return {c: self._open(aead, notes_row[f"{c}_enc"], c, value_associated_data(client_id, c, referral_id)) for c in NOTE_COLUMNS}
+
+    def sealed_notes(self, aead: AESGCM, client_id: uuid.UUID, referral_id: uuid.UUID, notes: Mapping[str, Any]) -> dict[str, bytes | None]:
+        """A new referral's notes encrypted under the client's data key (every note column, for the insert)."""
+        return {c: self._seal(aead, notes.get(c), value_associated_data(client_id, c, referral_id)) for c in NOTE_COLUMNS}
+
+    def _row_key_or_fail(self, row: Mapping[str, Any]) -> AESGCM:
+        try:
+            aead = self.data_key_of(row)
+        except KeyUnavailable as exc:
+            raise DataUnavailable(f"the data key of client {row['client_id']} does not open: {exc}") from None
+        if aead is None:
+            raise DataUnavailable(f"client {row['client_id']} has encrypted data but no data key")
+        return aead
+
+    # ------------------------------------------------------------ referral notes
     async def notes(self, conn: asyncpg.Connection, client_id: uuid.UUID, referral_id: uuid.UUID) -> dict[str, Any] | None:
         """A referral's notes in clear; None when there are none (the client was erased)."""
         row = await repo.get_sealed_referral_notes(conn, referral_id)

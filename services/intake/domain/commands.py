@@ -263,3 +263,26 @@ class RegisterDeadline(RegisterDeadlineBody, OnClient):
 
 class ResolveDeadline(ResolveDeadlineBody, OnDeadline):
     pass
+
+
+# ---------------------------------------------------------------- the internal API's batch query (consent gate only)
+# At most this many requests in one POST /internal/v1/disclosures: bounds the answer's size and the statement's
+# arrays; the consent gate splits a larger batch.
+DISCLOSURE_BATCH_MAX = 200
+
+
+class DisclosureItem(Body):
+    """One disclosure the gate needs: exactly these categories of the client, and the notes of this referral."""
+
+    client_id: UUID
+    categories: list[DataCategory] = Field(min_length=1, max_length=len(DataCategory))
+    referral_id: UUID | None = None
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, v: list[DataCategory]) -> list[DataCategory]:
+        return list(dict.fromkeys(v))
+
+
+class DisclosuresBody(Body):
+    items: list[DisclosureItem] = Field(min_length=1, max_length=DISCLOSURE_BATCH_MAX)

@@ -159,6 +159,15 @@ def build_router(deps: Deps) -> APIRouter:
     ) -> dict[str, Any]:
         return await views.get_disclosure(deps, client_id, list(dict.fromkeys(category)), referral_id)
 
+    @internal.post(
+        "/disclosures",
+        tags=["internal"],
+        summary=f"For the consent service only: the disclosure above for each of up to {cmds.DISCLOSURE_BATCH_MAX} requests, "
+        "in order; per item the content, `erased` (the single route's 410), `not-found` (its 404) or `unavailable`",
+    )
+    async def disclosures(body: cmds.DisclosuresBody, _: ConsentGate) -> dict[str, Any]:
+        return {"items": await views.get_disclosures(deps, body.items)}
+
     root = APIRouter()
     root.include_router(r)
     root.include_router(internal)

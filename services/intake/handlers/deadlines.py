@@ -49,43 +49,68 @@ async def add_deadline(
     lead_times_days: list[int] | None = None,
 ) -> uuid.UUID:
     """Registers a deadline and its event in the caller's transaction."""
+    row, event = new_deadline(
+        deps,
+        client_id=client_id,
+        kind=kind,
+        due_at=due_at,
+        last_day=last_day,
+        responsible_org=responsible_org,
+        referral_id=referral_id,
+        lead_times_days=lead_times_days,
+    )
+    await repo.insert_deadline(conn, row)
+    await deps.emit(conn, event, acting_org)
+    log_registered(row)
+    return event.deadline_id
+
+
+def new_deadline(
+    deps: Deps,
+    *,
+    client_id: uuid.UUID,
+    kind: DeadlineKind,
+    due_at: datetime,
+    last_day: date | None,
+    responsible_org: str,
+    referral_id: uuid.UUID | None = None,
+    lead_times_days: list[int] | None = None,
+) -> tuple[dict[str, Any], DeadlineRegistered]:
+    """A new deadline's row and its event, for a caller that writes them itself (`add_deadline`, or a referral
+    that writes its answer deadline in the same statement as itself)."""
     now = deps.clock.now()
     leads = sorted(set(lead_times_days or lead_times(deps, kind)), reverse=True)
     deadline_id = uuid.uuid4()
     note = deadlines.legal_note(kind, last_day)
-    await repo.insert_deadline(
-        conn,
-        {
-            "deadline_id": deadline_id,
-            "client_id": client_id,
-            "kind": kind.value,
-            "due_at": due_at,
-            "last_day": last_day,
-            "responsible_org": responsible_org,
-            "referral_id": referral_id,
-            "legal_note": note,
-            "lead_times_days": leads,
-            "registered_at": now,
-            "next_check_at": deadlines.first_check(due_at, leads, now),
-        },
+    row = {
+        "deadline_id": deadline_id,
+        "client_id": client_id,
+        "kind": kind.value,
+        "due_at": due_at,
+        "last_day": last_day,
+        "responsible_org": responsible_org,
+        "referral_id": referral_id,
+        "legal_note": note,
+        "lead_times_days": leads,
+        "registered_at": now,
+        "next_check_at": deadlines.first_check(due_at, leads, now),
+    }
+    event = DeadlineRegistered(
+        client_id=client_id,
+        deadline_id=deadline_id,
+        kind=kind,
+        due_at=due_at,
+        responsible_org=responsible_org,
+        referral_id=referral_id,
+        legal_note=note,
+        lead_times_days=leads,
+        registered_at=now,
     )
-    await deps.emit(
-        conn,
-        DeadlineRegistered(
-            client_id=client_id,
-            deadline_id=deadline_id,
-            kind=kind,
-            due_at=due_at,
-            responsible_org=responsible_org,
-            referral_id=referral_id,
-            legal_note=note,
-            lead_times_days=leads,
-            registered_at=now,
-        ),
-        acting_org,
-    )
-    log.info("deadline registered", extra={"client_id": str(client_id), "deadline_id": str(deadline_id), "kind": kind.value})
-    return deadline_id
+    return row, event
+
+
+def log_registered(row: dict[str, Any]) -> None:
+    log.info("deadline registered", extra={"client_id": str(row["client_id"]), "deadline_id": str(row["deadline_id"]), "kind": row["kind"]})
 
 
 async def add_residence_deadline(

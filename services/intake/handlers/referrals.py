@@ -31,8 +31,8 @@ from ..domain.clients import personal_data
 from ..domain.commands import AcceptReferral, CompleteReferral, DeclineReferral, RevokeReferral, SendReferral
 from ..domain.errors import ConsentRequired, NotFound
 from ..domain.referrals import OPEN, Action, Answer, ReferralStatus, check_actor, next_status, route_referral
-from ..views import case_for, referral_view
-from .deadlines import add_deadline, settle_deadline
+from ..views import referral_view, sealed_case_for
+from .deadlines import add_deadline, log_registered, new_deadline, settle_deadline
 from .deps import Deps
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
     )
     categories = list(dict.fromkeys(cmd.categories))
     async with deps.db.pool.acquire() as conn:
-        client = await case_for(conn, client_id, acting_org)
-        personal_data(client, await _personal(conn, deps, client_id), categories)  # fail early on empty categories
+        # The case, its personal data and its data key in one round trip (here and under the lock below).
+        client = await sealed_case_for(conn, client_id, acting_org)
+        personal_data(client, _personal(deps, client), categories)  # fail early on empty categories
     # Ask before anything is written or sent; no transaction is held while waiting.
     decision = await deps.consent.decide(client_id, route.to_org, Purpose.REFERRAL, categories)
     if not decision.allowed:
@@ -68,10 +69,23 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
     now = deps.clock.now()
     referral_id, request_id = uuid.uuid4(), uuid.uuid4()
     answer_due = calendar.add_working_days(calendar.local_date(now, deps.tz), route.answer_within_working_days)
+    deadline, deadline_registered = new_deadline(
+        deps,
+        client_id=client_id,
+        kind=DeadlineKind.REFERRAL_ANSWER_DUE,
+        due_at=calendar.end_of_day(answer_due, deps.tz),
+        last_day=answer_due,
+        responsible_org=route.to_org,
+        referral_id=referral_id,
+    )
     async with deps.db.pool.acquire() as conn, conn.transaction():
-        client = await case_for(conn, client_id, acting_org, for_update=True)  # the case may have moved (or gone) while we asked
-        personal_data(client, await _personal(conn, deps, client_id), categories)
-        await repo.insert_referral(
+        client = await sealed_case_for(conn, client_id, acting_org, for_update=True)  # the case may have moved (or gone) while we asked
+        personal_data(client, _personal(deps, client), categories)
+        aead = deps.vault.data_key_of(client)
+        assert aead is not None  # its personal data just opened under it
+        # The notes stay in intake, encrypted; the consent gate fetches them with the personal data it may forward.
+        # The referral, its notes and its answer deadline: one statement, which returns the referral's row.
+        row = await repo.insert_sent_referral(
             conn,
             {
                 "referral_id": referral_id,
@@ -84,57 +98,45 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
                 "consent_id": decision.consent_id,
                 "disclosure_request_id": request_id,
                 "answer_due": answer_due,
-                "answer_deadline_id": None,
+                "answer_deadline_id": deadline["deadline_id"],
                 "sent_at": now,
             },
+            deps.vault.sealed_notes(aead, client_id, referral_id, {"reason": cmd.reason, "free_text": cmd.free_text}),
+            deadline,
         )
-        # The notes stay in intake, encrypted; the consent gate fetches them with the personal data it may forward.
-        await deps.vault.add_notes(conn, client_id, referral_id, {"reason": cmd.reason, "free_text": cmd.free_text})
-        await deps.emit(
+        # The three events in the order they always had, in one round trip.
+        await deps.emit_all(
             conn,
-            ReferralSent(
-                client_id=client_id,
-                referral_id=referral_id,
-                from_org=acting_org,
-                to_org=route.to_org,
-                service=route.service,
-                need=cmd.need,
-                requested_categories=categories,
-                answer_due=answer_due,
-                sent_at=now,
-            ),
+            [
+                ReferralSent(
+                    client_id=client_id,
+                    referral_id=referral_id,
+                    from_org=acting_org,
+                    to_org=route.to_org,
+                    service=route.service,
+                    need=cmd.need,
+                    requested_categories=categories,
+                    answer_due=answer_due,
+                    sent_at=now,
+                ),
+                DisclosureRequested(
+                    client_id=client_id,
+                    request_id=request_id,
+                    referral_id=referral_id,
+                    from_org=acting_org,
+                    to_org=route.to_org,
+                    purpose=Purpose.REFERRAL,
+                    service=route.service,
+                    need=cmd.need,
+                    categories=categories,
+                    answer_due=answer_due,
+                    requested_at=now,
+                ),
+                deadline_registered,
+            ],
             acting_org,
         )
-        await deps.emit(
-            conn,
-            DisclosureRequested(
-                client_id=client_id,
-                request_id=request_id,
-                referral_id=referral_id,
-                from_org=acting_org,
-                to_org=route.to_org,
-                purpose=Purpose.REFERRAL,
-                service=route.service,
-                need=cmd.need,
-                categories=categories,
-                answer_due=answer_due,
-                requested_at=now,
-            ),
-            acting_org,
-        )
-        deadline_id = await add_deadline(
-            conn,
-            deps,
-            client_id=client_id,
-            kind=DeadlineKind.REFERRAL_ANSWER_DUE,
-            due_at=calendar.end_of_day(answer_due, deps.tz),
-            last_day=answer_due,
-            responsible_org=route.to_org,
-            acting_org=acting_org,
-            referral_id=referral_id,
-        )
-        await repo.set_answer_deadline(conn, referral_id, deadline_id)
-        row = await repo.get_referral(conn, referral_id)
+    log_registered(deadline)
     metrics.referrals.labels("sent").inc()
     log.info(
         "referral sent",
@@ -143,10 +145,10 @@ async def send_referral(cmd: SendReferral, deps: Deps) -> dict[str, Any]:
     return referral_view(row)
 
 
-async def _personal(conn: asyncpg.Connection, deps: Deps, client_id: uuid.UUID) -> dict[str, Any]:
-    personal = await deps.vault.personal(conn, client_id)
+def _personal(deps: Deps, client: asyncpg.Record) -> dict[str, Any]:
+    personal = deps.vault.personal_of(client)
     if personal is None:
-        raise NotFound(f"no client {client_id}")
+        raise NotFound(f"no client {client['client_id']}")
     return personal
 
 
