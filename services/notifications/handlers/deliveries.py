@@ -199,8 +199,9 @@ async def _record(rows: Sequence[asyncpg.Record], outcomes: list[Outcome], start
                 await repo.disable_endpoint(conn, d.row["endpoint_id"], d.outcome.reason, now)
                 log.warning("webhook endpoint disabled", extra={"endpoint_id": str(d.row["endpoint_id"]), "reason": d.outcome.reason})
             if d.decision.final:
-                await deps.outbox.enqueue(conn, _final_event(d.row, d.decision.status, d.outcome, now))
                 completed.append(d)
+        # The batch's final events in one round trip.
+        await deps.outbox.enqueue_many(conn, [_final_event(d.row, d.decision.status, d.outcome, now) for d in completed])
     for d in completed:  # counted once committed
         metrics.completed.labels(SERVICE, d.row["channel"], d.decision.status.value).inc()
     for d in done:
