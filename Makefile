@@ -4,7 +4,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up up-cluster down-cluster down status test bench bench-e2e contracts lint i18n-extract i18n-update i18n-compile clean
+.PHONY: install up up-cluster down-cluster down status test bench bench-e2e contracts lint validate-deploy i18n-extract i18n-update i18n-compile clean
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Lotse needs Python 3.11"'
@@ -37,6 +37,7 @@ status:
 
 test: install ## All tests, against a real Kafka broker and PostgreSQL server
 	$(BIN)/python -m contracts.export --check
+	$(BIN)/python -m contracts.catalogue --check
 	$(BIN)/python -m pytest
 
 # Lint: ruff (rules and ignores in pyproject.toml) over the whole repository, and the formatter's check.
@@ -47,8 +48,12 @@ lint: install ## ruff check, ruff format --check, mypy (strict for contracts/ an
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-contracts: ## Regenerate contracts/schemas and contracts/asyncapi from the models and the services' declarations
+contracts: ## Regenerate contracts/schemas, contracts/asyncapi and docs/events.md from the models and the services' declarations
 	$(BIN)/python -m contracts.export
+	$(BIN)/python -m contracts.catalogue --write
+
+validate-deploy: install ## Deployment files: generated up to date, kustomize, Kubernetes/Strimzi/KEDA schemas, compose config
+	deploy/validate.sh
 
 bench: install ## Benchmarks (see bench/README.md)
 	deploy/local/stack.sh up

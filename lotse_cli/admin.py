@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from lotse_cli.k8s import k8s_cmd
 from lotse_kit.kafka import KafkaConnection
 from lotse_kit.network import load_network
 from lotse_kit.provisioning import ServiceGrant, desired_state, provision, restore_credentials
@@ -27,6 +28,7 @@ from lotse_kit.settings import DEMO_NETWORK_FILE, KitSettings
 REPO = Path(__file__).resolve().parent.parent
 
 app = typer.Typer(help="Cluster administration (the provisioning principal).", no_args_is_help=True)
+app.command("k8s")(k8s_cmd)  # Strimzi/KEDA resources from the same desired state (lotse_cli/k8s.py)
 
 
 def run_dir() -> Path:

@@ -109,7 +109,8 @@ class DesiredState:
     replication_factor: int = 1
 
 
-def _expand(channel: str, orgs: Sequence[str]) -> list[str]:
+def expand_channel(channel: str, orgs: Sequence[str]) -> list[str]:
+    """A channel address for every organisation: `partner.{orgId}.inbox.v1` names one topic per organisation."""
     return [channel.replace("{orgId}", o) for o in orgs] if "{orgId}" in channel else [channel]
 
 
@@ -136,14 +137,14 @@ def desired_state(network: Network, services: Iterable[ServiceGrant], *, namespa
         want.principals[p] = "service"
         for sub in g.declaration.subscriptions:
             for channel in sub.channels:
-                for topic in _expand(channel, orgs):
+                for topic in expand_channel(channel, orgs):
                     grant(p, "TOPIC", "LITERAL", namespace + topic, "READ")
                     if not sub.custom:  # the kit's consumers dead-letter what they cannot handle
                         grant(p, "TOPIC", "LITERAL", namespace + dlq(topic), "WRITE")
                     if g.reads_dead_letters and namespace + dlq(topic) in want.topics:
                         grant(p, "TOPIC", "LITERAL", namespace + dlq(topic), "READ")
         for pub in g.declaration.publications:
-            for topic in _expand(pub.channel, orgs):
+            for topic in expand_channel(pub.channel, orgs):
                 grant(p, "TOPIC", "LITERAL", namespace + topic, "WRITE")
         grant(p, "GROUP", "PREFIXED", namespace + (g.group_prefix or f"lotse-{g.service}-"), "READ")
 
