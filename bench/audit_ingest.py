@@ -44,20 +44,24 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from contracts import encode, new_event, topics
+from contracts import Envelope, encode, new_event, topics
 from contracts.events import ReferralAccepted, ReferralSent
+from contracts.vocab import DataCategory, Need
 from lotse_kit.kafka import admin_client, connection, ensure_topics
 from lotse_kit.settings import KitSettings
 
 ORGS = ["jobcenter-paderborn", "caritas-paderborn", "diakonie-paderborn", "awo-paderborn", "invia-paderborn", "ki-paderborn"]
 
 
-def events(n: int):
+def envelopes(n: int) -> list[Envelope[Any]]:
+    """Realistic referral events (sent, sent, accepted, ...) about n/20 clients, as the platform writes them."""
     clients = [uuid.uuid4() for _ in range(max(1, n // 20))]
     now = datetime.now(UTC)
+    out: list[Envelope[Any]] = []
     for i in range(n):
         client = clients[i % len(clients)]
         frm, to = ORGS[i % len(ORGS)], ORGS[(i + 1) % len(ORGS)]
+        data: Any
         if i % 3 == 2:
             data = ReferralAccepted(client_id=client, referral_id=uuid.uuid4(), to_org=to, from_org=frm, accepted_at=now)
         else:
@@ -67,11 +71,17 @@ def events(n: int):
                 from_org=frm,
                 to_org=to,
                 service="migrationsberatung",
-                need="language_course",
-                requested_categories=["identity", "needs"],
+                need=Need("language_course"),
+                requested_categories=[DataCategory("identity"), DataCategory("needs")],
                 sent_at=now,
             )
-        yield encode(new_event(data, source="/lotse/intake", acting_org=frm))
+        out.append(new_event(data, source="/lotse/intake", acting_org=frm))
+    return out
+
+
+def events(n: int):
+    for env in envelopes(n):
+        yield encode(env)
 
 
 async def fill(bootstrap: str, topic: str, n: int) -> float:

@@ -49,7 +49,6 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,10 +56,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench.audit_ingest import ORGS, CpuMeter
-from contracts import Envelope, encode, new_event
-from contracts.events import ReferralAccepted, ReferralSent
-from contracts.vocab import DataCategory, Need
+from bench.audit_ingest import CpuMeter, envelopes
+from contracts import Envelope, encode
 from lotse_kit import db
 from lotse_kit.kafka import admin_client, broker_producer, make_broker
 from lotse_kit.settings import KitSettings
@@ -72,31 +69,6 @@ INSERT = """WITH added AS (
                INSERT INTO outbox (event_id, event_type, client_id, topic, key, value, headers)
                VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING 1)
             SELECT pg_notify('lotse_outbox_' || current_schema(), '') FROM added"""
-
-
-def envelopes(n: int) -> list[Envelope[Any]]:
-    clients = [uuid.uuid4() for _ in range(max(1, n // 20))]
-    now = datetime.now(UTC)
-    out: list[Envelope[Any]] = []
-    for i in range(n):
-        client = clients[i % len(clients)]
-        frm, to = ORGS[i % len(ORGS)], ORGS[(i + 1) % len(ORGS)]
-        data: Any
-        if i % 3 == 2:
-            data = ReferralAccepted(client_id=client, referral_id=uuid.uuid4(), to_org=to, from_org=frm, accepted_at=now)
-        else:
-            data = ReferralSent(
-                client_id=client,
-                referral_id=uuid.uuid4(),
-                from_org=frm,
-                to_org=to,
-                service="migrationsberatung",
-                need=Need("language_course"),
-                requested_categories=[DataCategory("identity"), DataCategory("needs")],
-                sent_at=now,
-            )
-        out.append(new_event(data, source="/lotse/intake", acting_org=frm))
-    return out
 
 
 def rows_for(envs: list[Envelope[Any]], topic: str) -> list[tuple[Any, ...]]:
