@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -25,6 +26,11 @@ T = TypeVar("T")
 
 class _ProbeDone(Exception):
     """Rolls back a probe's transaction."""
+
+
+def _literal(text: str) -> str:
+    """An SQL string literal (for the simple-query protocol, which takes no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _row(idx: int, e: Entry) -> tuple[Any, ...]:
@@ -144,22 +150,20 @@ class AuditRepository:
         """
         if not entries:
             return AppendResult(0, 0, 0)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.append_lock)
-            logged = await self._already_logged(conn, entries)
+        async with self.pool.acquire() as conn, self._locked_transaction(conn):
+            logged, start = await self._already_logged_and_size(conn, entries)
             seen: set[tuple[str, int, int]] = set()
             new: list[Entry] = []
             for e in entries:
-                position = e.position
+                position = (e.topic, e.partition, e.offset)
                 if position in logged or position in seen:
                     continue
                 seen.add(position)
                 new.append(e)
-            start = await conn.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_log")
             if not new:
                 return AppendResult(start, 0, len(entries))
             end = start + len(new)
-            frontier = await self._load(conn, merkle.frontier_for_append(start, end))
+            frontier = await self._frontier(conn, merkle.frontier_for_append(start, end))
             nodes = merkle.nodes_completed_by_append(start, [e.leaf_hash for e in new], frontier)
             await conn.copy_records_to_table(
                 "audit_log",
@@ -174,6 +178,24 @@ class AuditRepository:
         # back append's nodes would poison the cache).
         self._cache_root_nodes(start, new, nodes, frontier)
         return AppendResult(start, len(new), len(entries) - len(new))
+
+    @asynccontextmanager
+    async def _locked_transaction(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+        """A transaction holding the append lock, committed on success and rolled back otherwise.
+
+        BEGIN and the lock go in one round trip (a simple query may hold several statements); the
+        queries after it run once the lock is granted, each with its own snapshot (READ COMMITTED),
+        so they see every append committed before. Round trips count: the writer shares its event
+        loop with the fetching and the building, so each one waits for the loop as well as for
+        PostgreSQL."""
+        try:
+            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock(hashtext({_literal(self.append_lock)}))")
+            yield
+        except BaseException:
+            with suppress(Exception):  # a broken connection is discarded by the pool, its transaction with it
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
     def _cache_root_nodes(
         self, start: int, new: Sequence[Entry], nodes: Sequence[tuple[int, int, bytes]], frontier: dict[merkle.NodeKey, bytes]
@@ -209,20 +231,27 @@ class AuditRepository:
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"[:2000]
 
-    async def _already_logged(self, conn: asyncpg.Connection, entries: Sequence[Entry]) -> set[tuple[str, int, int]]:
-        # Per partition, offsets are logged in order, so only records at or below the highest
-        # logged offset can be duplicates; those are checked exactly. Usually: one probe per partition.
+    async def _already_logged_and_size(self, conn: asyncpg.Connection, entries: Sequence[Entry]) -> tuple[set[tuple[str, int, int]], int]:
+        """The positions among `entries` that are logged already, and the log's size (under the append lock).
+
+        Per partition, offsets are logged in order, so only records at or below the highest logged
+        offset can be duplicates; those are checked exactly. Usually one query: the highest logged
+        offset per partition together with the size."""
         parts = sorted({(e.topic, e.partition) for e in entries})
         rows = await conn.fetch(
-            """SELECT u.t, u.p, (SELECT max(a."offset") FROM audit_log a WHERE a.topic = u.t AND a."partition" = u.p) AS hi
+            """SELECT u.t, u.p, (SELECT max(a."offset") FROM audit_log a WHERE a.topic = u.t AND a."partition" = u.p) AS hi,
+                      (SELECT coalesce(max(idx) + 1, 0) FROM audit_log) AS size
                FROM unnest($1::text[], $2::int[]) AS u(t, p)""",
             [t for t, _ in parts],
             [p for _, p in parts],
         )
+        size = rows[0]["size"]
         highest = {(r["t"], r["p"]): r["hi"] for r in rows if r["hi"] is not None}
+        if not highest:
+            return set(), size
         suspects = [e for e in entries if (e.topic, e.partition) in highest and e.offset <= highest[(e.topic, e.partition)]]
         if not suspects:
-            return set()
+            return set(), size
         found = await conn.fetch(
             """SELECT a.topic, a."partition", a."offset" FROM audit_log a
                JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS u(t, p, o)
@@ -231,7 +260,22 @@ class AuditRepository:
             [e.partition for e in suspects],
             [e.offset for e in suspects],
         )
-        return {(r["topic"], r["partition"], r["offset"]) for r in found}
+        return {(r["topic"], r["partition"], r["offset"]) for r in found}, size
+
+    async def _frontier(self, conn: asyncpg.Connection, keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
+        """The stored nodes an append needs, from the cache where possible: after an append of this
+        replica they are exactly the nodes it cached (the root's at the new size), so usually no query."""
+        found: dict[merkle.NodeKey, bytes] = {}
+        missing: list[merkle.NodeKey] = []
+        for k in keys:
+            v = self.cache.get(k)
+            if v is None:
+                missing.append(k)
+            else:
+                found[k] = v
+        if missing:
+            found.update(await self._load(conn, missing))
+        return found
 
     # ------------------------------------------------------------ tree
     async def size(self, conn: asyncpg.Connection | None = None) -> int:

@@ -37,7 +37,8 @@ import orjson
 
 from contracts import DecodeError, decode_headers, decode_raw, validate
 from contracts.dates import is_supported
-from contracts.envelope import SPECVERSION, extensions_of
+from contracts.envelope import _SOURCE, CONTENT_TYPE, SPECVERSION, extensions_of  # _SOURCE: the ce_source rule itself
+from contracts.events import current_of, spec_for
 from contracts.topics import DLQ_SUFFIX, ORG_ID_PATTERN, carries_personal_data, partner_of
 from contracts.vocab import DataCategory
 
@@ -52,6 +53,7 @@ KIND_UNDECODABLE = "undecodable"
 _ORG = re.compile(ORG_ID_PATTERN)
 _CATEGORIES = {c.value for c in DataCategory}
 _DLQ_HEADER_PREFIX = "lotse_dlq_"
+_DLQ_ERROR_KIND = _DLQ_HEADER_PREFIX + "error_kind"
 
 # Event data fields that name an organisation; they make an entry findable by `org`.
 ORG_FIELDS = (
@@ -150,8 +152,8 @@ def _text(value: bytes | None) -> str | None:
 def _read_headers(raw: Sequence[tuple[str, bytes | None]]) -> tuple[dict[str, str], list[str]]:
     """Header values as text by lower-case name, and the sorted names of values that are not UTF-8."""
     try:
-        return {k.lower(): (v.decode("utf-8") if v is not None else "") for k, v in raw}, []
-    except UnicodeDecodeError:
+        return {k.lower(): v.decode() for k, v in raw}, []
+    except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value (None): below
         pass
     headers: dict[str, str] = {}
     unreadable: list[str] = []
@@ -247,18 +249,30 @@ def _org_fields(model: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return fields
 
 
+_ORGS_OK: dict[str, bool] = {}  # strings seen where an organisation id may stand, checked against its pattern
+
+
+def _is_org(value: str) -> bool:
+    ok = _ORGS_OK.get(value)
+    if ok is None:
+        ok = _ORG.match(value) is not None
+        if len(_ORGS_OK) < 4096:  # organisations are few; beyond it, values are checked each time
+            _ORGS_OK[value] = ok
+    return ok
+
+
 def _orgs_in(data: Any) -> set[str]:
     """Organisation ids named by a validated event's data."""
     found: set[str] = set()
     single, lists = _org_fields(type(data))
     for f in single:
         v = getattr(data, f)
-        if isinstance(v, str) and _ORG.match(v):
+        if isinstance(v, str) and _is_org(v):
             found.add(v)
     for f in lists:
         vs = getattr(data, f)
         if isinstance(vs, list):
-            found.update(v for v in vs if isinstance(v, str) and _ORG.match(v))
+            found.update(v for v in vs if isinstance(v, str) and _is_org(v))
     return found
 
 
@@ -280,34 +294,209 @@ def _topic_facts(physical: str, namespace: str) -> _TopicFacts:
 
 
 def build_entry(record: RecordLike, *, namespace: str = "") -> Entry:
-    """The log entry for one record. Never raises for any content of the record."""
+    """The log entry for one record. Never raises for any content of the record.
+
+    Almost every record is a valid, current-version Lotse event with UTF-8 headers: `_valid_event_entry`
+    builds its entry in one pass. Anything else (or anything that pass is not sure of) takes the general
+    path, which handles every record; both give byte-identical entries (`test_entry_builder.py`)."""
     facts = _topic_facts(record.topic, namespace)
-    logical, is_dlq, personal = facts.logical, facts.is_dlq, facts.personal
     value = record.value or b""
+    headers, unreadable = _read_headers(record.headers)
+    if not unreadable:
+        entry = _valid_event_entry(record, facts, value, headers)
+        if entry is not None:
+            return entry
+    return _general_entry(record, facts, value, headers, unreadable)
+
+
+def build_entry_general(record: RecordLike, *, namespace: str = "") -> Entry:
+    """`build_entry` without the one-pass path for valid events (the reference the fast path is tested against)."""
+    headers, unreadable = _read_headers(record.headers)
+    return _general_entry(record, _topic_facts(record.topic, namespace), record.value or b"", headers, unreadable)
+
+
+def _base_doc(record: RecordLike, facts: _TopicFacts, value: bytes) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "v": ENTRY_VERSION,
         "position": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
-        "topic": logical,
+        "topic": facts.logical,
         "record_timestamp_ms": record.timestamp,
         "data_sha256": hashlib.sha256(value).hexdigest(),
         "data_size": len(value),
     }
-    if personal:
+    if facts.personal:
         doc["personal_data_topic"] = True
+    return doc
 
-    headers, unreadable = _read_headers(record.headers)
+
+def _key_field(key: bytes | None, key_text: str | None) -> Any:
+    return key_text if key_text is not None and _CANONICAL_UUID.match(key_text) else {"sha256": _sha256(key)}
+
+
+def _dead_letter(headers: dict[str, str], personal: bool) -> dict[str, Any]:
+    """Dead-letter metadata the kit's consumer adds (`lotse_dlq_*` headers)."""
+    dead_letter: dict[str, Any] = {k[len(_DLQ_HEADER_PREFIX) :]: v for k, v in headers.items() if k.startswith(_DLQ_HEADER_PREFIX)}
+    if personal and "reason" in dead_letter:
+        # A handler's error text may quote the data; on personal-data topics keep only its hash.
+        dead_letter["reason_sha256"] = _sha256(dead_letter.pop("reason").encode())
+    return dead_letter
+
+
+# Caches of the one-pass path, each of a pure function of values that take few distinct forms.
+_CACHE_MAX = 1024  # entries per cache (beyond it, values are computed each time)
+_READ_AS_IS: dict[int, bool] = {}  # per contract (by identity): read as it is, i.e. not upcast
+_SOURCES_OK: dict[str, bool] = {}  # ce_source values seen, checked against the contract's pattern
+
+
+def _source_ok(source: str) -> bool:
+    ok = _SOURCES_OK.get(source)
+    if ok is None:
+        ok = _SOURCE.match(source) is not None
+        if len(_SOURCES_OK) < _CACHE_MAX:
+            _SOURCES_OK[source] = ok
+    return ok
+
+
+_EXTENSION_HEADERS: dict[tuple[str, ...], tuple[str, ...]] = {}  # header names -> the extension headers among them
+
+
+def _extension_headers(headers: dict[str, str]) -> tuple[str, ...]:
+    """The names of the `ce_*` extension headers (as `contracts.envelope.extensions_of` tells them), cached
+    by the record's header names: producers send few different sets."""
+    names = tuple(headers)
+    ext = _EXTENSION_HEADERS.get(names)
+    if ext is None:
+        ext = tuple("ce_" + k for k in extensions_of(dict.fromkeys(names, "")))
+        if len(_EXTENSION_HEADERS) < _CACHE_MAX:
+            _EXTENSION_HEADERS[names] = ext
+    return ext
+
+
+def _valid_event_entry(record: RecordLike, facts: _TopicFacts, value: bytes, headers: dict[str, str]) -> Entry | None:
+    """The entry of a record that `contracts.decode_headers` accepts as a current-version event, in one pass;
+    None for any other record and whenever a check is not certain (the general path decides then).
+
+    Makes exactly the checks `decode_headers` makes, in the cheapest form that is exactly as strict or
+    stricter (a record refused here is not necessarily invalid, only not for this path): the contract
+    model still validates the data (pydantic, in Rust) and still serialises what is logged."""
+    get = headers.get
+    if get("ce_specversion") != SPECVERSION or not value:
+        return None
+    event_id, event_type, source, ce_time = get("ce_id"), get("ce_type"), get("ce_source"), get("ce_time")
+    if not event_id or not event_type or not source or not ce_time:
+        return None
+    content_type = get("content-type")
+    if content_type is not None and content_type != CONTENT_TYPE:
+        return None
+    dataschema = get("ce_dataschema")
+    spec = spec_for(event_type, dataschema)
+    if spec is None:
+        return None
+    as_is = _READ_AS_IS.get(id(spec))
+    if as_is is None:
+        as_is = _READ_AS_IS[id(spec)] = current_of(spec) is None
+    # ce_id: a canonical UUID (uuid.UUID accepts more; those take the general path).
+    if not as_is or _CANONICAL_UUID.fullmatch(event_id) is None or not _source_ok(source):
+        return None
+    try:
+        time = datetime.fromisoformat(ce_time)
+    except ValueError:
+        return None
+    if time.tzinfo is None or not is_supported(time):
+        return None
+    try:
+        data = spec.model.__pydantic_validator__.validate_json(value)
+    except Exception:  # schema-invalid (or anything else): the general path tells which
+        return None
+    subject = get("ce_subject")
+    canonical_subject = subject if subject is not None and _CANONICAL_UUID.fullmatch(subject) else None
+    data_client_id = getattr(data, "client_id", None)
+    data_client_text: str | None = None
+    if data_client_id is not None:
+        if canonical_subject is not None and isinstance(data_client_id, uuid.UUID):
+            # Equal numbers mean subject == str(data_client_id) (both canonical), without formatting the UUID.
+            if data_client_id.int != int(canonical_subject.replace("-", ""), 16):
+                return None
+            data_client_text = canonical_subject
+        else:
+            data_client_text = str(data_client_id)
+            if subject is not None and subject != data_client_text:
+                return None
+
+    # A valid event: from here on nothing refuses it.
+    personal = facts.personal
+    doc = _base_doc(record, facts, value)
+    key = record.key
+    key_text = _text(key)
+    if key is not None:
+        doc["key"] = _key_field(key, key_text)
+    if facts.is_dlq or _DLQ_ERROR_KIND in headers:
+        dead_letter = _dead_letter(headers, personal)
+        if dead_letter:
+            doc["dead_letter"] = dead_letter
+    doc["kind"] = KIND_EVENT
+    ce: dict[str, Any] = {"specversion": SPECVERSION, "id": event_id, "type": event_type, "source": source, "time": ce_time}
+    if subject is not None:
+        ce["subject"] = subject
+    if dataschema is not None:
+        ce["dataschema"] = dataschema
+    for k in _extension_headers(headers):
+        ce["ext_" + k[3:]] = headers[k]
+    doc["ce"] = ce
+    acting = ce.get("ext_actingorg")
+    acting_org = acting if acting is not None and _is_org(acting) else None
+    client_id = canonical_subject or _uuid_text(subject) or data_client_text
+    if client_id is None and key_text is not None:
+        client_id = _uuid_text(key_text)
+    doc["acting_org"] = acting_org
+    doc["client_id"] = client_id
+    if personal:
+        declared, present = _categories(_json_or_none(value))
+        doc["categories"] = declared
+        doc["categories_present"] = present
+        orgs: set[str] = set()
+    else:
+        # As the contract model serialises it: unknown fields a producer added are not logged.
+        doc["data"] = orjson.Fragment(data.__pydantic_serializer__.to_json(data))
+        orgs = _orgs_in(data)
+    if acting_org:
+        orgs.add(acting_org)
+    if source.startswith("/partners/") and _is_org(source[len("/partners/") :]):
+        orgs.add(source[len("/partners/") :])
+    if facts.partner:
+        orgs.add(facts.partner)
+    entry = canonical_json(doc)
+    # Positional (a call with keywords costs more, once per record). The id is a canonical UUID and the
+    # type a contract's, so both are storable as they are (no NUL).
+    return Entry(
+        record.topic,
+        record.partition,
+        record.offset,
+        facts.logical,
+        KIND_EVENT,
+        event_id,
+        event_type,
+        client_id,
+        acting_org,
+        sorted(orgs),
+        time,
+        entry,
+        leaf_hash(entry),
+    )
+
+
+def _general_entry(record: RecordLike, facts: _TopicFacts, value: bytes, headers: dict[str, str], unreadable: list[str]) -> Entry:
+    """The entry for any record: a valid event, an invalid one or none at all."""
+    logical, is_dlq, personal = facts.logical, facts.is_dlq, facts.personal
+    doc = _base_doc(record, facts, value)
     if unreadable:
         doc["unreadable_headers"] = unreadable
     key_text = _text(record.key)
     if record.key is not None:
-        doc["key"] = key_text if key_text is not None and _CANONICAL_UUID.match(key_text) else {"sha256": _sha256(record.key)}
+        doc["key"] = _key_field(record.key, key_text)
 
-    # Dead-letter metadata the kit's consumer adds.
-    if is_dlq or _DLQ_HEADER_PREFIX + "error_kind" in headers:
-        dead_letter: dict[str, Any] = {k[len(_DLQ_HEADER_PREFIX) :]: v for k, v in headers.items() if k.startswith(_DLQ_HEADER_PREFIX)}
-        if personal and "reason" in dead_letter:
-            # A handler's error text may quote the data; on personal-data topics keep only its hash.
-            dead_letter["reason_sha256"] = _sha256(dead_letter.pop("reason").encode())
+    if is_dlq or _DLQ_ERROR_KIND in headers:
+        dead_letter = _dead_letter(headers, personal)
         if dead_letter:
             doc["dead_letter"] = dead_letter
 

@@ -165,20 +165,23 @@ def frontier_for_append(start: int, end: int) -> list[NodeKey]:
 
 
 def nodes_completed_by_append(start: int, new_leaf_hashes: Sequence[bytes], frontier: dict[NodeKey, bytes]) -> list[tuple[int, int, bytes]]:
-    """(level, index, hash) for every complete subtree (level >= 1) the new leaves finish."""
+    """(level, index, hash) for every complete subtree (level >= 1) the new leaves finish, level by level,
+    each level's in index order."""
     end = start + len(new_leaf_hashes)
-    lower: dict[int, bytes] = {start + i: h for i, h in enumerate(new_leaf_hashes)}
+    lower: list[bytes] = list(new_leaf_hashes)  # the nodes of the level below, from index `lower_first` on
+    lower_first = start
     out: list[tuple[int, int, bytes]] = []
+    sha256 = hashlib.sha256
     level = 1
     while (start >> level) < (end >> level):
-        current: dict[int, bytes] = {}
-        for k in range((start >> level), (end >> level)):
-            left = lower.get(2 * k)
-            if left is None:
-                left = frontier[(level - 1, 2 * k)]
-            current[k] = node_hash(left, lower[2 * k + 1])
-            out.append((level, k, current[k]))
-        lower = current
+        first, stop = start >> level, end >> level
+        if 2 * first < lower_first:  # the first node's left child is stored already (one per level at most)
+            lower.insert(0, frontier[(level - 1, 2 * first)])
+            lower_first -= 1
+        # Children of node k are lower[2k - lower_first] and the one after it (node_hash, inlined: ~one per entry).
+        current = [sha256(b"\x01" + lower[i] + lower[i + 1]).digest() for i in range(0, 2 * (stop - first), 2)]
+        out.extend((level, first + i, h) for i, h in enumerate(current))
+        lower, lower_first = current, first
         level += 1
     return out
 

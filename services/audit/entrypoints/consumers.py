@@ -95,11 +95,12 @@ async def raw_records(msg: Any) -> Any:
 
 def next_offsets(records: Sequence[RecordLike]) -> dict[TopicPartition, int]:
     """Per partition, the offset to commit once these records are logged."""
-    out: dict[TopicPartition, int] = {}
+    highest: dict[tuple[str, int], int] = {}
     for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        out[tp] = max(out.get(tp, 0), r.offset + 1)
-    return out
+        key = (r.topic, r.partition)
+        if highest.get(key, -1) < r.offset:
+            highest[key] = r.offset
+    return {TopicPartition(t, p): o + 1 for (t, p), o in highest.items()}
 
 
 @dataclass

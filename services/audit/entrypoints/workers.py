@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from lotse_kit.retry import TRANSIENT_ERRORS, backoff
+from lotse_kit.runtime import tune_gc_for_batches
 from lotse_kit.workers import sleep_unless_stopping
 
 from ..adapters import metrics
@@ -37,6 +38,7 @@ class IngestWriter:
         self.isolate_after = settings.ingest_isolate_after
 
     async def __call__(self, stopping: asyncio.Event) -> None:
+        tune_gc_for_batches()  # the benchmark runs the writer without Runtime.start
         ingest = self.ingest
         ingest.writer_running = True
         try:

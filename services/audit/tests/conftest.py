@@ -51,6 +51,7 @@ def fast_settings(namespace: str, tmp_path: Path, **overrides: Any) -> AuditSett
         ingest_retry_base_s=0.05,
         ingest_retry_max_s=0.5,
         tree_head_interval_s=3600,  # tests sign on demand
+        tree_head_delay_ms=0,  # ... and no head after appends: a test that counts on what the latest head covers must not race one
         signing_key_file=tmp_path / "audit-key.pem",
     )
     return AuditSettings(**{**FAST_KIT_SETTINGS, "topic_namespace": namespace, **own, **overrides})
