@@ -20,6 +20,15 @@ ENTRIES_UNLOGGABLE = Counter(
     "lotse_audit_unloggable_total", "Entries the database refused, logged as stand-ins naming the record.", ["service"], registry=REGISTRY
 )
 TREE_SIZE = Gauge("lotse_audit_tree_size", "Entries in the audit log (as appended by this replica).", ["service"], registry=REGISTRY)
+SIGNED_TREE_SIZE = Gauge(
+    "lotse_audit_signed_tree_size", "Tree size of the latest tree head this replica signed.", ["service"], registry=REGISTRY
+)
+SIGNED_AT = Gauge(
+    "lotse_audit_tree_head_signed_timestamp_seconds",
+    "Unix time of the latest tree head this replica signed.",
+    ["service"],
+    registry=REGISTRY,
+)
 APPEND_SECONDS = Histogram(
     "lotse_audit_append_seconds",
     "Time to append one batch durably.",
@@ -27,6 +36,12 @@ APPEND_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+def tree_head_signed(tree_size: int, signed_at_s: float) -> None:
+    """The signer keeps up when this follows lotse_audit_tree_size (alert LotseAuditSigningStalled)."""
+    SIGNED_TREE_SIZE.labels(SERVICE).set(tree_size)
+    SIGNED_AT.labels(SERVICE).set(signed_at_s)
 
 
 def batch_appended(result: AppendResult, entries: Iterable[Entry], seconds: float) -> None:

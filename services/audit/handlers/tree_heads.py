@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from ..adapters import metrics
 from ..domain import merkle
 from ..domain.commands import SignTreeHead, SignTreeHeadIfGrown
 from ..domain.tree_head import TreeHead, epoch_ms, sign
@@ -31,5 +32,6 @@ async def _sign(deps: Deps, size: int, requested_by: str | None) -> TreeHead:
     root = await deps.repo.compute(lambda get: merkle.root(size, get))
     head = sign(deps.signing_key, size, epoch_ms(deps.clock.now()), root)
     await deps.repo.add_tree_head(head, requested_by)
+    metrics.tree_head_signed(size, head.timestamp_ms / 1000)
     log.info("tree head signed", extra={"tree_size": size, "requested_by": requested_by})
     return head

@@ -77,6 +77,12 @@ async def test_appends_are_signed_soon_and_an_idle_log_gets_no_new_heads(
         # The API serves it as the latest head, and proofs against both heads still work.
         latest = (await audit.http.get("/v1/audit/tree-head", headers=AUDITOR)).json()
         assert latest["tree_size"] == 8 and b64d(latest["sha256_root_hash"]) == second[1]
+        # What the signing-stall alert compares with the log's size (deploy/observability/alerts.yml).
+        from lotse_kit.metrics import REGISTRY
+
+        assert REGISTRY.get_sample_value("lotse_audit_signed_tree_size", {"service": "audit"}) == 8
+        signed_at = REGISTRY.get_sample_value("lotse_audit_tree_head_signed_timestamp_seconds", {"service": "audit"})
+        assert signed_at == second[3] / 1000
         c = (await audit.http.get("/v1/audit/consistency-proof", params={"first": 5, "second": 8}, headers=AUDITOR)).json()
         assert rfc9162.verify_consistency(5, 8, first[1], second[1], [b64d(p) for p in c["consistency"]])
         p = (await audit.http.get("/v1/audit/entries/6/inclusion-proof", headers=AUDITOR)).json()
