@@ -481,3 +481,12 @@ __all__ += ["DISCLOSURE_RECORDS", "disclosure_scope"]
 CONSENT_GATE = Rule("consent-gate", services=frozenset({"consent"}))
 
 __all__ += ["CONSENT_GATE"]
+
+
+# ------------------------------------------------------------------ intake: contact lookups for a batch (issue 14)
+# The notifications service's own token and nobody else, like CONTACT_LOOKUP, but without one `Lotse-On-Behalf-Of`
+# for the request: each item names its organisation, checked per item as CONTACT_LOOKUP checks the header (a
+# non-member is that item's 403 not-a-member), and each item is consent-gated for its organisation.
+CONTACT_LOOKUP_BATCH = Rule("contact-lookup-batch", services=frozenset({"notifications"}))
+
+__all__ += ["CONTACT_LOOKUP_BATCH"]

@@ -11,15 +11,17 @@ import asyncpg
 from contracts.events import ReferralNotes, SealedContent
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit import access, calendar
+from lotse_kit.errors import DomainError, Unavailable
 
 from .adapters import metrics
 from .adapters import repository as repo
+from .adapters.consent import Question
 from .adapters.vault import DataUnavailable
 from .domain.clients import PERSONAL_FIELDS, RECEIVER_SEES, check_responsible, full_personal_data, restrict_case
 from .domain.errors import ClientErased, ConsentRequired, DoNotContact, Forbidden, NotFound
 
 if TYPE_CHECKING:
-    from .domain.commands import DisclosureItem
+    from .domain.commands import ContactItem, DisclosureItem
     from .handlers.deps import Deps
 
 _REFERRAL_FIELDS = (
@@ -196,6 +198,96 @@ async def get_contact(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict
         "email": p["email"],
         "phone": p["phone"],
     }
+
+
+async def get_contacts(deps: Deps, items: Sequence[ContactItem]) -> list[dict[str, Any]]:
+    """`get_contact` for many lookups at once (the notifications service's batch), in order: per item
+    {"status": 200, "contact": <the single route's body>} or {"status": <its status>, "problem": <its problem body>}
+    (not-a-member 403, not-found 404, do-not-contact 409, consent-required 409, client-erased 410). The same checks in
+    the same order as the single route, with one consent decision request for the whole list and two queries
+    whatever its length. The consent service unavailable fails the whole list (503), as it fails the single route."""
+    out: list[dict[str, Any] | None] = [None] * len(items)
+    async with deps.db.pool.acquire() as conn:
+        before = await repo.clients(conn, [i.client_id for i in items])
+    ask: list[int] = []
+    for n, item in enumerate(items):
+        if not deps.directory.has(item.on_behalf_of):
+            out[n] = _problem(access.NotAMember(f"{item.on_behalf_of} is not a member of this network."))
+            continue
+        refused = _contact_refusal(before.get(item.client_id), item.client_id)
+        if refused is not None:
+            out[n] = _problem(refused)
+        else:
+            ask.append(n)
+    if ask:
+        categories = (DataCategory.CONTACT,)
+        questions = list(
+            dict.fromkeys(Question(items[n].client_id, items[n].on_behalf_of, Purpose.CONTACT_FOR_NOTIFICATIONS, categories) for n in ask)
+        )
+        decisions = dict(zip(questions, await deps.consent.decide_many(questions), strict=True))
+        allowed = []
+        for n in ask:
+            decision = decisions[Question(items[n].client_id, items[n].on_behalf_of, Purpose.CONTACT_FOR_NOTIFICATIONS, categories)]
+            if decision.allowed:
+                allowed.append(n)
+            else:
+                out[n] = _problem(
+                    ConsentRequired(
+                        items[n].on_behalf_of, Purpose.CONTACT_FOR_NOTIFICATIONS, categories, decision.missing_categories, decision.reason
+                    )
+                )
+        if allowed:
+            async with deps.db.pool.acquire() as conn:
+                after = await repo.clients_sealed(conn, [items[n].client_id for n in allowed])
+            for n in allowed:
+                out[n] = _contact_after_consent(deps, after.get(items[n].client_id), items[n].client_id)
+    return [o if o is not None else _problem(Unavailable("no answer")) for o in out]
+
+
+def _contact_refusal(client: Mapping[str, Any] | None, client_id: uuid.UUID) -> DomainError | None:
+    """What `get_contact` refuses before and after asking for consent (erased: checked before do-not-contact)."""
+    if client is None:
+        return NotFound(f"no client {client_id}")
+    if client["erased_at"] is not None:
+        return ClientErased(client_id, client["erased_at"])
+    if client["do_not_contact"]:
+        return DoNotContact(client_id)
+    return None
+
+
+def _contact_after_consent(deps: Deps, client: Mapping[str, Any] | None, client_id: uuid.UUID) -> dict[str, Any]:
+    """The second half of `get_contact` from a row of `repo.clients_sealed` read after the consent decision."""
+    if client is None or not client["has_personal"]:  # the single route's order: no personal data first
+        return _problem(NotFound(f"no client {client_id}"))
+    refused = _contact_refusal(client, client_id)  # erased or do-not-contact while the consent service was asked
+    if refused is not None:
+        return _problem(refused)
+    try:
+        p = deps.vault.personal_of(client)
+    except DataUnavailable:
+        # Where the single route fails as a whole (its data does not open), this item fails alone; nothing is named.
+        return _problem(Unavailable("the client's contact data is unavailable"))
+    if p is None:
+        return _problem(NotFound(f"no client {client_id}"))
+    return {
+        "status": 200,
+        "contact": {
+            "client_id": str(client_id),
+            "preferred_language": client["preferred_language"],
+            "languages": list(client["languages"]),
+            "email": p["email"],
+            "phone": p["phone"],
+        },
+    }
+
+
+def _problem(exc: DomainError) -> dict[str, Any]:
+    """A batch item's answer: the status and the problem body the single route would answer with (without `instance`)."""
+    body: dict[str, Any] = {"type": exc.instance_type, "title": exc.instance_title, "status": exc.status}
+    if exc.detail:
+        body["detail"] = exc.detail
+    body.update(exc.extensions)
+    return {"status": exc.status, "problem": body}
 
 
 async def get_disclosure(deps: Deps, client_id: uuid.UUID, categories: list[DataCategory], referral_id: uuid.UUID | None) -> dict[str, Any]:

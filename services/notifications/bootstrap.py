@@ -110,6 +110,7 @@ def bootstrap(
         webhook_allow_http=settings.webhook_allow_http,
         operator_orgs=frozenset(settings.operator_orgs),
         intake_concurrency=settings.intake_concurrency,
+        intake_batch_lookups=settings.intake_batch_lookups,
     )
 
     runtime.subscribe(deps)

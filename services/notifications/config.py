@@ -46,7 +46,14 @@ class NotificationsSettings(KitSettings):
         8,
         ge=1,
         validation_alias=env("intake_concurrency"),
-        description="Contact lookups in flight at once for one batch (of the consumer or of the delivery worker).",
+        description="Contact lookups in flight at once for one batch (of the consumer or of the delivery worker) "
+        "when they are asked one by one (batch lookups off, or failed).",
+    )
+    intake_batch_lookups: bool = Field(
+        True,
+        validation_alias=env("intake_batch_lookups"),
+        description="Ask intake for a batch's contacts in one request (POST /internal/v1/contacts); off: one request per "
+        "client and organisation, as before (for an intake without the batch route).",
     )
 
     # ------------------------------------------------------------ e-mail

@@ -23,6 +23,8 @@ POLICIES = [
     access.AUTHENTICATED,
     access.SERVICES,
     access.CONTACT_LOOKUP,
+    access.CONTACT_LOOKUP_BATCH,
+    access.CONSENT_GATE,
     access.NOTIFICATION_STATUS,
     access.AUDIT_READ,
     access.AUDIT_EXPORT,
@@ -39,8 +41,8 @@ EXPECTED: dict[str, set[str]] = {
     "auditor": {"authenticated", "audit-read", "audit-export"},
     "operator": {"authenticated", "notification-status", "tree-head-signing"},
     "service:intake": {"authenticated", "services"},
-    "service:consent": {"authenticated", "services"},
-    "service:notifications": {"authenticated", "services", "contact-lookup"},
+    "service:consent": {"authenticated", "services", "consent-gate"},
+    "service:notifications": {"authenticated", "services", "contact-lookup", "contact-lookup-batch"},
     "service:audit": {"authenticated", "services", "tree-head-signing"},
 }
 

@@ -97,6 +97,14 @@ def wrong_roles(policy: str, owner: str) -> dict[str, dict[str, str]]:
             "notifications service for no organisation": service_token("notifications"),
             "notifications service for a non-member": service_token("notifications") | {ON_BEHALF_OF: NOT_A_MEMBER},
         },
+        "contact-lookup-batch": {
+            **staff,
+            **district,
+            "intake service": service_token("intake"),
+            "consent service": service_token("consent"),
+            "audit service": service_token("audit"),
+            "audit service on behalf of the owner": service_token("audit") | {ON_BEHALF_OF: owner},
+        },
         "services": {**staff, **district},
         "consent-gate": {
             **staff,
@@ -457,6 +465,14 @@ def intake_probes(i: Ids) -> list[Probe]:
             body={"items": [{"client_id": str(c), "categories": ["identity", "health"], "referral_id": str(r)}]},
             owner=JOBCENTER,
         ),
+        Probe(
+            "POST",
+            "/internal/v1/contacts",
+            "/internal/v1/contacts",
+            service_token("notifications"),
+            body={"items": [{"client_id": str(c), "on_behalf_of": JOBCENTER}]},
+            owner=JOBCENTER,
+        ),
         Probe("GET", "/v1/network", "/v1/network", caritas, owner=JOBCENTER),
     ]
 
@@ -503,6 +519,14 @@ def consent_probes(i: Ids) -> list[Probe]:
             other=[("an unrelated member (Diakonie)", diakonie, 404)],
         ),
         Probe("GET", decision, "/v1/decisions", service_token("intake"), owner=C_JOBCENTER),
+        Probe(
+            "POST",
+            "/v1/decisions",
+            "/v1/decisions",
+            service_token("intake"),
+            body={"items": [{"client_id": str(i.client), "recipient": C_CARITAS, "purpose": "referral", "categories": ["identity"]}]},
+            owner=C_JOBCENTER,
+        ),
         # Keys: an organisation's own staff and partner systems manage its keys; another member naming it: 403.
         Probe(
             "POST",

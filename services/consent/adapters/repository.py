@@ -169,6 +169,33 @@ async def client_snapshot(conn: asyncpg.Connection | asyncpg.Pool, client_id: UU
     return ClientSnapshot(first["v_version"] or 0, first["v_erased_at"], consents)
 
 
+async def client_versions(conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[UUID]) -> dict[UUID, int]:
+    """`client_version` for many clients in one round trip (0 for a client without a version row)."""
+    rows = await conn.fetch("SELECT client_id, version FROM client_versions WHERE client_id = ANY($1::uuid[])", client_ids)
+    found = {r["client_id"]: r["version"] for r in rows}
+    return {c: found.get(c) or 0 for c in client_ids}
+
+
+async def client_snapshots(conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[UUID]) -> dict[UUID, ClientSnapshot]:
+    """`client_snapshot` for many clients from one statement (each one consistent, as the single one is)."""
+    rows = await conn.fetch(
+        f"""SELECT k.client_id AS k_client_id, v.version AS v_version, v.erased_at AS v_erased_at, {_COLUMNS}
+              FROM unnest($1::uuid[]) AS k (client_id)
+              LEFT JOIN client_versions v ON v.client_id = k.client_id
+              LEFT JOIN consents c ON c.client_id = k.client_id
+             ORDER BY c.granted_at DESC, c.consent_id""",
+        list(dict.fromkeys(client_ids)),
+    )
+    heads: dict[UUID, tuple[int, datetime | None]] = {}
+    consents: dict[UUID, list[Consent]] = {}
+    for r in rows:
+        heads[r["k_client_id"]] = (r["v_version"] or 0, r["v_erased_at"])
+        found = consents.setdefault(r["k_client_id"], [])
+        if r["consent_id"] is not None:
+            found.append(_consent(r))
+    return {c: ClientSnapshot(v, e, tuple(consents[c])) for c, (v, e) in heads.items()}
+
+
 async def lock_client_erasure(conn: asyncpg.Connection, client_id: UUID) -> datetime | None:
     """When the client was erased, if so; locks the version row FOR SHARE against a concurrent erasure."""
     return await conn.fetchval("SELECT erased_at FROM client_versions WHERE client_id = $1 FOR SHARE", client_id)

@@ -85,6 +85,28 @@ class DecisionOut(BaseModel):
     missing_categories: list[DataCategory]
 
 
+DECISION_BATCH_MAX = 200  # questions per POST /v1/decisions (a consumer batch of intake's asks at most this many)
+
+
+class DecisionQuestionIn(BaseModel):
+    """One question, with exactly the parameters of GET /v1/decisions."""
+
+    model_config = ConfigDict(extra="forbid")
+    client_id: UUID
+    recipient: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    purpose: Purpose
+    categories: list[DataCategory] = Field(default_factory=list, max_length=64)
+
+
+class DecisionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[DecisionQuestionIn] = Field(min_length=1, max_length=DECISION_BATCH_MAX)
+
+
+class DecisionsOut(BaseModel):
+    items: list[DecisionOut] = Field(description="One answer per question, in order; each what GET /v1/decisions answers for it.")
+
+
 KID = r"^[A-Za-z0-9._-]{1,64}$"
 ORG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -270,6 +292,13 @@ def router(deps: Deps) -> APIRouter:
         """May `recipient` receive these categories of the client's data for `purpose`, right now? For services' own tokens only."""
         d = await views.check_decision(deps, client_id=client_id, recipient=recipient, purpose=purpose, categories=category)
         return JSONResponse(d.as_dict())
+
+    @r.post("/v1/decisions", response_model=DecisionsOut, tags=["decisions"])
+    async def decisions(body: DecisionsIn, _: Service) -> JSONResponse:
+        """GET /v1/decisions for up to DECISION_BATCH_MAX questions at once (e.g. all of a batch of intake's contact
+        lookups): per question, in order, exactly its answer. For services' own tokens only."""
+        questions = [views.DecisionQuestion(q.client_id, q.recipient, q.purpose, q.categories) for q in body.items]
+        return JSONResponse({"items": [d.as_dict() for d in await views.check_decisions(deps, questions)]})
 
     @r.post("/v1/organisations/{org}/keys", status_code=201, response_model=KeyOut, tags=["keys"])
     async def register_key(org: OrgPath, body: KeyIn, ctx: Ctx, response: Response) -> KeyOut:

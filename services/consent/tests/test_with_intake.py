@@ -14,11 +14,13 @@ from contracts.events import SealedContent
 from contracts.sealed import SealedError, generate_key, unseal
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.auth import AuthSettings, ServiceTokens
+from lotse_kit.context import ON_BEHALF_OF
 from lotse_kit.network import OrgDirectory, load_network
 from services.consent.adapters.intake import ERASED, NOT_SERVED, DisclosureQuery, HttpIntakeDisclosures, IntakeUnavailable
+from services.intake.adapters.consent import HttpConsentDecisions
 from services.intake.tests.conftest import HERE as INTAKE_TESTS
 from services.intake.tests.conftest import JOBCENTER, KI, client_body, clock, consent, directory, h, make_intake  # noqa: F401 - intake's fixtures
-from tests.fixtures import as_org, local_issuer, serving
+from tests.fixtures import as_org, local_issuer, service_token, serving
 from tests.kafka_helpers import eventually, read_topic
 
 from .conftest import PRIVATE_KEYS, StartService
@@ -135,3 +137,51 @@ async def test_the_batch_request_renews_a_refused_token_once() -> None:
     with pytest.raises(IntakeUnavailable, match="1 items for 2"):
         await adapter.disclosures([DisclosureQuery(uuid.uuid4(), (DataCategory.IDENTITY,))] * 2)
     await adapter.aclose()
+
+
+async def test_intakes_contact_batch_asks_the_real_consent_service_once_and_a_withdrawal_stops_the_contact(
+    make_intake,  # noqa: F811
+    start_consent: StartService,
+) -> None:
+    """Intake's POST /internal/v1/contacts with its real decision adapter against this service's POST /v1/decisions:
+    the consented organisation gets the contact, the others the single route's problems, and once the client withdrew
+    the consent, the contact is refused in the batch exactly as in the single route."""
+    issuer = local_issuer().signer.issuer
+    tokens = ServiceTokens(AuthSettings(issuer=issuer, client_id="lotse-intake", client_secret="test-only"))
+    network = OrgDirectory.of(load_network(INTAKE_TESTS / "network.yaml"))
+    async with start_consent(directory=network) as svc, serving(svc.app, lifespan="off") as consent_url:
+        decisions = HttpConsentDecisions(consent_url, tokens=tokens)
+        async with make_intake(consent=decisions) as (_intake_app, intake_http):
+            r = await intake_http.post("/v1/clients", json=client_body(), headers=h(JOBCENTER))
+            assert r.status_code == 201, r.text
+            client_id = r.json()["client_id"]
+            granted = await svc.grant(
+                uuid.UUID(client_id), org=JOBCENTER, recipients=[KI], purposes=["contact_for_notifications"], categories=["contact"]
+            )
+            notifications = service_token("notifications")
+            items = [{"client_id": client_id, "on_behalf_of": KI}, {"client_id": client_id, "on_behalf_of": JOBCENTER}]
+
+            async def both() -> tuple[list[dict], list[dict]]:
+                batch = await intake_http.post("/internal/v1/contacts", json={"items": items}, headers=notifications)
+                assert batch.status_code == 200, batch.text
+                singles = []
+                for i in items:
+                    one = await intake_http.get(
+                        f"/v1/clients/{client_id}/contact", headers=notifications | {ON_BEHALF_OF: i["on_behalf_of"]}
+                    )
+                    body = one.json()
+                    body.pop("instance", None)
+                    singles.append({"status": one.status_code, "contact" if one.status_code == 200 else "problem": body})
+                return batch.json()["items"], singles
+
+            batch, singles = await both()
+            assert batch == singles
+            assert [a["status"] for a in batch] == [200, 409] and batch[0]["contact"]["email"] == "olena.kovalenko@mail.example"
+
+            r = await svc.http.post(f"/v1/consents/{granted['consent_id']}/withdraw", headers=as_org(JOBCENTER))
+            assert r.status_code == 200, r.text
+            batch, singles = await both()
+            assert batch == singles
+            assert [a["status"] for a in batch] == [409, 409] and "contact" not in batch[0]
+            assert batch[0]["problem"]["type"] == "urn:lotse:problem:consent-required"
+        await decisions.aclose()

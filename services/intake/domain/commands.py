@@ -286,3 +286,18 @@ class DisclosureItem(Body):
 
 class DisclosuresBody(Body):
     items: list[DisclosureItem] = Field(min_length=1, max_length=DISCLOSURE_BATCH_MAX)
+
+
+CONTACT_BATCH_MAX = 200  # the consent service's bound on one batch of decisions (one call per batch)
+
+
+class ContactItem(Body):
+    """One contact lookup of the notifications service: the client, on behalf of which organisation (the single
+    route's `Lotse-On-Behalf-Of`)."""
+
+    client_id: UUID
+    on_behalf_of: OrgId
+
+
+class ContactsBody(Body):
+    items: list[ContactItem] = Field(min_length=1, max_length=CONTACT_BATCH_MAX)

@@ -4,7 +4,8 @@ Thin: each route turns the request into a command (body + acting organisation + 
 and hands it to `handlers.handle` or `views`. Each route declares its access policy
 (`lotse_kit.access`, see docs/security.md): an organisation's caseworkers and partner systems work
 cases; the contact API answers only the notifications service on behalf of an organisation; the internal
-disclosure API (`/internal/v1/...`) answers only the consent service's own token.
+disclosure API (`/internal/v1/disclosures`, `/internal/v1/clients/...`) answers only the consent service's own token, the
+internal batch contact API (`/internal/v1/contacts`) only the notifications service's.
 """
 
 # No `from __future__ import annotations`: route parameters are typed with access policies bound inside
@@ -45,6 +46,7 @@ def build_router(deps: Deps) -> APIRouter:
     Contact = Annotated[RequestContext, guard(access.CONTACT_LOOKUP)]
     Anyone = Annotated[CallerContext, guard(access.AUTHENTICATED)]
     ConsentGate = Annotated[CallerContext, guard(access.CONSENT_GATE)]
+    ContactsBatch = Annotated[CallerContext, guard(access.CONTACT_LOOKUP_BATCH)]
 
     # ------------------------------------------------------------ clients
     @r.post("/clients", status_code=201, tags=["clients"], summary="Register a client")
@@ -167,6 +169,17 @@ def build_router(deps: Deps) -> APIRouter:
     )
     async def disclosures(body: cmds.DisclosuresBody, _: ConsentGate) -> dict[str, Any]:
         return {"items": await views.get_disclosures(deps, body.items)}
+
+    # ------------------------------------------------------------ internal: the notifications service's batch of lookups
+    @internal.post(
+        "/contacts",
+        tags=["internal"],
+        summary=f"For the notifications service only: GET /v1/clients/{{client_id}}/contact for each of up to {cmds.CONTACT_BATCH_MAX} "
+        "lookups (each naming the organisation it asks for), in order; per item the contact, or the status and problem the single "
+        "route would answer; one consent decision request for the whole list",
+    )
+    async def contacts(body: cmds.ContactsBody, _: ContactsBatch) -> dict[str, Any]:
+        return {"items": await views.get_contacts(deps, body.items)}
 
     root = APIRouter()
     root.include_router(r)

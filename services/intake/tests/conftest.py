@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from contracts import decode
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.clock import ManualClock
 from lotse_kit.network import OrgDirectory, load_network
-from services.intake.adapters.consent import Decision
+from services.intake.adapters.consent import Decision, Question
 from services.intake.bootstrap import bootstrap
 from services.intake.config import IntakeSettings
 from tests.fixtures import FAST_KIT_SETTINGS, as_org, in_process
@@ -40,6 +40,7 @@ class FakeConsent:
     def __init__(self) -> None:
         self.grants: dict[tuple[uuid.UUID, str, Purpose], set[DataCategory]] = {}
         self.calls: list[tuple[uuid.UUID, str, Purpose, list[DataCategory]]] = []
+        self.batches: list[int] = []
         self.closed = False
 
     def grant(self, client_id: uuid.UUID | str, recipient: str, purpose: Purpose, categories: Iterable[DataCategory]) -> None:
@@ -55,6 +56,11 @@ class FakeConsent:
         if missing:
             return Decision(False, None, "consent does not cover every category", missing)
         return Decision(True, uuid.uuid5(uuid.NAMESPACE_URL, f"{client_id}/{recipient}"), "consent valid", [])
+
+    async def decide_many(self, questions: Sequence[Question]) -> list[Decision]:
+        """`decide` per question; `batches` counts the calls (one per intake batch request)."""
+        self.batches.append(len(questions))
+        return [await self.decide(q.client_id, q.recipient, q.purpose, q.categories) for q in questions]
 
     async def aclose(self) -> None:
         self.closed = True

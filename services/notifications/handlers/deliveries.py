@@ -1,7 +1,8 @@
 """Sending claimed notifications: render, send on their channel, record the outcomes and, for final ones, announce them.
 
 The delivery worker (entrypoints.workers) claims a batch of rows of one channel and calls `send_batch`: the client
-contacts the batch needs are asked of intake once per client and organisation, concurrently and bounded; the e-mails
+contacts the batch needs are asked of intake in one batch request (once per client and organisation; one lookup each,
+concurrently and bounded, if that fails); the e-mails
 of the batch go to the SMTP sender together (one connection); the outcomes are written in one transaction.
 `send_notification` is the same for one row.
 """
@@ -27,7 +28,7 @@ from lotse_kit.network import OrgDirectory
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..adapters.contacts import ClientContact, ContactsUnavailable, NoContact
+from ..adapters.contacts import ClientContact, ContactsUnavailable, NoContact, lookup_all
 from ..adapters.keys import SecretUnavailable, open_secret
 from ..adapters.senders import Email, webhook_body
 from ..adapters.templates import Catalog, Rendered, TemplateMissing
@@ -115,20 +116,9 @@ def _contact_key(row: asyncpg.Record) -> tuple[str, str] | None:
 
 
 async def _contacts(rows: Sequence[asyncpg.Record], deps: Deps) -> dict[tuple[str, str] | None, Contact]:
-    keys = list(dict.fromkeys(k for k in map(_contact_key, rows) if k is not None))
-    if not keys:
-        return {}
-    limit = asyncio.Semaphore(deps.intake_concurrency)
-
-    async def one(client_id: str, org: str) -> Contact:
-        async with limit:
-            try:
-                return await deps.contacts.lookup(client_id, org)
-            except Exception as exc:  # decided per row in _message
-                return exc
-
-    found = await asyncio.gather(*(one(c, o) for c, o in keys))
-    return dict(zip(keys, found, strict=True))
+    keys = [k for k in map(_contact_key, rows) if k is not None]
+    found = await lookup_all(deps.contacts, keys, concurrency=deps.intake_concurrency, batch=deps.intake_batch_lookups)
+    return dict(found)
 
 
 def _message(

@@ -35,7 +35,8 @@ class Deps:
     secret_rotation_overlap_s: float = 86400.0
     webhook_allow_http: bool = False
     operator_orgs: frozenset[str] = field(default_factory=frozenset)
-    intake_concurrency: int = 8  # contact lookups of one batch in flight at once
+    intake_concurrency: int = 8  # contact lookups of one batch in flight at once (single lookups: the fallback)
+    intake_batch_lookups: bool = True  # a batch's contacts in one request to intake (POST /internal/v1/contacts)
 
     def channel_enabled(self, channel: Channel) -> bool:
         return channel is not Channel.SMS or self.sms is not None

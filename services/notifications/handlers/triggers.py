@@ -3,14 +3,13 @@
 Nothing is sent here; the delivery worker sends what is recorded (handlers.deliveries).
 
 `prepare_triggers` is the subscription's `prepare` (lotse_kit.declaration.Prepare): before a consumer batch's
-transaction opens, it asks intake for the contacts of every client the batch's triggers will notify, concurrently
-and bounded, so that the handlers do not ask one by one inside the transaction. What it fetched is kept only for
+transaction opens, it asks intake for the contacts of every client the batch's triggers will notify, in one request
+(one lookup each, concurrently and bounded, if that fails), so that the handlers do not ask one by one inside the transaction. What it fetched is kept only for
 that batch (`lotse_kit.consumer.prepared()`); a handler that finds no prepared answer asks intake itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from lotse_kit.network import Organisation
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..adapters.contacts import ClientContact, NoContact
+from ..adapters.contacts import ClientContact, NoContact, lookup_all
 from ..domain.model import CLIENT_ERASED, Channel, RecipientKind, Status, scrub
 from ..domain.routing import Audience, Route, concerned_orgs, orgs_named, routes_for
 from .deps import Deps
@@ -102,23 +101,20 @@ class PreparedTriggers:
 
 async def prepare_triggers(envs: Sequence[Envelope[Any]], deps: Deps) -> PreparedTriggers:
     """The contacts (client, on behalf of which organisation) the batch's client notifications will need, fetched
-    from intake concurrently (at most `deps.intake_concurrency` at once). No effects: nothing is written. Clients
+    from intake in one batch request (`adapters.contacts.lookup_all`; if that fails, one lookup each, at most
+    `deps.intake_concurrency` at once). No effects: nothing is written. Clients
     erased (before, or in this batch) are not asked about; a lookup that fails is left out (the handler asks again
     and meets the failure there)."""
     wanted = await _clients_to_contact(envs, deps)
     out = PreparedTriggers()
     if not wanted:
         return out
-    limit = asyncio.Semaphore(deps.intake_concurrency)
-
-    async def one(client_id: str, org: str) -> None:
-        async with limit:
-            try:
-                out.contacts[(client_id, org)] = await deps.contacts.lookup(client_id, org)
-            except Exception as exc:  # e.g. intake unavailable: the handler's own lookup decides
-                log.info("contact lookup in prepare failed; left to the handler", extra={"error": f"{type(exc).__name__}"})
-
-    await asyncio.gather(*(one(c, o) for c, o in wanted))
+    found = await lookup_all(deps.contacts, wanted, concurrency=deps.intake_concurrency, batch=deps.intake_batch_lookups)
+    for key, contact in found.items():
+        if isinstance(contact, Exception):  # e.g. intake unavailable: the handler's own lookup decides
+            log.info("contact lookup in prepare failed; left to the handler", extra={"error": f"{type(contact).__name__}"})
+        else:
+            out.contacts[key] = contact
     return out
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from starlette.routing import Route
 
 from lotse_kit.context import ON_BEHALF_OF
 from lotse_kit.network import OrgDirectory
-from services.notifications.adapters.contacts import ClientContact, IntakeContacts, NoContact
+from services.notifications.adapters.contacts import ClientContact, ContactsUnavailable, IntakeContacts, NoContact
 from services.notifications.adapters.keys import signing_key_text
 from services.notifications.bootstrap import bootstrap
 from services.notifications.config import NotificationsSettings
@@ -133,6 +134,8 @@ class FakeContacts:
         self.contacts: dict[str, ClientContact] = {}
         self.refused: set[str] = set()
         self.lookups: list[tuple[str, str]] = []
+        self.batches: list[list[tuple[str, str]]] = []  # the keys of each lookup_many (each also in `lookups`)
+        self.batch_fails = False  # lookup_many raises (intake without the batch route): callers ask one by one
 
     def add(
         self, client_id: uuid.UUID, *, language: str, email: str | None = None, phone: str | None = None, languages: tuple[str, ...] = ()
@@ -145,6 +148,12 @@ class FakeContacts:
             return NoContact("no consent to contact the client for notifications", ("contact",))
         return self.contacts[client_id]
 
+    async def lookup_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], ClientContact | NoContact | Exception]:
+        self.batches.append(list(keys))
+        if self.batch_fails:
+            raise ContactsUnavailable("batch route unavailable (fake)")
+        return {(c, o): await self.lookup(c, o) for c, o in keys}
+
     async def aclose(self) -> None:
         pass
 
@@ -152,7 +161,7 @@ class FakeContacts:
 # ---------------------------------------------------------------- intake's contact API over HTTP, as a stand-in
 @dataclass
 class IntakeStandIn:
-    """Answers GET /v1/clients/{id}/contact as intake does: the contact (200), a consent problem (409 consent-required),
+    """Answers GET /v1/clients/{id}/contact (and per item POST /internal/v1/contacts) as intake does: the contact (200), a consent problem (409 consent-required),
     a do-not-contact problem (409 do-not-contact) for clients in `do_not_contact` or, in `do_not_contact_after`, once
     they have been looked up that many times (the flag set between recording and sending), and 404 for unknown clients."""
 
@@ -161,7 +170,9 @@ class IntakeStandIn:
     refused: set[str] = field(default_factory=set)
     do_not_contact: set[str] = field(default_factory=set)
     do_not_contact_after: dict[str, int] = field(default_factory=dict)
-    lookups: list[tuple[str, str | None]] = field(default_factory=list)
+    lookups: list[tuple[str, str | None]] = field(default_factory=list)  # every lookup, single or in a batch
+    batch_requests: list[int] = field(default_factory=list)  # items per POST /internal/v1/contacts
+    batch_route: bool = True
 
     def add(self, client_id: uuid.UUID, *, language: str, email: str | None = None, phone: str | None = None) -> None:
         self.contacts[str(client_id)] = {
@@ -178,9 +189,26 @@ class IntakeStandIn:
 
         return IntakeContacts(self.base_url, 5.0, tokens=token)
 
+    async def _contacts(self, request: Request) -> Response:
+        """POST /internal/v1/contacts: each item answered as the single route answers it (status 404 for the whole
+        request while `batch_route` is off, as an intake without the route does)."""
+        if not self.batch_route:
+            body = {"type": "urn:lotse:problem:not-found", "title": "Not Found", "status": 404}
+            return JSONResponse(body, status_code=404, media_type="application/problem+json")
+        items = (await request.json())["items"]
+        self.batch_requests.append(len(items))
+        out = []
+        for item in items:
+            r = self._answer(item["client_id"], item["on_behalf_of"])
+            body = json.loads(r.body)
+            out.append({"status": r.status_code, "contact" if r.status_code == 200 else "problem": body})
+        return JSONResponse({"items": out})
+
     async def _contact(self, request: Request) -> Response:
-        client_id = request.path_params["client_id"]
-        self.lookups.append((client_id, request.headers.get(ON_BEHALF_OF)))
+        return self._answer(request.path_params["client_id"], request.headers.get(ON_BEHALF_OF))
+
+    def _answer(self, client_id: str, org: str | None) -> Response:
+        self.lookups.append((client_id, org))
         seen = sum(1 for c, _ in self.lookups if c == client_id)
         after = self.do_not_contact_after.get(client_id)
         problem = "application/problem+json"
@@ -200,7 +228,12 @@ class IntakeStandIn:
 @pytest.fixture
 async def intake_standin() -> AsyncIterator[IntakeStandIn]:
     s = IntakeStandIn()
-    app = Starlette(routes=[Route("/v1/clients/{client_id}/contact", s._contact, methods=["GET"])])
+    app = Starlette(
+        routes=[
+            Route("/v1/clients/{client_id}/contact", s._contact, methods=["GET"]),
+            Route("/internal/v1/contacts", s._contacts, methods=["POST"]),
+        ]
+    )
     async with serving(app, lifespan="off") as url:
         s.base_url = url
         yield s

@@ -182,7 +182,7 @@ class SlowContacts(FakeContacts):
             self.in_flight -= 1
 
 
-async def test_prepare_fetches_the_batch_contacts_concurrently_bounded_and_not_for_erased_clients(start_service) -> None:
+async def test_prepare_fetches_the_batch_contacts_in_one_request_not_for_erased_clients_and_falls_back_bounded(start_service) -> None:
     contacts = SlowContacts()
     async with start_service(contacts_adapter=contacts, intake_concurrency=3) as svc:
         deps = svc.app.state.deps
@@ -212,9 +212,17 @@ async def test_prepare_fetches_the_batch_contacts_concurrently_bounded_and_not_f
         ]
         batch = await prepare_triggers(envs, deps)
         expected = [(str(c), JOBCENTER) for c in many] + [(str(referred), JOBCENTER), (str(remembered), AWO)]
+        assert len(contacts.batches) == 1 and sorted(contacts.batches[0]) == sorted(expected)  # one request for the batch
         assert sorted(contacts.lookups) == sorted(expected)
+        assert set(batch.contacts) == set(expected)
+        # The batch request fails (e.g. an intake without the route): one lookup each, concurrently and bounded.
+        contacts.batch_fails = True
+        contacts.lookups.clear()
+        contacts.most = 0
+        batch = await prepare_triggers(envs, deps)
+        assert len(contacts.batches) == 2 and sorted(contacts.lookups) == sorted(expected)
         assert 1 < contacts.most <= 3
-        assert set(batch.contacts) == {(c, o) for c, o in contacts.lookups}
+        assert set(batch.contacts) == set(expected)
         assert await svc.pool.fetchval("SELECT count(*) FROM notifications") == 0  # no effects
 
 
