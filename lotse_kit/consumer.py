@@ -153,6 +153,7 @@ class EventConsumer:
         prepare: Prepare | None = None,
         max_records: int = 100,
         batch_timeout_ms: int = 10,
+        fetch_wait_ms: int = 20,
     ) -> None:
         if not topics and not pattern:
             raise ValueError("a consumer needs topics or a pattern")
@@ -176,6 +177,7 @@ class EventConsumer:
         self.prepare = prepare
         self.max_records = max_records
         self.batch_timeout_ms = batch_timeout_ms
+        self.fetch_wait_ms = fetch_wait_ms
         self.batches = 0  # transactions of more than one event that committed (diagnostics, tests)
         self.fallbacks = 0  # batches handled one at a time after a failure
         self.stopping = False
@@ -199,6 +201,9 @@ class EventConsumer:
             batch=True,
             max_records=self.max_records,
             batch_timeout_ms=self.batch_timeout_ms,
+            # Fetches gather records for up to fetch_wait_ms instead of one fetch per arriving record (see settings).
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            fetch_min_bytes=64 * 1024 if self.fetch_wait_ms else 1,
             parser=parse_batch,
             decoder=raw_records,
             max_poll_interval_ms=10 * 60 * 1000,

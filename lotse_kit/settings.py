@@ -97,6 +97,11 @@ class KitSettings(BaseSettings):
         description="How long a consumer waits for records when none are buffered; after an empty wait it pauses as long again, so this bounds the latency added when idle.",
     )
 
+    consumer_fetch_wait_ms: int = Field(
+        20,
+        ge=0,
+        description="How long the broker may hold a consumer's fetch to gather records (up to 64 KiB). A fetch costs the broker and the consumer in proportion to the partitions it names; with Kafka's default (answer as soon as one record is there) a trickle of records costs one fetch per record. Adds at most this much per consumer hop; 0 answers at once.",
+    )
     processed_events_retention_days: float = Field(
         35.0,
         gt=0,

@@ -33,6 +33,17 @@ class AuditSettings(KitSettings):
         description="Records per batch (one transaction, one offset commit).",
     )
     ingest_batch_timeout_ms: int = Field(200, ge=1, validation_alias=env("ingest_batch_timeout_ms"))
+    ingest_fetch_wait_ms: int = Field(
+        100,
+        ge=0,
+        validation_alias=env("ingest_fetch_wait_ms"),
+        description=(
+            "How long the broker may hold a fetch to gather records (up to 1 MiB). The ingest reads every partition of"
+            " every topic, and a fetch costs the broker and this process in proportion to the partitions it names: with"
+            " Kafka's default (answer as soon as one record is there) a trickle of records meant one such fetch per record."
+            " Adds at most this much to event -> entry; 0 answers at once."
+        ),
+    )
     ingest_retry_base_s: float = Field(0.5, gt=0, validation_alias=env("ingest_retry_base_s"))
     ingest_retry_max_s: float = Field(30.0, gt=0, validation_alias=env("ingest_retry_max_s"))
     ingest_stalled_after: int = Field(

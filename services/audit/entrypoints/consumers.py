@@ -145,6 +145,8 @@ class IngestConsumer:
             batch_timeout_ms=s.ingest_batch_timeout_ms,
             max_poll_interval_ms=10 * 60 * 1000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=s.ingest_fetch_wait_ms,
+            fetch_min_bytes=1024 * 1024 if s.ingest_fetch_wait_ms else 1,
             parser=parse_batch,
             decoder=raw_records,
         )
