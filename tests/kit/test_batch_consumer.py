@@ -261,6 +261,6 @@ async def test_every_service_with_consumers_prunes_on_its_own(make_runtime, runt
 async def test_the_broker_gathers_records_for_a_fetch_as_configured(make_runtime, runtimes, wait_ms, min_bytes):
     """A fetch names every assigned partition; letting the broker gather records for a few ms instead of answering
     each arriving record costs far less (bench/README.md). The setting must reach the Kafka client in use."""
-    rt, consumer = await start(make_runtime, runtimes, record_effect, consumer_fetch_wait_ms=wait_ms)
+    _, consumer = await start(make_runtime, runtimes, record_effect, consumer_fetch_wait_ms=wait_ms)
     fetcher = consumer.subscriber.consumer._fetcher
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (wait_ms, min_bytes)
