@@ -44,8 +44,9 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Their per-message INFO lines carry none of our context and add nothing we don't log ourselves.
-    for noisy in ("aiokafka", "faststream", "uvicorn.access", "kafka"):
+    # Their per-message INFO lines carry none of our context and add nothing we don't log ourselves (httpx: one
+    # line per call between services, with the URL and its query, at up to 5 lines per referral).
+    for noisy in ("aiokafka", "faststream", "uvicorn.access", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

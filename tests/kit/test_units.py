@@ -272,3 +272,25 @@ async def test_the_acting_organisation_is_the_tokens_and_a_header_cannot_name_an
         assert r.status_code == 403 and r.json()["type"] == "urn:lotse:problem:no-acting-org"
         r = await http.get("/who", headers={"X-Lotse-Org": "caritas-paderborn"})
         assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_service_logs_leave_out_the_http_clients_per_request_lines(capsys):
+    """httpx logs every call between services at INFO, URL and query included (client ids), several per
+    referral; our own lines say what happened. Warnings still come through."""
+    import logging
+
+    from lotse_kit.logging import configure
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure("kittest", "INFO")
+        logging.getLogger("httpx").info('HTTP Request: GET http://127.0.0.1:8001/internal/v1/clients/x "HTTP/1.1 200 OK"')
+        logging.getLogger("httpx").warning("connection pool exhausted")
+        logging.getLogger("lotse_kit.consumer").info("event processed")
+        out = capsys.readouterr().out
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert "HTTP Request" not in out
+    assert "connection pool exhausted" in out and "event processed" in out
