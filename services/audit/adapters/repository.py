@@ -264,26 +264,18 @@ class AuditRepository:
 
     async def _frontier(self, conn: asyncpg.Connection, keys: list[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
         """The stored nodes an append needs, from the cache where possible: after an append of this
-        replica they are exactly the nodes it cached (the root's at the new size), so usually no query."""
-        found: dict[merkle.NodeKey, bytes] = {}
-        missing: list[merkle.NodeKey] = []
-        for k in keys:
-            v = self.cache.get(k)
-            if v is None:
-                missing.append(k)
-            else:
-                found[k] = v
-        if missing:
-            found.update(await self._load(conn, missing))
-        return found
+        replica they are exactly the nodes it cached (the root's at the new size), so usually no query.
+        Read on the append's connection; they belong to the tree before it, committed, so caching them is safe."""
+        return await self.nodes(keys, conn)
 
     # ------------------------------------------------------------ tree
     async def size(self, conn: asyncpg.Connection | None = None) -> int:
         q = "SELECT coalesce(max(idx) + 1, 0) FROM audit_log"
         return await (conn.fetchval(q) if conn else self.pool.fetchval(q))
 
-    async def nodes(self, keys: Iterable[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
-        """The stored nodes for `keys` (level 0 = leaf hashes), from the cache where possible."""
+    async def nodes(self, keys: Iterable[merkle.NodeKey], conn: asyncpg.Connection | None = None) -> dict[merkle.NodeKey, bytes]:
+        """The stored nodes for `keys` (level 0 = leaf hashes), from the cache where possible; the rest in one query
+        (on `conn` if given, else on a pooled connection) and cached."""
         out: dict[merkle.NodeKey, bytes] = {}
         missing: list[merkle.NodeKey] = []
         for k in keys:
@@ -293,8 +285,11 @@ class AuditRepository:
             else:
                 out[k] = v
         if missing:
-            async with self.pool.acquire() as conn:
+            if conn is not None:
                 loaded = await self._load(conn, missing)
+            else:
+                async with self.pool.acquire() as pooled:
+                    loaded = await self._load(pooled, missing)
             for k, v in loaded.items():
                 self.cache.put(k, v)
             out.update(loaded)

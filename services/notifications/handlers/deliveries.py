@@ -191,7 +191,7 @@ async def _record(rows: Sequence[asyncpg.Record], outcomes: list[Outcome], start
             if d.decision.final:
                 completed.append(d)
         # The batch's final events in one round trip.
-        await deps.outbox.enqueue_many(conn, [_final_event(d.row, d.decision.status, d.outcome, now) for d in completed])
+        await deps.outbox.enqueue_many(conn, [final_event(d.row, d.decision.status, d.outcome.reason, now) for d in completed])
     for d in completed:  # counted once committed
         metrics.completed.labels(SERVICE, d.row["channel"], d.decision.status.value).inc()
     for d in done:
@@ -210,7 +210,8 @@ async def _record(rows: Sequence[asyncpg.Record], outcomes: list[Outcome], start
     return [d.decision.status for d in done]
 
 
-def _final_event(row: asyncpg.Record, status: Status, outcome: Outcome, now: datetime) -> Envelope[Any]:
+def final_event(row: asyncpg.Record, status: Status, reason: str | None, now: datetime) -> Envelope[Any]:
+    """`lotse.notification.delivered` or `.failed` for a notification row that ended with `status`."""
     common = dict(
         notification_id=row["id"],
         client_id=row["client_id"],
@@ -225,7 +226,7 @@ def _final_event(row: asyncpg.Record, status: Status, outcome: Outcome, now: dat
         data: Any = NotificationDelivered(**common, delivered_at=now, attempts=row["attempts"])
     else:
         data = NotificationFailed(
-            **common, status=NotificationFailure(status.value), reason=outcome.reason, attempts=row["attempts"], failed_at=now
+            **common, status=NotificationFailure(status.value), reason=reason, attempts=row["attempts"], failed_at=now
         )
     return new_event(data, source=SOURCE, acting_org=row["recipient_org"], time=now)
 

@@ -22,15 +22,14 @@ from typing import Any
 
 import asyncpg
 
-from contracts import Envelope, new_event
-from contracts.events import NotificationFailed
-from contracts.vocab import NotificationFailure
+from contracts import Envelope
 
 from ..adapters import metrics
 from ..adapters import repository as repo
-from ..domain.model import CLIENT_ERASED, Channel, RecipientKind, Status
+from ..domain.model import CLIENT_ERASED, Status
+from .deliveries import final_event
 from .deps import Deps
-from .triggers import SERVICE, SOURCE
+from .triggers import SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +39,7 @@ async def forget_client(env: Envelope[Any], conn: asyncpg.Connection, deps: Deps
     cancelled = await repo.forget_client(conn, env.data.client_id, env.data.erased_at, CLIENT_ERASED, now)
     for row in cancelled:
         metrics.completed.labels(SERVICE, row["channel"], Status.PERMANENT_FAILURE.value).inc()
-        data = NotificationFailed(
-            notification_id=row["id"],
-            client_id=row["client_id"],
-            trigger_event_id=row["trigger_event_id"],
-            trigger_type=row["trigger_type"],
-            channel=Channel(row["channel"]),
-            recipient_kind=RecipientKind(row["recipient_kind"]),
-            recipient_org=row["recipient_org"],
-            language=row["language"],
-            status=NotificationFailure.PERMANENT,
-            reason=CLIENT_ERASED,
-            attempts=row["attempts"],
-            failed_at=now,
-        )
-        await deps.outbox.enqueue(conn, new_event(data, source=SOURCE, acting_org=row["recipient_org"], time=now))
+    await deps.outbox.enqueue_many(conn, [final_event(row, Status.PERMANENT_FAILURE, CLIENT_ERASED, now) for row in cancelled])
     log.info(
         "client erased: notifications forgot what they kept", extra={"client_id": str(env.data.client_id), "cancelled": len(cancelled)}
     )
