@@ -172,12 +172,9 @@ async def get_contact(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict
     deps.require_member(acting_org)
     async with deps.db.pool.acquire() as conn:
         client = await repo.get_client(conn, client_id)
-    if client is None:
-        raise NotFound(f"no client {client_id}")
-    if client["erased_at"] is not None:
-        raise ClientErased(client_id, client["erased_at"])
-    if client["do_not_contact"]:
-        raise DoNotContact(client_id)
+    refused = _contact_refusal(client, client_id)
+    if refused is not None:
+        raise refused
     categories = [DataCategory.CONTACT]
     decision = await deps.consent.decide(client_id, acting_org, Purpose.CONTACT_FOR_NOTIFICATIONS, categories)
     if not decision.allowed:
@@ -187,12 +184,15 @@ async def get_contact(deps: Deps, client_id: uuid.UUID, acting_org: str) -> dict
         p = await deps.vault.personal(conn, client_id)
     if p is None or client is None:
         raise NotFound(f"no client {client_id}")
-    if client["erased_at"] is not None:  # erased while the consent service was asked
-        raise ClientErased(client_id, client["erased_at"])
-    if client["do_not_contact"]:
-        raise DoNotContact(client_id)
+    refused = _contact_refusal(client, client_id)  # erased or do-not-contact while the consent service was asked
+    if refused is not None:
+        raise refused
+    return _contact(client_id, client, p)
+
+
+def _contact(client_id: uuid.UUID, client: Mapping[str, Any], p: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "client_id": client_id,
+        "client_id": str(client_id),
         "preferred_language": client["preferred_language"],
         "languages": list(client["languages"]),
         "email": p["email"],
@@ -269,16 +269,7 @@ def _contact_after_consent(deps: Deps, client: Mapping[str, Any] | None, client_
         return _problem(Unavailable("the client's contact data is unavailable"))
     if p is None:
         return _problem(NotFound(f"no client {client_id}"))
-    return {
-        "status": 200,
-        "contact": {
-            "client_id": str(client_id),
-            "preferred_language": client["preferred_language"],
-            "languages": list(client["languages"]),
-            "email": p["email"],
-            "phone": p["phone"],
-        },
-    }
+    return {"status": 200, "contact": _contact(client_id, client, p)}
 
 
 def _problem(exc: DomainError) -> dict[str, Any]:
