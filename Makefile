@@ -4,7 +4,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up up-cluster down-cluster down status test bench bench-e2e contracts lint validate-deploy i18n-extract i18n-update i18n-compile clean
+.PHONY: install up up-cluster down-cluster down status test chaos bench bench-e2e contracts lint validate-deploy i18n-extract i18n-update i18n-compile clean
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Lotse needs Python 3.11"'
@@ -39,6 +39,13 @@ test: install ## All tests, against a real Kafka broker and PostgreSQL server
 	$(BIN)/python -m contracts.export --check
 	$(BIN)/python -m contracts.catalogue --check
 	$(BIN)/python -m pytest
+
+# The fault suite (issue 15) on the three-node cluster: short profile by default (< 20 min on 2 cores);
+# the full one by hand: make chaos CHAOS_ARGS="--profile full". Results in bench/results/chaos-*.json.
+chaos: up-cluster ## Faults under load on the 3-node cluster, then what was sent vs what landed (docs/operations.md)
+	deploy/local/stack.sh up
+	$(BIN)/python -m pytest -q tests/chaos/test_netfault.py
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 # Lint: ruff (rules and ignores in pyproject.toml) over the whole repository, and the formatter's check.
 # Types: mypy --strict for contracts/, lotse_kit/ and lotse_partner/ (the `files` and `strict` settings in pyproject.toml),

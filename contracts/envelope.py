@@ -3,6 +3,12 @@
 Attributes travel as `ce_*` headers, the data as the JSON record value, and the
 record key is the pseudonymous client id so that all events about one client
 stay in order on one partition.
+
+Two optional extension attributes carry W3C Trace Context (the CloudEvents distributed-tracing
+extension): `traceparent` and `tracestate`, as `ce_traceparent` / `ce_tracestate` headers. They name
+the span that produced the event (`lotse_kit.tracing` stamps them), so a consumer's work joins the
+producer's trace. Readers are tolerant: an event without them is valid, and a value that is not
+well-formed is dropped on decoding (the event itself stays valid; tracing starts a new trace).
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from .upcasting import UpcastError, upcast
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 _SOURCE = re.compile(r"^/(lotse/[a-z][a-z0-9-]*|partners/[a-z0-9][a-z0-9-]{1,62})$")
+# W3C Trace Context: version-traceid-parentid-flags, lower-case hex; a future version may append fields.
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[0-9a-f-]*)?$")
+# W3C Trace Context lets a platform drop a tracestate longer than 512 characters.
+TRACESTATE_MAX = 512
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
 
 D = TypeVar("D", bound=EventData)
 
@@ -69,6 +80,9 @@ class Envelope(Generic[D]):
     dataschema: str
     data: D
     acting_org: str | None = None
+    # The CloudEvents distributed-tracing extension (W3C Trace Context), see the module docstring.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def client_id(self) -> str | None:
@@ -136,6 +150,10 @@ def encode(env: Envelope[Any]) -> KafkaRecord:
         headers.append(("ce_subject", env.subject))
     if env.acting_org:
         headers.append(("ce_actingorg", env.acting_org))
+    if env.traceparent:
+        headers.append(("ce_traceparent", env.traceparent))
+        if env.tracestate:
+            headers.append(("ce_tracestate", env.tracestate))
     key = env.subject.encode() if env.subject else None
     value = env.data.model_dump_json().encode()
     return KafkaRecord(key=key, value=value, headers=[(k, v.encode()) for k, v in headers])
@@ -214,8 +232,36 @@ def _checked_attributes(
     return spec, event_id, parsed
 
 
+def trace_context(h: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The well-formed `ce_traceparent` and `ce_tracestate` of a record's headers, else None: a malformed
+    trace context must not make an event invalid, nor travel on with it."""
+    traceparent = h.get("ce_traceparent")
+    if (
+        traceparent is None
+        or len(traceparent) > 512
+        or not _TRACEPARENT.match(traceparent)
+        or traceparent.startswith("ff")  # a version W3C forbids
+        or (traceparent.startswith("00") and len(traceparent) != 55)  # version 00 has exactly four fields
+        or traceparent[3:35] == _ZERO_TRACE_ID
+        or traceparent[36:52] == _ZERO_SPAN_ID
+    ):
+        return None, None
+    tracestate = h.get("ce_tracestate")
+    if tracestate is not None and (not tracestate.strip() or len(tracestate) > TRACESTATE_MAX):
+        tracestate = None
+    return traceparent, tracestate
+
+
 def _envelope(
-    spec: EventSpec, event_id: uuid.UUID, type_: str, source: str, time: datetime, subject: str | None, data: Any, acting_org: str | None
+    spec: EventSpec,
+    event_id: uuid.UUID,
+    type_: str,
+    source: str,
+    time: datetime,
+    subject: str | None,
+    data: Any,
+    acting_org: str | None,
+    trace: tuple[str | None, str | None] = (None, None),
 ) -> Envelope[Any]:
     client_id = getattr(data, "client_id", None)
     if client_id is not None and subject is not None and subject != str(client_id):
@@ -229,6 +275,8 @@ def _envelope(
         dataschema=spec.dataschema,
         data=data,
         acting_org=acting_org,
+        traceparent=trace[0],
+        tracestate=trace[1],
     )
 
 
@@ -260,7 +308,8 @@ def validate(raw: RawEvent) -> Envelope[Any]:
     except ValidationError as exc:
         raise _schema_invalid(exc) from exc
     spec, data = _upcast(spec, data)
-    return _envelope(spec, event_id, raw.type, raw.source, time, raw.subject, data, raw.acting_org)
+    trace = trace_context({f"ce_{k}": v for k, v in raw.extensions.items() if k in ("traceparent", "tracestate")})
+    return _envelope(spec, event_id, raw.type, raw.source, time, raw.subject, data, raw.acting_org, trace)
 
 
 def decode_headers(h: Mapping[str, str], value: bytes | None) -> Envelope[Any]:
@@ -277,7 +326,8 @@ def decode_headers(h: Mapping[str, str], value: bytes | None) -> Envelope[Any]:
         spec, event_id, time = _checked_attributes(type_, h["ce_id"], source, h.get("ce_time"), h.get("ce_dataschema"))
         data = spec.model.__pydantic_validator__.validate_json(value) if value else spec.model.model_validate(None)
         spec, data = _upcast(spec, data)
-        return _envelope(spec, event_id, type_, source, time, h.get("ce_subject"), data, h.get("ce_actingorg"))
+        trace = trace_context(h) if "ce_traceparent" in h else (None, None)
+        return _envelope(spec, event_id, type_, source, time, h.get("ce_subject"), data, h.get("ce_actingorg"), trace)
     except (DecodeError, ValidationError, ValueError):
         return validate(decode_raw(h, value))
 

@@ -456,6 +456,18 @@ class NotificationFailed(NotificationEvent):
     failed_at: Timestamp
 
 
+class InboxLeftUnfetched(EventData):
+    """Records on a partner's inbox that the partner reaches over HTTPS (services/gateway) were not fetched and
+    acknowledged within the configured time. Pseudonymous: the organisation, counts and times, no record content."""
+
+    org: OrgId
+    pending: int = Field(ge=1, description="Records on the inbox not acknowledged yet.")
+    oldest_record_at: Timestamp = Field(description="When the oldest of them was written to the inbox.")
+    unfetched_after_s: int = Field(ge=1, description="The configured time after which a record counts as unfetched.")
+    mode: Literal["pull", "push"]
+    detected_at: Timestamp
+
+
 # ---------------------------------------------------------------- registry
 EventModel: TypeAlias = type[EventData]  # (inside EventSpec, `type` is the field)
 
@@ -506,6 +518,7 @@ _SPECS = [
     EventSpec("lotse.disclosure.blocked", 1, DisclosureBlocked, topics.DISCLOSURES, "A disclosure was refused for want of a valid consent."),
     EventSpec("lotse.notification.delivered", 1, NotificationDelivered, topics.NOTIFICATIONS, "A notification reached its recipient."),
     EventSpec("lotse.notification.failed", 1, NotificationFailed, topics.NOTIFICATIONS, "A notification could not be delivered."),
+    EventSpec("lotse.inbox.left_unfetched", 1, InboxLeftUnfetched, topics.GATEWAY, "Records on a partner's HTTPS inbox were not fetched in time."),
 ]
 # fmt: on
 

@@ -28,7 +28,7 @@ ASYNCAPI_DIR = HERE / "asyncapi"
 
 # The services whose AsyncAPI documents are generated, each from its own declaration:
 # `services/<name>/entrypoints/consumers.py: DECLARATION` (a lotse_kit.declaration.ServiceDeclaration).
-SERVICES = ("intake", "consent", "notifications", "audit")
+SERVICES = ("intake", "consent", "notifications", "audit", "gateway")
 
 
 class DeclarationMissing(Exception):
@@ -89,6 +89,16 @@ _HEADERS_SCHEMA = {
         "ce_subject": {"type": "string", "format": "uuid", "description": "The pseudonymous client id, where there is one."},
         "ce_dataschema": {"type": "string"},
         "ce_actingorg": {"type": "string", "description": "The organisation on whose behalf the event was produced."},
+        "ce_traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[0-9a-f-]*)?$",
+            "description": "W3C Trace Context traceparent of the span that produced the event (CloudEvents distributed-tracing extension); optional.",
+        },
+        "ce_tracestate": {
+            "type": "string",
+            "maxLength": 512,
+            "description": "W3C Trace Context tracestate belonging to ce_traceparent; optional.",
+        },
         "content-type": {"type": "string", "const": "application/json"},
     },
 }

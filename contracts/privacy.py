@@ -249,6 +249,15 @@ FIELDS: dict[type[BaseModel], dict[str, Classified]] = {
     },
     ev.NotificationDelivered: {"delivered_at": TIME, "attempts": NUMBER},
     ev.NotificationFailed: {"status": CODE, "reason": PROCESS_TEXT, "attempts": NUMBER, "failed_at": TIME},
+    # ------------------------------------------------------------ lotse.gateway.v1
+    ev.InboxLeftUnfetched: {
+        "org": ORG,
+        "pending": NUMBER,
+        "oldest_record_at": TIME,
+        "unfetched_after_s": NUMBER,
+        "mode": CODE,
+        "detected_at": TIME,
+    },
 }
 
 

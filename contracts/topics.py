@@ -19,8 +19,10 @@ DEADLINES = "lotse.deadlines.v1"
 DISCLOSURES = "lotse.disclosures.v1"
 NOTIFICATIONS = "lotse.notifications.v1"
 DISCLOSURE_REQUESTS = "lotse.disclosure-requests.v1"
+# The HTTPS gateway's own facts about partner inboxes (pseudonymous: organisation ids and counts).
+GATEWAY = "lotse.gateway.v1"
 
-INTERNAL_TOPICS = (CLIENTS, CONSENTS, REFERRALS, DEADLINES, DISCLOSURES, NOTIFICATIONS)
+INTERNAL_TOPICS = (CLIENTS, CONSENTS, REFERRALS, DEADLINES, DISCLOSURES, NOTIFICATIONS, GATEWAY)
 PERSONAL_DATA_TOPICS_PATTERN = re.compile(r"^(lotse\.disclosure-requests\.v1|partner\.[a-z0-9-]+\.inbox\.v1)$")
 
 DLQ_SUFFIX = ".dlq"

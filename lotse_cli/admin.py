@@ -55,10 +55,17 @@ def service_grants() -> list[ServiceGrant]:
     """Every service's rights, from its declaration (the one place that says what it reads and writes)."""
     from services.audit.entrypoints.consumers import DECLARATION as AUDIT
     from services.consent.entrypoints.consumers import DECLARATION as CONSENT
+    from services.gateway.entrypoints.consumers import DECLARATION as GATEWAY
     from services.intake.entrypoints.consumers import DECLARATION as INTAKE
     from services.notifications.entrypoints.consumers import DECLARATION as NOTIFICATIONS
 
-    return [ServiceGrant(INTAKE), ServiceGrant(CONSENT), ServiceGrant(NOTIFICATIONS), ServiceGrant(AUDIT, reads_dead_letters=True)]
+    return [
+        ServiceGrant(INTAKE),
+        ServiceGrant(CONSENT),
+        ServiceGrant(NOTIFICATIONS),
+        ServiceGrant(AUDIT, reads_dead_letters=True),
+        ServiceGrant(GATEWAY),
+    ]
 
 
 @app.command("provision")

@@ -6,7 +6,8 @@
 It writes what `lotse admin provision` would create on a cluster, as custom resources that the Strimzi
 operator reconciles instead: one `KafkaTopic` per topic, one `KafkaUser` (SCRAM-SHA-512) per service and
 per partner organisation with exactly its ACLs and quota, and one KEDA `ScaledObject` per service with a
-lag trigger for each of its consumer groups. Both paths start from the same `desired_state()`
+lag trigger for each of its consumer groups (a service without one, the HTTPS gateway, which reads partner inboxes
+on request, scales on CPU instead). Both paths start from the same `desired_state()`
 (lotse_kit/provisioning.py) over the services' declarations, so a cluster provisioned either way grants
 the same rights. The network file is copied next to them and becomes the `lotse-network` ConfigMap.
 
@@ -130,9 +131,18 @@ def consumer_groups(grant: ServiceGrant, network: Network, namespace: str) -> di
     orgs = network.org_ids()
     out = {}
     for sub in grant.declaration.subscriptions:
+        if grant.service in READS_ON_REQUEST:
+            continue
         # provisioning's own expansion of `{orgId}` channels, so the groups' topics are the ones it grants
         out[naming.consumer_group(sub.name)] = sorted(namespace + t for c in sub.channels for t in expand_channel(c, orgs))
     return out
+
+
+# Services that read Kafka on request, with assigned partitions and no consumer group (the HTTPS gateway reads a
+# partner's inbox when the partner asks): no lag to scale on. They scale on CPU, bounded by CPU_MAX_REPLICAS.
+READS_ON_REQUEST = frozenset({"gateway"})
+CPU_UTILISATION = 70
+CPU_MAX_REPLICAS = 4
 
 
 def max_replicas(groups: dict[str, list[str]], want: DesiredState) -> int:
@@ -147,6 +157,9 @@ def scaled_objects(want: DesiredState, grants: Sequence[ServiceGrant], network: 
         deployment = f"lotse-{g.service}"
         principal = f"{namespace}lotse-{g.service}"
         groups = consumer_groups(g, network, namespace)
+        if not groups:
+            docs.append(_cpu_scaled_object(deployment))
+            continue
         auth = f"{deployment}-kafka"
         docs.append(
             {
@@ -198,6 +211,22 @@ def scaled_objects(want: DesiredState, grants: Sequence[ServiceGrant], network: 
             }
         )
     return docs
+
+
+def _cpu_scaled_object(deployment: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": deployment, "labels": {"app.kubernetes.io/part-of": "lotse", "app.kubernetes.io/name": deployment}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicaCount": MIN_REPLICAS,
+            "maxReplicaCount": CPU_MAX_REPLICAS,
+            "pollingInterval": 30,
+            "cooldownPeriod": 300,
+            "triggers": [{"type": "cpu", "name": "cpu", "metricType": "Utilization", "metadata": {"value": str(CPU_UTILISATION)}}],
+        },
+    }
 
 
 # ------------------------------------------------------------------ files

@@ -9,6 +9,7 @@ lotse dlq show TOPIC     dead-lettered records with their reasons
 lotse dlq replay TOPIC   put dead letters back on their topic after a fix (once; consumers stay exactly-once)
 lotse outbox status      unpublished outbox rows per service
 lotse audit ...          audit log verification (when the audit service is installed)
+lotse demo               plays the source articles' story on the running network, narrated (exit 1 if it did not play out; --json)
 lotse demo seed          a few realistic cases in a freshly started local network
 lotse dev token          an access token from the local Keycloak (--org/--role, --service, --user)
 lotse admin provision    Kafka principals, ACLs, quotas and topics for the network file

@@ -240,6 +240,9 @@ AUTHENTICATED = Rule("authenticated", any_caller=True)
 SERVICES = Rule("services", services=frozenset({ANY_SERVICE}))
 CONTACT_LOOKUP = Rule("contact-lookup", services=frozenset({"notifications"}), on_behalf_of=True)
 NOTIFICATION_STATUS = Rule("notification-status", org_roles=ORG_ROLES, roles=frozenset({OPERATOR}))
+# A partner organisation's own system (the HTTPS gateway's inbox and outbox), never its caseworkers: the route
+# still checks that the path names the token's organisation.
+PARTNER_SYSTEMS = Rule("partner-system", org_roles=frozenset({PARTNER_SYSTEM}))
 AUDIT_READ = Rule("audit-read", roles=frozenset({AUDITOR, DPO}))
 AUDIT_EXPORT = Rule("audit-export", roles=frozenset({AUDITOR, DPO}), district_only=frozenset({DPO}))
 SUBJECT_REPORT = Rule("subject-report", roles=frozenset({DPO}))
@@ -424,6 +427,7 @@ __all__ = [
     "NOTIFICATION_STATUS",
     "ORG_ROLES",
     "ORG_STAFF",
+    "PARTNER_SYSTEMS",
     "SERVICES",
     "SUBJECT_REPORT",
     "TREE_HEAD_SIGNING",

@@ -47,6 +47,7 @@ from fastapi import FastAPI, Request
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import tracing
 from .errors import Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
@@ -433,12 +434,20 @@ async def request_with_service_token(
     headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """`method` `path` with this service's own token (`tokens`, usually a `ServiceTokens`; `token` fetches it if the
-    caller wraps fetch errors). A 401 means the other service no longer accepts the cached token (the provider
-    rotated its keys, the token was revoked): forget it, fetch a new one and try once more."""
+    caller wraps fetch errors), and the current trace context (`traceparent`). A 401 means the other service no
+    longer accepts the cached token (the provider rotated its keys, the token was revoked): forget it, fetch a new
+    one and try once more."""
     fetch = token or tokens
     for attempt in (1, 2):
-        auth = {**(headers or {}), "Authorization": f"Bearer {await fetch()}"}
-        resp = await client.request(method, path, params=params, json=json, headers=auth)
+        # A client span per attempt, its trace context in the headers (lotse_kit/tracing.py).
+        bearer = f"Bearer {await fetch()}"
+        with tracing.client(method, client.base_url.host or None, client.base_url.port, path) as span:
+            auth = tracing.inject({**(headers or {}), "Authorization": bearer})
+            resp = await client.request(method, path, params=params, json=json, headers=auth)
+            if span is not None:
+                span.set_attribute("http.response.status_code", resp.status_code)
+                if resp.status_code >= 500:
+                    tracing.failed(span, str(resp.status_code))
         invalidate = getattr(tokens, "invalidate", None)
         if resp.status_code != 401 or attempt == 2 or invalidate is None:
             return resp

@@ -35,10 +35,11 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from opentelemetry.trace import Span
 
 from contracts import DecodeError, Envelope, decode
 
-from . import metrics
+from . import metrics, tracing
 from .declaration import EventHandler, Prepare
 from .dlq import DeadLetterWriter
 from .kafka import KafkaConnection
@@ -165,7 +166,8 @@ class EventConsumer:
         self.stall_after_s = stall_after_s
         self._progress: dict[tuple[str, int], tuple[int | None, float]] = {}  # last offset done, when
         self._inflight: dict[tuple[str, int], int] = {}
-        self._watching: dict[tuple[str, int], float] = {}  # first seen assigned without progress
+        # Per partition: when health() first saw records waiting (lag above zero) since it last saw none.
+        self._waiting_since: dict[tuple[str, int], float] = {}
         self.handlers = dict(handlers)
         self.deps = deps
         self.topics = list(topics)
@@ -267,6 +269,13 @@ class EventConsumer:
         self._done(records)
 
     async def _apply_batch(self, work: list[tuple[ConsumerRecord, Envelope[Any], EventHandler]]) -> list[tuple[str, float]]:
+        # A span for the batch; each handler call gets one of its own, a child of its event's traceparent linked to it.
+        with tracing.batch(self.service, self.name, [env for _, env, _ in work]) as batch_span:
+            return await self._apply_batch_traced(work, batch_span)
+
+    async def _apply_batch_traced(
+        self, work: list[tuple[ConsumerRecord, Envelope[Any], EventHandler]], batch_span: Span | None
+    ) -> list[tuple[str, float]]:
         prep = None
         if self.prepare is not None:
             try:
@@ -303,7 +312,10 @@ class EventConsumer:
                     started = time.perf_counter()
                     token = _delivery.set(Delivery(record.topic, record.partition, record.offset))
                     try:
-                        with event_context(env.id, env.subject):
+                        with (
+                            event_context(env.id, env.subject),
+                            tracing.consuming(self.service, self.name, env, record.topic, record.partition, record.offset, batch_span),
+                        ):
                             # The pool hands out a proxy that behaves as the connection it wraps.
                             await handler(env, cast(asyncpg.Connection, conn), self.deps)
                     finally:
@@ -356,14 +368,22 @@ class EventConsumer:
             return
         token = _delivery.set(Delivery(record.topic, record.partition, record.offset))
         try:
-            with event_context(env.id, env.subject):
-                await self._process(record, env, handler)
+            with (
+                event_context(env.id, env.subject),
+                tracing.consuming(self.service, self.name, env, record.topic, record.partition, record.offset) as span,
+            ):
+                outcome = await self._process(record, env, handler)
+                if span is not None:
+                    span.set_attribute(tracing.ATTR_OUTCOME, outcome)
         finally:
             _delivery.reset(token)
 
     async def health(self) -> str:
         """ "up", or "down: <why>", naming every partition with records waiting (lag above zero) on which this
-        consumer has not made progress for `stall_after_s` seconds."""
+        consumer has not made progress for `stall_after_s` seconds.
+
+        The time counts from the later of the partition's last progress and the moment records were first seen
+        waiting on it: a partition that was idle for an hour is not stalled the moment records arrive."""
         if not self.running:
             return "down: not running"
         kafka = getattr(self.subscriber, "consumer", None)
@@ -371,8 +391,11 @@ class EventConsumer:
             return "up"
         now = time.monotonic()
         stalled = []
-        for tp in sorted(kafka.assignment()):
-            key = (tp.topic, tp.partition)
+        assigned = {(tp.topic, tp.partition): tp for tp in kafka.assignment()}
+        for key in self._waiting_since.keys() - assigned.keys():
+            del self._waiting_since[key]  # revoked: if it comes back, its waiting starts afresh
+        for key in sorted(assigned):
+            tp = assigned[key]
             high = kafka.highwater(tp)
             if high is None:
                 continue  # nothing fetched yet: no lag known
@@ -383,13 +406,19 @@ class EventConsumer:
                 except Exception:
                     continue
             lag = high - position
+            if lag <= 0:
+                self._waiting_since.pop(key, None)
+                continue
+            since = self._waiting_since.setdefault(key, now)
             last = self._progress.get(key)
-            since = last[1] if last else self._watching.setdefault(key, now)
-            if lag > 0 and now - since > self.stall_after_s:
+            if last is not None:
+                since = max(since, last[1])
+            if now - since > self.stall_after_s:
                 stalled.append(f"{tp.topic}[{tp.partition}] at offset {position} (lag {lag}, no progress for {now - since:.0f} s)")
         return "down: stalled on " + "; ".join(stalled) if stalled else "up"
 
-    async def _process(self, record: ConsumerRecord, env: Envelope[Any], handler: EventHandler) -> None:
+    async def _process(self, record: ConsumerRecord, env: Envelope[Any], handler: EventHandler) -> str:
+        """Applies the event with retries; returns the outcome: applied, duplicate or dead-lettered."""
         attempt = 0
         started = time.perf_counter()
         while True:
@@ -402,7 +431,7 @@ class EventConsumer:
                 log.warning("event rejected", extra={"type": env.type, "reason": str(exc)})
                 await self.dead_letter(record, exc.kind, str(exc), env=env)
                 await self._remember(record, env)
-                return
+                return "dead-lettered"
             except TRANSIENT_ERRORS as exc:
                 delay = self._delay(attempt)
                 log.warning(
@@ -416,7 +445,7 @@ class EventConsumer:
                     log.error("handler failed; dead-lettering", extra={"type": env.type, "attempts": attempt}, exc_info=True)
                     await self.dead_letter(record, "handler-failed", f"{type(exc).__name__}: {exc}", env=env)
                     await self._remember(record, env)
-                    return
+                    return "dead-lettered"
                 delay = self._delay(attempt)
                 log.warning(
                     "handler failed; retrying",
@@ -429,7 +458,7 @@ class EventConsumer:
             log.info(
                 "event processed" if outcome == "applied" else "duplicate event skipped", extra={"type": env.type, "topic": record.topic}
             )
-            return
+            return outcome
 
     async def _apply(self, record: ConsumerRecord, env: Envelope[Any], handler: EventHandler) -> str:
         pool = self.pool_getter()

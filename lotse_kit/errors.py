@@ -2,7 +2,9 @@
 
 Services raise these (or their own subclasses) from `handlers/` and `domain/`; the kit maps
 every one of them to an RFC 9457 problem+json response in one place (`problems.install`), so no
-route catches and translates errors itself.
+route catches and translates errors itself. An infrastructure failure that heals by itself (one of
+`lotse_kit.retry.TRANSIENT_ERRORS`: the database restarting, a connection lost, Kafka away) is answered
+as `InfrastructureUnavailable` by the kit's problem handlers (`lotse_kit.problems.install`), never as a 500.
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ class Unavailable(DomainError):
     status = 503
     title = "Service unavailable"
     type = "urn:lotse:problem:unavailable"
+
+
+class InfrastructureUnavailable(Unavailable):
+    """The service's own infrastructure (database, broker, network) failed in a way that heals by itself."""
+
+    title = "Temporarily unavailable"
+    type = "urn:lotse:problem:infrastructure-unavailable"
+    # A PostgreSQL restart or failover takes seconds; the caller's own backoff decides beyond that.
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
 
 
 def problem(status: int, title: str, detail: str | None = None, *, type_: str | None = None, **extensions: Any) -> DomainError:

@@ -139,9 +139,13 @@ class KafkaConnection:
             return None
         return _ssl_context(str(self.ca_file) if self.ca_file else None)
 
+    def servers(self) -> list[str]:
+        """The bootstrap servers one by one (`bootstrap` is Kafka's comma-separated form)."""
+        return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
+
     def aiokafka(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka's producer, consumer and admin client."""
-        opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        opts: dict[str, Any] = {"bootstrap_servers": self.servers(), "security_protocol": self.security_protocol}
         if self.security_protocol == "SASL_SSL":
             opts |= {
                 "sasl_mechanism": self.mechanism,
@@ -223,7 +227,8 @@ def make_broker(
     """
     conn = connection(kafka)
     return KafkaBroker(
-        conn.bootstrap,
+        # A list: FastStream wraps a string into a one-element list, so "a:1,b:2,c:3" would be one unknown host.
+        conn.servers(),
         security=conn.faststream_security(),
         client_id=f"lotse-{service}",
         acks="all",

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from prometheus_client import Gauge
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from contracts.sealed import PublicKey, check_public_key
 from contracts.topics import ORG_ID_PATTERN
@@ -77,6 +77,35 @@ class KafkaConfig(_Strict):
     )
 
 
+class Inbox(_Strict):
+    """How a partner reaches its inbox. `kafka` (the default): its own Kafka principal reads
+    `partner.<org>.inbox.v1`. `https`: the gateway (services/gateway, docs/gateway.md) serves the same records
+    over HTTPS, either for the partner to fetch (`pull`) or posted to `url` as signed webhooks (`push`)."""
+
+    transport: Literal["kafka", "https"] = "kafka"
+    mode: Literal["pull", "push"] = "pull"
+    url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=r"^https?://[^\s/?#@]+(/[^\s#]*)?$",
+        description="push only: where each record is POSTed (https; plain http only where the gateway allows it).",
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> Inbox:
+        if self.transport == "kafka" and (self.mode != "pull" or self.url is not None):
+            raise ValueError("mode and url apply to transport https only")
+        if self.mode == "push" and self.url is None:
+            raise ValueError("mode push needs the url the records are posted to")
+        if self.mode == "pull" and self.url is not None:
+            raise ValueError("mode pull takes no url (the partner fetches); did you mean mode push?")
+        return self
+
+    @property
+    def over_https(self) -> bool:
+        return self.transport == "https"
+
+
 class Organisation(_Strict):
     id: OrgId
     name: Name
@@ -89,6 +118,7 @@ class Organisation(_Strict):
     dpo_email: EmailStr | None = Field(
         None, description="The data-protection contact (told of overdue acknowledgements); default: contact_email."
     )
+    inbox: Inbox = Field(default_factory=Inbox, description="How the partner reaches its inbox: Kafka (default) or HTTPS.")
     keys: list[PublicKey] = Field(
         default_factory=list,
         description="Public keys (JWK, EC P-256): `enc` ones seal personal data to this organisation, `sig` ones verify its "
@@ -143,6 +173,10 @@ class Network(_Strict):
 
     def plan_for(self, need: Need | str) -> ProcessPlan | None:
         return next((p for p in self.process_plans if p.need == need), None)
+
+    def https_inboxes(self) -> list[Organisation]:
+        """Organisations that reach their inbox through the HTTPS gateway."""
+        return [o for o in self.organisations if o.inbox.over_https]
 
     def org_ids(self) -> list[str]:
         return [o.id for o in self.organisations]

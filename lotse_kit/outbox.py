@@ -26,7 +26,7 @@ import asyncpg
 from contracts import Envelope, encode
 from contracts.events import SCHEMAS
 
-from . import metrics
+from . import metrics, tracing
 from .declaration import ServiceDeclaration, UndeclaredEvent
 from .logging import event_context
 from .retry import TRANSIENT_ERRORS, backoff
@@ -54,8 +54,10 @@ async def enqueue_many(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
         raise RuntimeError("outbox.enqueue must run inside the transaction that changes the state")
     if not events:
         return
+    # An event without a trace context carries the current one (lotse_kit/tracing.py): its consumers join this trace.
+    stamped = tracing.stamp([env for env, _ in events])
     cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-    for env, topic in events:
+    for env, (_, topic) in zip(stamped, events, strict=True):
         rec = encode(env)
         for col, value in zip(
             cols, (env.id, env.type, env.subject, topic, rec.key, rec.value, json.dumps(rec.headers_dict())), strict=True
@@ -115,6 +117,10 @@ class OutboxRelay:
     then awaits all acknowledgements together. A `publish` that awaits the acknowledgement itself and
     returns anything else (FastStream's `broker.publish`) also works, at one round trip per row.
 
+    Per-client order survives failures: a drain takes at most one row per topic and key (the client
+    id), and none whose key has an earlier row waiting for a retry, so a client's row is handed over
+    only after the previous one was acknowledged (issue 15).
+
     `lotse_outbox_backlog` (rows not yet published) is derived from the drain where that is exact: a
     batch smaller than `batch_size` held every due row, so what is left is the rows waiting for a
     retry, which the relay tracks. Otherwise it is counted, at most every `backlog_count_interval_s`
@@ -159,6 +165,8 @@ class OutboxRelay:
         # Rows that failed at least once and are not published yet (attempts > 0); None until counted.
         self._waiting: int | None = None
         self._counted_at = -math.inf
+        # Rows the last drain held back because an earlier row of their key was in it (drained again at once).
+        self.deferred = 0
         self._backlog = metrics.outbox_backlog.labels(service)
         self._failures = metrics.outbox_publish_failures.labels(service)
 
@@ -168,6 +176,13 @@ class OutboxRelay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.schema}")
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        # Readiness shows a relay that ended ("not running"); the log must say why.
+        if not self._stopping.is_set():
+            exc = None if task.cancelled() else task.exception()
+            log.error("outbox relay ended without a stop", exc_info=exc, extra={"cancelled": task.cancelled()})
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Lets the relay finish its batch, then stops it. After `timeout_s` the batch is abandoned:
@@ -202,6 +217,25 @@ class OutboxRelay:
                     "outbox relay lost its database connection; reconnecting", extra={"error": repr(exc), "retry_in_s": round(delay, 2)}
                 )
                 await self._sleep(delay)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stopping.is_set() or (task is not None and task.cancelling()):
+                    raise  # `stop` cancels only after setting _stopping
+                # A cancellation nobody asked for (a library's timeout handling leaking one while PostgreSQL
+                # restarts) must not end the relay like a stop would.
+                self.is_leader = False
+                failures += 1
+                delay = backoff(failures, self.retry_base_s, self.retry_max_s)
+                log.error("outbox relay was cancelled without a stop; leading again", exc_info=True, extra={"retry_in_s": round(delay, 2)})
+                await self._sleep(delay)
+            except Exception as exc:
+                # Anything else (e.g. an error of the connection's teardown during a PostgreSQL restart) must not
+                # end the relay: a stopped relay leaves every later event in the outbox. Logged loudly, retried.
+                self.is_leader = False
+                failures += 1
+                delay = backoff(failures, self.retry_base_s, self.retry_max_s)
+                log.error("outbox relay failed; leading again", exc_info=True, extra={"error": repr(exc), "retry_in_s": round(delay, 2)})
+                await self._sleep(delay)
 
     async def _lead(self) -> None:
         # A dedicated connection holds the advisory lock for as long as this relay leads.
@@ -223,7 +257,7 @@ class OutboxRelay:
                 # snapshot, and its NOTIFY must then bring the next drain at once, not the next poll.
                 self._wake.clear()
                 published = await self.drain_once(conn)
-                if published < self.batch_size:
+                if published < self.batch_size and not self.deferred:
                     await self._sleep(self.poll_interval_s)
                     if self.linger_s > 0 and not self._stopping.is_set():
                         # Let the commits of a burst gather, so several rows share one drain: one query, one
@@ -231,7 +265,12 @@ class OutboxRelay:
                         await asyncio.sleep(self.linger_s)
         finally:
             self.is_leader = False
-            await conn.close()
+            # A connection the server already dropped (PostgreSQL restarting) may fail to close cleanly; it is gone
+            # either way, and its error must not replace the one that ended the lead.
+            try:
+                await asyncio.wait_for(conn.close(), timeout=5)
+            except Exception:
+                conn.terminate()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -242,11 +281,20 @@ class OutboxRelay:
 
     async def drain_once(self, conn: asyncpg.Connection) -> int:
         """Publishes one batch of due rows. Returns how many were published."""
+        # Per-client order (the key is the client id): a row waits while an earlier row of its topic and key
+        # waits for a retry, and a drain hands over only the first due row of each key (below), so a row is
+        # never handed to the producer before every earlier row of its key was acknowledged.
         rows = await conn.fetch(
             """SELECT id, event_id, event_type, client_id, topic, key, value, headers, attempts
-                 FROM outbox WHERE next_attempt_at <= now() ORDER BY id LIMIT $1""",
+                 FROM outbox o
+                WHERE next_attempt_at <= now()
+                  AND NOT EXISTS (SELECT 1 FROM outbox w
+                                   WHERE w.attempts > 0 AND w.topic = o.topic AND w.key = o.key AND w.id < o.id
+                                     AND w.next_attempt_at > now())
+                ORDER BY id LIMIT $1""",
             self.batch_size,
         )
+        self.deferred = 0
         if not rows:
             await self._track_backlog(conn, full=False, untried=0)
             return 0
@@ -296,14 +344,24 @@ class OutboxRelay:
         """Hands the rows to the producer in id order. Per row: the acknowledgement's awaitable (or the
         acknowledgement itself), the exception `publish` raised, or `_UNTRIED` when an earlier row of
         the same topic could not be handed over (the producer has no metadata for it: the later rows
-        would fail alike, one timeout each, and would overtake it)."""
+        would fail alike, one timeout each, and would overtake it) or when an earlier row of the same
+        key is in this batch (`deferred`)."""
         acks: list[Any] = []
         blocked: set[str] = set()
+        keys: set[tuple[str, bytes]] = set()
         for r in rows:
             topic = r["topic"]
             if topic in blocked:
                 acks.append(_UNTRIED)
                 continue
+            if r["key"] is not None:
+                if (topic, r["key"]) in keys:
+                    # A later row of a key already in this batch: if the earlier one failed, this one would
+                    # overtake it. It goes in the next drain, which follows at once.
+                    acks.append(_UNTRIED)
+                    self.deferred += 1
+                    continue
+                keys.add((topic, r["key"]))
             try:
                 async with asyncio.timeout_at(deadline):
                     acks.append(await self.publish(topic, r["key"], r["value"], json.loads(r["headers"]), str(r["event_id"])))

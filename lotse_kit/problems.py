@@ -2,6 +2,8 @@
 
 - `DomainError` (and every subclass a service defines) -> its status, title, type and extensions;
 - request validation -> 422 naming each field;
+- the infrastructure's transient errors (`retry.TRANSIENT_ERRORS`: PostgreSQL restarting or terminating the
+  connection, a refused connect, Kafka away) -> 503 with Retry-After: the request may be repeated as it is;
 - Starlette's own HTTP errors (404 for an unknown route, 405, ...) -> the same status as a problem;
 - anything else -> 500 with an `error_id` that is also in the log line, so an operator can find
   the traceback a caller reports. A 5xx is never a bare `about:blank`.
@@ -18,7 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import DomainError
+from .errors import DomainError, InfrastructureUnavailable
+from .retry import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,26 @@ def install(app: FastAPI) -> None:
         return problem_response(
             exc.status_code, str(exc.detail) if exc.detail else "Error", instance=request.url.path, headers=getattr(exc, "headers", None)
         )
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        error = InfrastructureUnavailable()
+        # Only the error's class: neither the request body nor the message (which may name hosts or a URL).
+        log.warning(
+            "infrastructure unavailable; answered 503",
+            extra={"path": request.url.path, "method": request.method, "error": type(exc).__name__},
+        )
+        return problem_response(
+            error.status,
+            error.instance_title,
+            "A dependency of this service is temporarily unavailable; retry later.",
+            type_=error.instance_type,
+            instance=request.url.path,
+            headers=dict(error.headers),
+        )
+
+    for cls in TRANSIENT_ERRORS:
+        if issubclass(cls, Exception):  # all of them; Starlette takes no BaseException
+            app.add_exception_handler(cls, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

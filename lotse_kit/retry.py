@@ -1,7 +1,8 @@
 """Retrying: which errors heal by themselves, and how long to wait before the next attempt.
 
 Every retry loop in Lotse (consumers, the outbox relay, the audit ingest, background workers,
-outbound calls) uses these two, so a transient failure is treated the same everywhere.
+outbound calls) uses these two, so a transient failure is treated the same everywhere; an HTTP
+request that fails with one of `TRANSIENT_ERRORS` is answered 503 with Retry-After (`lotse_kit.problems`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from aiokafka.errors import KafkaError
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
+    asyncpg.PostgresConnectionError,  # also ConnectionDoesNotExistError: the connection was lost mid-query
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,  # the server is shutting down or restarting (pg_ctl stop/restart, pg_terminate_backend)
+    asyncpg.CrashShutdownError,  # another backend crashed; the server restarts
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     KafkaError,

@@ -17,7 +17,7 @@ from typing import Any
 
 from contracts.topics import TopicSpec, dlq_spec, platform_topics
 
-from . import db
+from . import db, tracing
 from .consumer import EventConsumer, prune_processed_events
 from .declaration import ServiceDeclaration
 from .dlq import DeadLetterWriter
@@ -177,6 +177,7 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         tune_gc_for_batches()
+        tracing.setup_from_env(self.service)  # OTLP export if the OTEL_* environment asks for it (once per process)
         await self.db.start()
         await ensure_topics(
             self.kafka,
@@ -239,6 +240,7 @@ class Runtime:
             except Exception:  # one failing hook must not keep the others from running
                 log.warning("shutdown hook failed", exc_info=True)
         await self.db.close(limit)
+        await tracing.flush(limit)
         self.started = False
         log.info("service stopped")
 

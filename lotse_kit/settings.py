@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The one list of service ports (defaults; each is overridable with LOTSE_<SERVICE>_HTTP_PORT).
 # deploy/local/services.sh, the CLI and each service's settings read it from here.
-SERVICE_PORTS: dict[str, int] = {"intake": 8001, "consent": 8002, "notifications": 8003, "audit": 8004}
+SERVICE_PORTS: dict[str, int] = {"intake": 8001, "consent": 8002, "notifications": 8003, "audit": 8004, "gateway": 8005}
 
 
 # The demo district's network file: the default of LOTSE_NETWORK_FILE for every service.

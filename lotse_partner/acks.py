@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,8 @@ from contracts.events import ClientErased, ConsentWithdrawn, ErasureAcknowledged
 from contracts.sealed import sign_ack
 
 from .keys import PartnerKeys
+
+ACK_ID_NAMESPACE = uuid.UUID("4d1c0f3e-2b7a-5e49-8f61-0c9d2e7a5b33")
 
 
 def acknowledge(env: Envelope[Any], keys: PartnerKeys) -> Envelope[WithdrawalAcknowledged] | Envelope[ErasureAcknowledged]:
@@ -30,5 +33,7 @@ def acknowledge(env: Envelope[Any], keys: PartnerKeys) -> Envelope[WithdrawalAck
         acknowledged_at=datetime.now(UTC),
         signature=signature,
     )
-    result: Envelope[Any] = new_event(ack, source=f"/partners/{keys.org}", acting_org=keys.org)
+    # The same acknowledgement sent twice (a handler run again before its commit) is one event to consent.
+    event_id = uuid.uuid5(ACK_ID_NAMESPACE, f"{env.id}:{keys.org}")
+    result: Envelope[Any] = new_event(ack, source=f"/partners/{keys.org}", acting_org=keys.org, event_id=event_id)
     return result

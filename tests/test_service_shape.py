@@ -1,4 +1,4 @@
-"""The four services share one shape: a newcomer who read one finds everything in the others.
+"""The five services share one shape: a newcomer who read one finds everything in the others.
 
 This compares the trees and the wiring and fails when one service drifts.
 """
@@ -16,7 +16,7 @@ import pytest
 from lotse_kit.declaration import ServiceDeclaration
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICES = ("intake", "consent", "notifications", "audit")
+SERVICES = ("intake", "consent", "notifications", "audit", "gateway")
 
 # Top level of every service. Optional: cli.py (a service with commands), templates/ and locale/ (a service with
 # texts for people: intake has none, its API speaks JSON and its errors are for developers).

@@ -97,5 +97,6 @@ LOTSE_INTAKE_KEK=$(key32 intake-kek)
 LOTSE_NOTIFICATIONS_SECRET_KEK=$(key32 notifications-secret-kek)
 LOTSE_NOTIFICATIONS_WEBHOOK_SIGNING_KEY=whsk_$(key32 notifications-webhook-signing-key)
 LOTSE_AUDIT_SIGNING_KEY=$(key32 audit-signing-key)
+LOTSE_GATEWAY_WEBHOOK_KEY_DIR=$S/gateway/webhook-secrets
 ENV
 echo "[init] state ready in $S"

@@ -2,7 +2,7 @@
 # Starts one Lotse service in the compose stack: its secrets from the `state` volume (deploy/compose/init.sh,
 # `lotse admin provision`, Keycloak's provisioning), then `python -m services.<name>`, as deploy/local/services.sh.
 set -euo pipefail
-svc=${1:?usage: run-service.sh intake|consent|notifications|audit}
+svc=${1:?usage: run-service.sh intake|consent|notifications|audit|gateway}
 S=${LOTSE_STATE_DIR:-/state}
 
 set -a

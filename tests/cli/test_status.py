@@ -25,8 +25,8 @@ async def test_status_reports_services_lag_and_dead_letters_and_exits_1_when_one
 ) -> None:
     ns = topic_namespace
     monkeypatch.setenv("LOTSE_TOPIC_NAMESPACE", ns)
-    # Three services are not running (nothing listens on their ports); audit runs.
-    for name in ("intake", "consent", "notifications"):
+    # Four services are not running (nothing listens on their ports); audit runs.
+    for name in ("intake", "consent", "notifications", "gateway"):
         monkeypatch.setenv(f"LOTSE_{name.upper()}_HTTP_PORT", str(free_port()))
     # Dead letters: 2 records on a .dlq topic of this namespace.
     dlq = ns + topics.dlq(topics.REFERRALS)
@@ -60,7 +60,13 @@ async def test_status_reports_services_lag_and_dead_letters_and_exits_1_when_one
     assert result.stdout.lstrip().startswith("{"), result.output
     doc = json.loads(result.stdout)
     state = {s["name"]: (s["live"], s["ready"]) for s in doc["services"]}
-    assert state == {"intake": (False, False), "consent": (False, False), "notifications": (False, False), "audit": (True, True)}
+    assert state == {
+        "intake": (False, False),
+        "consent": (False, False),
+        "notifications": (False, False),
+        "gateway": (False, False),
+        "audit": (True, True),
+    }
     assert any(p.startswith("intake: not live") for p in doc["problems"]) and doc["ok"] is False
     assert {"topic": dlq, "records": 2} in doc["dead_letters"]
     [lag] = [lg for lg in doc["lag"] if lg["group"] == group]

@@ -124,6 +124,47 @@ async def test_readiness_names_a_partition_that_does_not_advance_while_records_w
     assert await eventually(lambda: _up(consumer), timeout=10)
 
 
+async def test_records_arriving_on_a_long_idle_partition_are_not_a_stall(make_runtime, runtimes, topic, kafka_bootstrap):
+    """The stall clock starts when records are first seen waiting, not at the partition's last progress."""
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    calls = 0
+
+    async def second_blocks(env, conn, deps):
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            entered.set()
+            await release.wait()
+        await record_effect(env, conn, deps)
+
+    rt = make_runtime(handlers={"lotse.client.registered": second_blocks}, consumer_stall_after_s=1.0)
+    await rt.start()
+    runtimes.append(rt)
+    [consumer] = rt.consumers
+    first = registered()
+    await _produce(kafka_bootstrap, topic, [(encode(first).key, encode(first).value, encode(first).headers)])
+    await eventually(lambda: _count(rt, 1), timeout=30)
+    assert await eventually(lambda: _up(consumer), timeout=10)
+    # Idle for longer than stall_after_s, nothing waiting: that is no stall.
+    await asyncio.sleep(1.5)
+    assert await consumer.health() == "up"
+
+    second = registered()
+    await _produce(kafka_bootstrap, topic, [(encode(second).key, encode(second).value, encode(second).headers)])
+    await asyncio.wait_for(entered.wait(), timeout=30)
+    # Records wait and are being worked on; the last progress is older than stall_after_s, the waiting is not.
+    assert await consumer.health() == "up"
+
+    # Still a stall once it goes on for longer than stall_after_s.
+    health = await eventually(lambda: _stalled(consumer), timeout=20)
+    assert f"{topic}[0] at offset 1 (lag " in health
+
+    release.set()
+    await eventually(lambda: _count(rt, 2), timeout=30)
+    assert await eventually(lambda: _up(consumer), timeout=10)
+
+
 async def _stalled(consumer) -> str | None:
     h = await consumer.health()
     return h if h.startswith("down: stalled") else None

@@ -73,7 +73,9 @@ async def env(make_runtime: Callable[..., Runtime], topic: str) -> AsyncIterator
         await rt.db.close(5.0)
 
 
-async def enqueue(e: Env, n: int, clients: int = 3) -> list[Any]:
+async def enqueue(e: Env, n: int, clients: int | None = None) -> list[Any]:
+    """`n` events for `clients` clients in turn (default: one client each; a drain hands over one row per client)."""
+    clients = clients or n
     ids = [uuid.uuid4() for _ in range(clients)]
     envs = [registered(ids[i % clients]) for i in range(n)]
     async with e.rt.db.pool.acquire() as conn, conn.transaction():
@@ -147,7 +149,7 @@ async def test_rows_are_deleted_only_after_kafka_acknowledged_them(env: Env) -> 
 
 
 async def test_failed_rows_are_retried_with_backoff_and_not_lost(env: Env, kafka_bootstrap: str) -> None:
-    envs = await enqueue(env, 6, clients=2)
+    envs = await enqueue(env, 6)
     env.nacked = {str(envs[1].id)}  # Kafka refuses its acknowledgement
     env.failing = {str(envs[5].id)}  # the producer refuses it outright (the last row: none held back behind it)
     relay = env.relay()
@@ -167,6 +169,54 @@ async def test_failed_rows_are_retried_with_backoff_and_not_lost(env: Env, kafka
     assert await env.outbox() == []
     records = await read_topic(kafka_bootstrap, env.topic, until=6, settle=0.5)
     assert sorted(decode(r.headers, r.value).id for r in records) == sorted(x.id for x in envs)  # each exactly once
+
+
+def ids_by_key(records: list[Any]) -> dict[bytes, list[Any]]:
+    by_key: dict[bytes, list[Any]] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(r.key, []).append(decode(r.headers, r.value).id)
+    return by_key
+
+
+async def test_a_row_that_fails_holds_back_the_later_rows_of_its_client_until_it_is_published(env: Env, kafka_bootstrap: str) -> None:
+    """Issue 15: a failed acknowledgement (e.g. the partition leader died) must not let a client's later
+    events overtake it, in the same drain or in the drains until its retry."""
+    a, other, b = await enqueue(env, 3, clients=2)  # a and b: client 0; other: client 1
+    env.nacked = {str(a.id)}
+    relay = env.relay()
+
+    assert await relay.drain_once(env.conn) == 1  # `other`; b was not handed over behind a
+    assert relay.deferred == 1
+    assert [(r["event_id"], r["attempts"]) for r in await env.outbox()] == [(a.id, 1), (b.id, 0)]
+    # While a waits for its retry, b and a row of client 0 committed later stay in the outbox.
+    assert await relay.drain_once(env.conn) == 0
+    [later] = [registered(a.data.client_id)]
+    async with env.rt.db.pool.acquire() as conn, conn.transaction():
+        await env.rt.outbox.enqueue(conn, later, env.topic)
+    assert await relay.drain_once(env.conn) == 0
+
+    env.nacked = set()
+    await env.backoff_elapsed()
+    await drain_all(env, relay)
+    assert await env.outbox() == []
+    records = await read_topic(kafka_bootstrap, env.topic, until=4, settle=0.5)
+    assert ids_by_key(records) == {str(a.data.client_id).encode(): [a.id, b.id, later.id], str(other.data.client_id).encode(): [other.id]}
+
+
+async def test_a_drain_hands_over_one_row_per_client_and_the_relay_drains_the_rest_at_once(env: Env, kafka_bootstrap: str) -> None:
+    """Each row of a client goes to the producer only after the previous one was acknowledged; the relay
+    drains again at once instead of waiting for its poll."""
+    envs = await enqueue(env, 8, clients=2)
+    relay = env.relay(poll_interval_s=300.0)  # a drain after the first one can only come from the held-back rows
+    relay.start()
+    try:
+        records = await read_topic(kafka_bootstrap, env.topic, until=8, timeout=30)
+    finally:
+        await relay.stop(timeout_s=10)
+    expected: dict[bytes, list[Any]] = {}
+    for x in envs:
+        expected.setdefault(str(x.data.client_id).encode(), []).append(x.id)
+    assert ids_by_key(records) == expected
 
 
 async def test_a_row_the_producer_refuses_holds_back_the_later_rows_of_its_topic(env: Env) -> None:
@@ -349,3 +399,47 @@ async def test_a_producer_that_never_takes_the_record_fails_it_after_the_timeout
     # The first is failed; the later rows of its topic were not tried (they would overtake it).
     assert [r["attempts"] for r in rows] == [1, 0, 0]
     assert "did not take the record" in rows[0]["last_error"]
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("teardown failed"), asyncio.CancelledError()])
+async def test_the_relay_leads_again_after_an_unexpected_failure(env: Env, kafka_bootstrap: str, failure: BaseException) -> None:
+    """Issue 15 (a PostgreSQL restart under load): an error outside the transient list, or a cancellation nobody
+    asked for, ended the relay for good and left every later event in the outbox until the service restarted."""
+    relay = env.relay(poll_interval_s=0.2, retry_base_s=0.05, retry_max_s=0.1)
+    lead = relay._lead
+    failed: list[BaseException] = []
+
+    async def lead_failing_once() -> None:
+        if not failed:
+            failed.append(failure)
+            raise failure
+        await lead()
+
+    relay._lead = lead_failing_once  # type: ignore[method-assign]  # the relay's loop looks it up on the instance
+    relay.start()
+    try:
+        [x] = await enqueue(env, 1)
+        records = await read_topic(kafka_bootstrap, env.topic, until=1, timeout=30)
+        assert relay.running
+    finally:
+        await relay.stop(timeout_s=10)
+    assert failed and [decode(r.headers, r.value).id for r in records] == [x.id]
+    assert not relay.running  # a real stop still ends it
+
+
+async def test_the_relay_leads_again_after_its_connection_is_terminated(env: Env, kafka_bootstrap: str) -> None:
+    relay = env.relay(poll_interval_s=0.2, retry_base_s=0.05, retry_max_s=0.1)
+    relay.start()
+    try:
+        while not relay.is_leader:
+            await asyncio.sleep(0.05)
+        app = f"lotse-{relay.service}-relay"
+        assert (
+            await env.conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app) == 1
+        )
+        [x] = await enqueue(env, 1)
+        records = await read_topic(kafka_bootstrap, env.topic, until=1, timeout=30)
+        assert relay.running
+    finally:
+        await relay.stop(timeout_s=10)
+    assert [decode(r.headers, r.value).id for r in records] == [x.id]

@@ -17,6 +17,7 @@ The leaks listed in issue 12 each have a named test at the end.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,10 +31,12 @@ from fastapi import FastAPI
 from contracts import new_event, topics
 from contracts.events import CaseHandedOver, ClientRegistered
 from contracts.sealed import generate_key
+from contracts.structured import BATCH, STRUCTURED
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit import access
 from lotse_kit.auth import LocalSigner
 from lotse_kit.context import ON_BEHALF_OF, Ctx
+from lotse_kit.settings import SERVICE_PORTS
 from services.audit.tests.conftest import ORG as A_ORG
 from services.audit.tests.conftest import PARTNER as A_PARTNER
 from services.audit.tests.conftest import partner_referral
@@ -42,6 +45,12 @@ from services.consent.tests.conftest import DIAKONIE as C_DIAKONIE
 from services.consent.tests.conftest import JOBCENTER as C_JOBCENTER
 from services.consent.tests.conftest import KI as C_KI
 from services.consent.tests.conftest import consent_body
+from services.gateway.tests import conftest as gateway_fixtures
+from services.gateway.tests.conftest import AWO as G_AWO
+from services.gateway.tests.conftest import CARITAS as G_CARITAS
+from services.gateway.tests.conftest import INVIA as G_INVIA
+from services.gateway.tests.conftest import inbox_event
+from services.gateway.tests.test_outbox import accepted as gateway_answer
 from services.intake.tests.conftest import CARITAS, JOBCENTER, KI, KIM, client_body
 from services.notifications.tests.conftest import AWO as N_AWO
 from services.notifications.tests.conftest import JOBCENTER as N_JOBCENTER
@@ -49,6 +58,9 @@ from tests.fixtures import as_district, as_org, local_issuer, service_token
 from tests.kafka_helpers import eventually
 
 PROBLEM = "application/problem+json"
+# The gateway's fixtures (tests/security/conftest.py imports the other services'), used by name.
+start_gateway = gateway_fixtures.start_gateway
+receiver = gateway_fixtures.receiver
 NOT_A_MEMBER = "evil-consulting"  # a well-formed organisation id that is no member of any test network
 
 
@@ -142,6 +154,16 @@ def wrong_roles(policy: str, owner: str) -> dict[str, dict[str, str]]:
             "intake service": service_token("intake"),
         },
         "authenticated": {},
+        "partner-system": {
+            "caseworker of the organisation": staff["caseworker"],
+            **district,
+            "gateway service": service_token("gateway"),
+            "consent service": service_token("consent"),
+            "notifications service on behalf of the owner": service_token("notifications") | {ON_BEHALF_OF: owner},
+            "non-member partner system": as_org(NOT_A_MEMBER, "partner_system"),
+            "partner system without an organisation": as_district("partner_system"),
+            "token without roles": as_org(owner, "nobody"),
+        },
         "disclosure-records": {
             "operator": district["operator"],
             "intake service": service_token("intake"),
@@ -166,6 +188,7 @@ class Probe:
     body: Any = None
     other: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (who, headers, status) of other members
     owner: str = ""
+    content_type: str | None = None  # a body sent as this media type instead of application/json
 
     def policy(self, app: FastAPI) -> access.Policy:
         (p,) = access.route_policies(app)[(self.method, self.route)]
@@ -181,6 +204,8 @@ def problem(r: httpx.Response, status: int, what: str) -> dict[str, Any]:
 
 
 async def call(http: httpx.AsyncClient, p: Probe, headers: dict[str, str]) -> httpx.Response:
+    if p.content_type is not None:
+        return await http.request(p.method, p.path, headers=headers | {"content-type": p.content_type}, content=json.dumps(p.body))
     return await http.request(p.method, p.path, headers=headers, json=p.body)
 
 
@@ -262,13 +287,16 @@ def test_an_app_with_a_route_without_a_policy_is_refused():
 
 def _service_apps(tmp_path: Any) -> dict[str, FastAPI]:
     """Every service's app as bootstrap builds it (nothing started: routes only)."""
-    from lotse_kit.network import OrgDirectory, load_network
+    from lotse_kit.network import OrgDirectory, load_network, parse_network
     from services.audit.bootstrap import bootstrap as audit_app
     from services.audit.config import AuditSettings
     from services.audit.tests.conftest import DIRECTORY as AUDIT_DIRECTORY
     from services.consent.bootstrap import bootstrap as consent_app
     from services.consent.tests.conftest import DIRECTORY as CONSENT_DIRECTORY
     from services.consent.tests.conftest import fast_settings as consent_settings
+    from services.gateway.bootstrap import bootstrap as gateway_app
+    from services.gateway.tests.conftest import fast_settings as gateway_settings
+    from services.gateway.tests.conftest import network_yaml as gateway_network
     from services.intake.bootstrap import bootstrap as intake_app
     from services.intake.tests.conftest import HERE as INTAKE_TESTS
     from services.intake.tests.conftest import FakeConsent
@@ -282,11 +310,16 @@ def _service_apps(tmp_path: Any) -> dict[str, FastAPI]:
         "consent": consent_app(consent_settings("t."), directory=CONSENT_DIRECTORY),
         "notifications": notifications_app(notifications_settings("t."), directory=intake_directory),
         "audit": audit_app(AuditSettings(signing_key_file=tmp_path / "k.pem"), directory=AUDIT_DIRECTORY),
+        "gateway": gateway_app(
+            gateway_settings("t."), directory=OrgDirectory.of(parse_network(gateway_network("http://127.0.0.1:9/hook")))
+        ),
     }
 
 
 def test_every_route_declares_one_policy_and_is_attacked_here(infra, tmp_path):  # infra: the Kafka settings the apps read
-    for name, app in _service_apps(tmp_path).items():
+    apps = _service_apps(tmp_path)
+    assert set(apps) == set(SERVICE_PORTS) == set(PROBES), "every service's app is enumerated and attacked here"
+    for name, app in apps.items():
         policies = access.route_policies(app)
         assert policies, name
         for route, found in policies.items():
@@ -319,6 +352,7 @@ class Ids:
     endpoint: uuid.UUID = field(default_factory=uuid.uuid4)
     notification: uuid.UUID = field(default_factory=uuid.uuid4)
     entry: int = 0
+    cursor: str = "c1.made-up"  # gateway: a cursor the owner was given
 
 
 def _ids() -> Ids:
@@ -645,7 +679,47 @@ def audit_probes(i: Ids) -> list[Probe]:
     ]
 
 
-PROBES = {"intake": intake_probes, "consent": consent_probes, "notifications": notifications_probes, "audit": audit_probes}
+def gateway_probes(i: Ids) -> list[Probe]:
+    awo = as_org(G_AWO, "partner_system")
+    # A path naming AWO: another organisation's partner system is refused whatever its transport.
+    naming_awo = [
+        ("another HTTPS member's partner system (IN VIA)", as_org(G_INVIA, "partner_system"), 403),
+        ("a Kafka member's partner system (Caritas)", as_org(G_CARITAS, "partner_system"), 403),
+    ]
+    return [
+        *ops(G_AWO),
+        Probe("GET", f"/v1/partners/{G_AWO}/inbox", "/v1/partners/{org}/inbox", awo, owner=G_AWO, other=naming_awo),
+        Probe(
+            "POST",
+            f"/v1/partners/{G_AWO}/inbox/acknowledgements",
+            "/v1/partners/{org}/inbox/acknowledgements",
+            awo,
+            204,
+            body={"cursor": i.cursor},
+            owner=G_AWO,
+            other=naming_awo,
+        ),
+        Probe(
+            "POST",
+            f"/v1/partners/{G_AWO}/outbox",
+            "/v1/partners/{org}/outbox",
+            awo,
+            202,
+            body=gateway_answer(G_AWO),
+            owner=G_AWO,
+            other=naming_awo,
+            content_type=STRUCTURED,
+        ),
+    ]
+
+
+PROBES = {
+    "intake": intake_probes,
+    "consent": consent_probes,
+    "notifications": notifications_probes,
+    "audit": audit_probes,
+    "gateway": gateway_probes,
+}
 
 
 # ------------------------------------------------------------------ the attacks, per service
@@ -727,6 +801,49 @@ async def test_audit(audit):
     await audit.sign()
     ids = Ids(client=client, entry=0)
     await attack(audit.http, audit.app, audit_probes(ids))
+
+
+async def test_gateway(start_gateway):
+    async with start_gateway() as gw:
+        awo = as_org(G_AWO, "partner_system")
+        await gw.put_on_inbox(G_AWO, inbox_event(G_AWO))
+        page = (await gw.http.get(f"/v1/partners/{G_AWO}/inbox", headers=awo)).json()
+        (record,) = page["records"]
+        probes = gateway_probes(Ids(cursor=record["cursor"]))
+        await attack(gw.http, gw.app, probes)
+        # Whatever the policy table says: only the partner system, never the organisation's own caseworkers.
+        for p in probes[len(ops(G_AWO)) :]:
+            problem(await call(gw.http, p, as_org(G_AWO, "caseworker")), 403, f"AWO's caseworker on {p.method} {p.route}")
+        # Refused callers changed nothing: the positive control acknowledged the record, so the page is empty now.
+        assert (await gw.http.get(f"/v1/partners/{G_AWO}/inbox", headers=awo)).json()["records"] == []
+
+        # Bad input on every route: a 4xx problem, never a 5xx, and nothing taken.
+        inbox, acks, outbox = (f"/v1/partners/{G_AWO}/{p}" for p in ("inbox", "inbox/acknowledgements", "outbox"))
+        answer = json.dumps(gateway_answer(G_AWO))
+        bad: list[tuple[str, str, dict[str, Any], int]] = [
+            ("GET", f"/v1/partners/{G_CARITAS}/inbox", {}, 404),  # Caritas reads over Kafka (its own partner system)
+            ("GET", "/v1/partners/AWO!/inbox", {}, 422),
+            ("GET", inbox, {"params": {"after": "garbage"}}, 422),
+            ("GET", inbox, {"params": {"after": "c1." + "A" * 5000}}, 422),
+            ("GET", inbox, {"params": {"limit": "0"}}, 422),
+            ("GET", inbox, {"params": {"limit": "many"}}, 422),
+            ("GET", inbox, {"params": {"wait": "-1"}}, 422),
+            ("POST", acks, {"json": {}}, 422),
+            ("POST", acks, {"json": {"cursor": "garbage"}}, 422),
+            ("POST", acks, {"json": {"cursor": record["cursor"], "extra": 1}}, 422),
+            ("POST", acks, {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
+            ("POST", outbox, {"content": answer, "headers": {"content-type": "application/json"}}, 415),
+            ("POST", outbox, {"content": b"{not json", "headers": {"content-type": STRUCTURED}}, 422),
+            ("POST", outbox, {"content": b"[]", "headers": {"content-type": STRUCTURED}}, 422),
+            ("POST", outbox, {"content": answer, "headers": {"content-type": BATCH}}, 422),
+            ("POST", outbox, {"content": b"\xff\xfe", "headers": {"content-type": STRUCTURED}}, 422),
+            ("POST", outbox, {"content": b" " * 1_100_000, "headers": {"content-type": STRUCTURED}}, 413),
+            ("POST", outbox, {"content": json.dumps(gateway_answer(G_AWO, source="/partners/in-via-paderborn")),
+                              "headers": {"content-type": STRUCTURED}}, 422),
+        ]  # fmt: skip
+        for method, path, kwargs, status in bad:
+            headers = (awo if "caritas" not in path else as_org(G_CARITAS, "partner_system")) | kwargs.pop("headers", {})
+            problem(await gw.http.request(method, path, headers=headers, **kwargs), status, f"bad input {method} {path} {kwargs}")
 
 
 # ------------------------------------------------------------------ the leaks of issue 12, one by one

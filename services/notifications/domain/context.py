@@ -111,7 +111,18 @@ def build_context(
             "forwarded_date": day(data["forwarded_at"]),
             "due_date": day(data["due_at"]),
         }
+    if event_type == "lotse.inbox.left_unfetched":
+        ctx |= inbox_left_unfetched_context(data, loc, moment)
     if event_type == "lotse.case.handed_over":
         open_items = len(data.get("open_referral_ids") or []) + len(data.get("open_deadline_ids") or [])
         ctx |= {"handed_over_date": day(data["handed_over_at"]), "open_items": format_decimal(open_items, locale=loc)}
     return ctx
+
+
+def inbox_left_unfetched_context(data: dict[str, Any], loc: str, moment: Any) -> dict[str, Any]:
+    """The gateway's notice (services/gateway): how many records wait, since when, and the configured time."""
+    return {
+        "pending": format_decimal(int(data["pending"]), locale=loc),
+        "oldest_date": moment(data["oldest_record_at"]),
+        "unfetched_after": format_timedelta(timedelta(seconds=int(data["unfetched_after_s"])), threshold=100000, format="long", locale=loc),
+    }

@@ -65,6 +65,8 @@ ROUTES: tuple[Route, ...] = (
     Route("lotse.case.handed_over",      ORG,      "to_org",           (EMAIL, WEBHOOK),      "case_handed_over.org"),
     # The recipient that did not acknowledge a forwarded withdrawal or erasure, and the organisation that collected the data.
     Route("lotse.acknowledgement.overdue", DPO,    ("org", "collecting_org"), (EMAIL,),       "acknowledgement_overdue.dpo"),
+    # The HTTPS gateway: records on the organisation's inbox left unfetched; its technical contact, by e-mail only.
+    Route("lotse.inbox.left_unfetched",  ORG,      "org",              (EMAIL,),              "inbox_left_unfetched.org"),
 )
 # fmt: on
 

@@ -154,7 +154,12 @@ def test_routing_table_covers_the_issue():
         "lotse.consent.withdrawn",
         "lotse.case.handed_over",
         "lotse.acknowledgement.overdue",
+        "lotse.inbox.left_unfetched",
     }
+    # The HTTPS gateway's notice: the organisation's technical contact (contact_email), by e-mail only.
+    [unfetched] = routes_for("lotse.inbox.left_unfetched")
+    assert unfetched.audience is Audience.ORGANISATION and unfetched.channels == (Channel.EMAIL,)
+    assert orgs_named(unfetched, {"org": "a-org"}) == ["a-org"]
     [overdue] = routes_for("lotse.acknowledgement.overdue")
     assert overdue.audience is Audience.DATA_PROTECTION and overdue.channels == (Channel.EMAIL,)
     # The recipient that is late, then the collecting organisation: each once, and nobody when it is the same.

@@ -20,6 +20,7 @@ from contracts.events import (
     ConsentWithdrawn,
     DeadlineApproaching,
     DeadlineMissed,
+    InboxLeftUnfetched,
     ReferralAccepted,
     ReferralDeclined,
     ReferralSent,
@@ -118,6 +119,9 @@ SAMPLES = {
         collecting_org="jobcenter-pb",
         forwarded_at=T - timedelta(days=7),
         due_at=T,
+    ),
+    "lotse.inbox.left_unfetched": InboxLeftUnfetched(
+        org="jobcenter-pb", pending=3, oldest_record_at=T - timedelta(days=4), unfetched_after_s=3 * 86400, mode="pull", detected_at=T
     ),
     "lotse.case.handed_over": CaseHandedOver(
         client_id=CID,

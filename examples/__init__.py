@@ -1,0 +1,1 @@
+"""Runnable partner-system examples built on the partner kit (lotse_partner); see each README."""

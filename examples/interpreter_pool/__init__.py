@@ -1,0 +1,1 @@
+"""The KI's interpreter pool on the partner kit (see README.md)."""

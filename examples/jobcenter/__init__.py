@@ -1,0 +1,1 @@
+"""A Jobcenter system answering referrals on the partner kit (see README.md)."""

@@ -1,0 +1,1 @@
+"""A welfare association's counselling tool on the partner kit (see README.md)."""
