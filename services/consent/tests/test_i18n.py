@@ -81,6 +81,24 @@ def test_every_vocabulary_value_and_section_has_a_text() -> None:
             assert "%(" not in texts.sentence(lang, section, **values), (lang, section)
 
 
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_date_that_ends_in_a_full_stop_does_not_get_a_second_one(lang: str) -> None:
+    """Ukrainian and Russian long dates end in an abbreviation ("3 травня 2027 р."): its full stop ends the sentence."""
+    from datetime import date
+
+    from babel.dates import format_date
+
+    texts = ReceiptTexts()
+    day = format_date(date(2027, 5, 3), format="long", locale=lang)
+    values = dict.fromkeys(
+        ("collecting_org", "consent_id", "purposes", "recipients", "categories", "legal_basis", "form", "language", "status"), "X"
+    )
+    values |= dict.fromkeys(("granted_at", "valid_until", "withdrawn_at", "expired_at"), day)
+    for section in Section:
+        sentence = texts.sentence(lang, section, **values)
+        assert ".." not in sentence, (lang, section, sentence)
+
+
 RECIPIENTS = "Recipients: %(recipients)s."
 
 
