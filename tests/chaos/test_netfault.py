@@ -54,7 +54,7 @@ async def topic(cluster: KafkaConnection) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def net() -> AsyncIterator[NetFault]:
+async def net(cluster: KafkaConnection) -> AsyncIterator[NetFault]:  # skips with the cluster
     async with NetFault() as fault:  # heals on the way out, whatever the test did
         yield fault
 

@@ -56,7 +56,7 @@ import schemathesis
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, Phase, settings
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, FlakyStrategyDefinition
 from hypothesis.stateful import run_state_machine_as_test
 
 from contracts import encode, new_event, topics
@@ -512,6 +512,7 @@ def _call(case: Any, target: Target) -> None:
 
 def run_stateful(schema: Any, target: Target) -> None:
     failures: list[str] = []
+    checked: list[int] = []
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Any) -> None:
@@ -522,6 +523,7 @@ def run_stateful(schema: Any, target: Target) -> None:
             return {"base_url": target.url, "timeout": 30}
 
         def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            checked.append(response.status_code)
             try:
                 check_answer(response.status_code, response.headers, response.content, case.as_curl_command())
             except AssertionError as exc:
@@ -530,6 +532,13 @@ def run_stateful(schema: Any, target: Target) -> None:
 
     try:
         run_state_machine_as_test(Machine, settings=STATEFUL_SETTINGS)
+    except FlakyStrategyDefinition:
+        # The steps draw from earlier answers (schemathesis' bundles); once the live service's state has changed
+        # them, Hypothesis may find the same choices drawing differently and stop exploring. That is no finding
+        # about the service: what counts is that every answer so far passed the checks, and enough were checked.
+        if failures:
+            raise AssertionError("\n\n".join(dict.fromkeys(failures))) from None
+        assert len(checked) >= STATEFUL_STEPS, f"exploration stopped after {len(checked)} calls"
     except Flaky as exc:
         # Hypothesis confirms a failure by running the scenario again; against a service whose state the
         # first run changed it draws differently and reports only that. The requests that failed are the finding.
