@@ -30,6 +30,7 @@ import email.parser
 import itertools
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -591,15 +592,16 @@ def reorderings(order: dict[tuple[str, str], list[str]], window: dict[str, tuple
     return out
 
 
-def expected_dlq_consumers() -> dict[str, int]:
-    """Topic -> how many kit subscriptions read it (each dead-letters a malformed record once; the audit ingest logs it)."""
+def expected_dlq_consumers(services: Sequence[str] | None = None) -> dict[str, int]:
+    """Topic -> how many kit subscriptions read it (each dead-letters a malformed record once; the audit ingest logs it),
+    for `services` (default: those the suite runs on the cluster)."""
     import importlib
     import re
 
     from bench.chaos.env import present_services
 
     out: dict[str, int] = defaultdict(int)
-    for svc in present_services():
+    for svc in present_services() if services is None else services:
         try:
             mod = importlib.import_module(f"services.{svc}.entrypoints.consumers")
         except ImportError:
