@@ -97,6 +97,25 @@ class RunningNetwork:
     def topic(self, logical: str) -> str:
         return self.ns + logical
 
+    async def consent_to_referral(self, headers: dict[str, str], client_id: str, recipient: str, language: str) -> dict[str, Any]:
+        """The client's written, informed consent that `recipient` receives identity and contact for a referral."""
+        r = await self.consent.post(
+            "/v1/consents",
+            headers=headers,
+            json={
+                "client_id": client_id,
+                "recipients": [recipient],
+                "purposes": ["referral"],
+                "categories": ["identity", "contact"],
+                "form": "written",
+                "information_language": language,
+                "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
+            },
+        )
+        assert r.status_code == 201, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
 
 @asynccontextmanager
 async def running_network(

@@ -80,21 +80,7 @@ async def test_correction_withdrawal_and_erasure_reach_the_recipient_and_leave_n
         )
         assert r.status_code == 201, r.text
         client_id = r.json()["client_id"]
-        r = await net.consent.post(
-            "/v1/consents",
-            headers=jc,
-            json={
-                "client_id": client_id,
-                "recipients": [CARITAS],
-                "purposes": ["referral"],
-                "categories": ["identity", "contact"],
-                "form": "written",
-                "information_language": "uk",
-                "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
-            },
-        )
-        assert r.status_code == 201, r.text
-        consent_id = r.json()["consent_id"]
+        consent_id = (await net.consent_to_referral(jc, client_id, CARITAS, "uk"))["consent_id"]
         r = await net.intake.post(
             f"/v1/clients/{client_id}/referrals", headers=jc, json={"need": "integration_course", "categories": ["identity", "contact"]}
         )

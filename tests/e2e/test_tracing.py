@@ -63,20 +63,7 @@ async def test_one_referral_is_one_trace_to_the_partner_inbox_and_the_audit_log(
         )
         assert r.status_code == 201, r.text
         client_id = r.json()["client_id"]
-        r = await net.consent.post(
-            "/v1/consents",
-            headers=jc,
-            json={
-                "client_id": client_id,
-                "recipients": [CARITAS],
-                "purposes": ["referral"],
-                "categories": ["identity", "contact"],
-                "form": "written",
-                "information_language": "uk",
-                "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
-            },
-        )
-        assert r.status_code == 201, r.text
+        await net.consent_to_referral(jc, client_id, CARITAS, "uk")
 
         # The caseworker's system sends its trace context with the referral.
         r = await net.intake.post(

@@ -71,20 +71,7 @@ async def test_a_referral_to_an_https_partner_and_its_answer(
             )
             assert r.status_code == 201, r.text
             client_id = r.json()["client_id"]
-            r = await net.consent.post(
-                "/v1/consents",
-                headers=jc,
-                json={
-                    "client_id": client_id,
-                    "recipients": [AWO],
-                    "purposes": ["referral"],
-                    "categories": ["identity", "contact"],
-                    "form": "written",
-                    "information_language": "ar",
-                    "information": {"purpose": True, "consequences_of_refusal": True, "right_to_withdraw": True},
-                },
-            )
-            assert r.status_code == 201, r.text
+            await net.consent_to_referral(jc, client_id, AWO, "ar")
             r = await net.intake.post(
                 f"/v1/clients/{client_id}/referrals", headers=jc, json={"need": "language_course", "categories": ["identity", "contact"]}
             )
