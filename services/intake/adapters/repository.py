@@ -347,12 +347,20 @@ _REFERRAL_COLUMNS = {
 }
 
 
-async def update_referral(conn: asyncpg.Connection, referral_id: uuid.UUID, changes: dict[str, Any], updated_at: datetime) -> None:
-    """Changes referral columns; the notes (decline text, outcome, revoke reason) are the vault's."""
+async def update_referral(
+    conn: asyncpg.Connection, referral_id: uuid.UUID, changes: dict[str, Any], updated_at: datetime, *, to_org: str | None = None
+) -> Row | None:
+    """Changes referral columns and returns the changed row (None: no such referral, or not one to `to_org` if given).
+    The notes (decline text, outcome, revoke reason) are the vault's."""
     if set(changes) - _REFERRAL_COLUMNS:
         raise ValueError(f"not updatable: {sorted(set(changes) - _REFERRAL_COLUMNS)}")
     sets = "".join(f", {k} = ${i}" for i, k in enumerate(changes, start=3))
-    await conn.execute(f"UPDATE referrals SET updated_at = $2{sets} WHERE referral_id = $1", referral_id, updated_at, *changes.values())
+    args: list[Any] = [referral_id, updated_at, *changes.values()]
+    where = "referral_id = $1"
+    if to_org is not None:
+        args.append(to_org)
+        where += f" AND to_org = ${len(args)}"
+    return await conn.fetchrow(f"UPDATE referrals SET updated_at = $2{sets} WHERE {where} RETURNING *", *args)
 
 
 async def open_referrals_sent_by(conn: asyncpg.Connection, client_id: uuid.UUID, org: str) -> list[Row]:

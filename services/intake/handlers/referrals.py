@@ -197,7 +197,8 @@ async def apply_referral_action(
     else:
         raise ValueError(f"not an answer: {answer.action}")
     notes = {k: changes.pop(k) for k in ("decline_text", "outcome", "revoke_reason") if k in changes}
-    await repo.update_referral(conn, rid, changes, now)
+    updated = await repo.update_referral(conn, rid, changes, now)
+    assert updated is not None  # locked by the caller
     await deps.vault.update_notes(conn, cid, rid, {k: v for k, v in notes.items() if v is not None})
     await deps.emit(conn, event, acting_org)
     await settle_referral_deadlines(conn, deps, ref, status, acting_org)
@@ -215,7 +216,7 @@ async def apply_referral_action(
         )
     metrics.referrals.labels(status.value).inc()
     log.info("referral " + status.value, extra={"client_id": str(cid), "referral_id": str(rid), "acting_org": acting_org})
-    return await repo.get_referral(conn, rid)
+    return updated  # nothing after the update changes the referral's row
 
 
 async def settle_referral_deadlines(
@@ -294,9 +295,16 @@ async def record_disclosure_blocked(env: Envelope[DisclosureBlocked], conn: asyn
 
 
 async def record_disclosure_made(env: Envelope[DisclosureMade], conn: asyncpg.Connection, deps: Deps) -> None:
-    ref = await _disclosed_referral(conn, env)
-    if ref is None:
-        return
-    await repo.update_referral(
-        conn, ref["referral_id"], {"disclosed_at": env.data.disclosed_at, "consent_id": env.data.consent_id}, deps.clock.now()
+    if env.source != CONSENT_SOURCE:
+        raise Rejected(f"disclosure outcomes come from {CONSENT_SOURCE}, not {env.source}")
+    data = env.data
+    if data.referral_id is None:
+        return  # not about one of our referrals (e.g. a contact disclosure)
+    # One statement in the usual case: no status changes here, so the row needs no lock of its own before the update.
+    changed = await repo.update_referral(
+        conn, data.referral_id, {"disclosed_at": data.disclosed_at, "consent_id": data.consent_id}, deps.clock.now(), to_org=data.recipient
     )
+    if changed is None:
+        ref = await repo.get_referral(conn, data.referral_id)
+        if ref is not None:  # a referral to someone else
+            raise Rejected(f"referral {ref['referral_id']} goes to {ref['to_org']}, not {data.recipient}")

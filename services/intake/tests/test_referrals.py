@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 from contracts import new_event, topics
-from contracts.events import DisclosureBlocked, ReferralAccepted, ReferralCompleted, SealedContent
+from contracts.events import DisclosureBlocked, DisclosureMade, ReferralAccepted, ReferralCompleted, SealedContent
 from contracts.topics import dlq, partner_outbox
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.context import ON_BEHALF_OF
@@ -265,6 +265,51 @@ async def test_blocked_disclosure_marks_the_referral_blocked(make_intake, consen
         assert row["status"] == "resolved"
         resp = await http.post(f"/v1/referrals/{ref['referral_id']}/accept", headers=h(KI))
         assert resp.status_code == 409
+
+
+async def test_disclosure_made_is_recorded_on_the_referral_and_a_wrong_recipient_is_dead_lettered(
+    make_intake, consent, kafka_bootstrap, topic_namespace
+):
+    async with make_intake() as (app, http):
+        client_id = await register(http)
+        cid = uuid.UUID(client_id)
+        consent.grant(cid, KI, Purpose.REFERRAL, [DataCategory.IDENTITY])
+        ref = await refer(http, client_id)
+        rid = uuid.UUID(ref["referral_id"])
+        pool = app.state.runtime.db.pool
+
+        def made(recipient: str, consent_id: uuid.UUID) -> DisclosureMade:
+            return DisclosureMade(
+                client_id=cid,
+                request_id=uuid.uuid4(),
+                referral_id=rid,
+                recipient=recipient,
+                purpose=Purpose.REFERRAL,
+                categories=[DataCategory.IDENTITY],
+                consent_id=consent_id,
+                payload_sha256="a" * 64,
+                disclosed_at=datetime.now(UTC),
+            )
+
+        # Naming another recipient than the referral's: dead-lettered, and the referral is left as it was.
+        await produce_events(
+            kafka_bootstrap, topic_namespace + topics.DISCLOSURES, new_event(made(CARITAS, uuid.uuid4()), source="/lotse/consent")
+        )
+        dead = await read_topic(kafka_bootstrap, dlq(topic_namespace + topics.DISCLOSURES))
+        assert dict(dead[0].headers)["lotse_dlq_error_kind"].decode() == "rejected"
+        assert f"goes to {KI}, not {CARITAS}" in dict(dead[0].headers)["lotse_dlq_reason"].decode()
+        assert (await pool.fetchrow("SELECT disclosed_at FROM referrals WHERE referral_id = $1", rid))["disclosed_at"] is None
+        # The right recipient: when and under which consent it was disclosed, status unchanged.
+        consent_id = uuid.uuid4()
+        await produce_events(
+            kafka_bootstrap, topic_namespace + topics.DISCLOSURES, new_event(made(KI, consent_id), source="/lotse/consent")
+        )
+
+        async def recorded() -> bool:
+            row = await pool.fetchrow("SELECT disclosed_at, consent_id, status FROM referrals WHERE referral_id = $1", rid)
+            return row["disclosed_at"] is not None and row["consent_id"] == consent_id and row["status"] == "sent"
+
+        await eventually(recorded)
 
 
 async def test_validation_names_the_field(make_intake, consent):
