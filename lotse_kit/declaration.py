@@ -70,6 +70,9 @@ class Subscription:
     custom: bool = False
     types: Mapping[str, tuple[str, ...]] | None = None  # custom subscriptions: channel -> message ids
     prepare: Prepare | None = None
+    # No latency goal waits on it (e-mails, bookkeeping of outcomes): its fetches may gather records longer
+    # (`LOTSE_CONSUMER_BACKGROUND_FETCH_WAIT_MS`), so it takes fewer, larger batches.
+    background: bool = False
 
     def __post_init__(self) -> None:
         if not self.channels:

@@ -129,7 +129,7 @@ class Runtime:
                 prepare=sub.prepare,
                 max_records=self.settings.consumer_max_records,
                 batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
-                fetch_wait_ms=self.settings.consumer_fetch_wait_ms,
+                fetch_wait_ms=self.settings.consumer_background_fetch_wait_ms if sub.background else self.settings.consumer_fetch_wait_ms,
             )
             consumer.register(self.broker)
             self.consumers.append(consumer)

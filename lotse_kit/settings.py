@@ -102,6 +102,11 @@ class KitSettings(BaseSettings):
         ge=0,
         description="How long the broker may hold a consumer's fetch to gather records (up to 64 KiB). A fetch costs the broker and the consumer in proportion to the partitions it names; with Kafka's default (answer as soon as one record is there) a trickle of records costs one fetch per record. Adds at most this much per consumer hop; 0 answers at once.",
     )
+    consumer_background_fetch_wait_ms: int = Field(
+        100,
+        ge=0,
+        description="`consumer_fetch_wait_ms` for subscriptions declared `background` (no latency goal waits on them): each fetch and batch (one transaction, one offset commit) has a fixed cost, so under load fewer, larger batches cost less CPU per event. Adds at most this much to such a hop.",
+    )
     processed_events_retention_days: float = Field(
         35.0,
         gt=0,

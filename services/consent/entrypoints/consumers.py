@@ -33,13 +33,17 @@ DECLARATION = ServiceDeclaration(
             handlers={t: EVENT_HANDLERS[t] for t in _GATE_TYPES},
             prepare=prepare_gate_batch,
         ),
+        # The gate is the referral's path to the partner's inbox; the other two are background (docs/architecture.md).
         Subscription(
             FORWARDER,
             channels=(topics.REFERRALS, topics.DEADLINES, topics.CLIENTS),
             handlers={t: h for t, h in EVENT_HANDLERS.items() if t not in _OWN_SUBSCRIPTIONS},
+            background=True,
         ),
         # Partners' signed acknowledgements of forwarded withdrawals and erasures, on every member's outbox.
-        Subscription(ACKNOWLEDGEMENTS, channels=(PARTNER_OUTBOX,), handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ACK_TYPES}),
+        Subscription(
+            ACKNOWLEDGEMENTS, channels=(PARTNER_OUTBOX,), handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ACK_TYPES}, background=True
+        ),
     ),
     publications=(
         Publication(

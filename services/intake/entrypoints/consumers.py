@@ -19,8 +19,19 @@ DECLARATION = ServiceDeclaration(
     title="Lotse intake service",
     description="Client registry, referrals, process plans and deadlines. Owns the client's personal data.",
     subscriptions=(
-        Subscription("partner-answers", channels=(PARTNER_OUTBOX,), handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ANSWER_TYPES}),
-        Subscription("disclosures", channels=(topics.DISCLOSURES,), handlers={t: EVENT_HANDLERS[t] for t in DISCLOSURE_OUTCOMES}),
+        # Both background: they record outcomes; no latency goal waits on them (docs/architecture.md).
+        Subscription(
+            "partner-answers",
+            channels=(PARTNER_OUTBOX,),
+            handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ANSWER_TYPES},
+            background=True,
+        ),
+        Subscription(
+            "disclosures",
+            channels=(topics.DISCLOSURES,),
+            handlers={t: EVENT_HANDLERS[t] for t in DISCLOSURE_OUTCOMES},
+            background=True,
+        ),
     ),
     publications=(
         # handlers/clients.py (corrected: a PATCH changed personal data of these categories; erased: GDPR Art. 17)
