@@ -137,7 +137,7 @@ def local_stack_groups(repo: Path, run_dir: Path, pg_port: int) -> list[Group]:
 
         return find
 
-    groups.append(Group("mailsink", finder=pidfile_or(services / "mailsink.pid", "aiosmtpd", str(run_dir / "mail"))))
+    groups.append(Group("mailsink", finder=pidfile_or(services / "mailsink.pid", "lotse_cli.mailsink", str(run_dir / "mail"))))
     groups.append(Group("kafka", finder=pidfile_or(run_dir / "kafka" / "kafka.pid", "kafka.Kafka", str(run_dir / "kafka"))))
     pg_dir = run_dir / f"pg-{pg_port}" / "data"
     groups.append(Group("postgres", finder=pidfile_or(pg_dir / "postmaster.pid", "postgres", f"-D {pg_dir}")))

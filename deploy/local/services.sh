@@ -20,7 +20,8 @@ CREDENTIALS_DIR=${LOTSE_SERVICES_CREDENTIALS_DIR:-$RUN_ROOT/kafka/credentials}
 PY=${LOTSE_PYTHON:-$repo/.venv/bin/python}
 UP_TIMEOUT=${LOTSE_UP_TIMEOUT:-90}
 export LOTSE_NETWORK_FILE=${LOTSE_NETWORK_FILE:-$repo/deploy/demo/network.yaml}
-# Demo mail: a local SMTP server that files every message as a maildir (next to the pid files: .run/mail by default).
+# Demo mail: a local SMTP server (lotse_cli/mailsink.py) that files every message as a maildir (next to the pid files:
+# .run/mail by default).
 MAILSINK_PORT=${LOTSE_MAILSINK_PORT:-8025}
 MAIL_DIR=$(dirname "$RUN_DIR")/mail
 export LOTSE_NOTIFICATIONS_SMTP_PORT=${LOTSE_NOTIFICATIONS_SMTP_PORT:-$MAILSINK_PORT}
@@ -83,7 +84,7 @@ mailsink_up() {
   fi
   log "starting the demo mail sink on 127.0.0.1:$MAILSINK_PORT (maildir $MAIL_DIR)"
   mkdir -p "$MAIL_DIR/"{tmp,new,cur}
-  nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$MAILSINK_PORT" -c aiosmtpd.handlers.Mailbox "$MAIL_DIR" \
+  nohup "$PY" -m lotse_cli.mailsink --host 127.0.0.1 --port "$MAILSINK_PORT" --maildir "$MAIL_DIR" \
     >>"$RUN_DIR/mailsink.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/mailsink.pid"
 }
