@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,38 +42,64 @@ class NewNotification:
     reason: str | None = None
 
 
-async def insert_notification(conn: asyncpg.Connection, n: NewNotification, now: datetime) -> uuid.UUID | None:
-    """Inserts unless this trigger already notified this recipient on this channel; returns the new id or None.
+async def insert_notifications(conn: asyncpg.Connection, rows: Sequence[tuple[NewNotification, datetime]]) -> list[uuid.UUID | None]:
+    """Inserts the rows of one trigger event (each with the `now` it was decided at), in the order given, in one
+    statement: each unless the trigger already notified its recipient on its channel (also earlier in this very list:
+    the first one wins, as one insert after the other would). Returns, per row, its new id or None when it was skipped.
     A row recorded final for an erased client keeps no payload (see `forget_client`)."""
-    final = n.status.final
-    return await conn.fetchval(
-        """INSERT INTO notifications (id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, recipient_key,
-                                      endpoint_id, channel, template, language, payload, concerned_orgs, status, reason,
-                                      next_attempt_at, completed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                   CASE WHEN $16 AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = $4) THEN '{}'::jsonb ELSE $12::jsonb END,
-                   $13, $14, $15,
-                   CASE WHEN $16 THEN NULL ELSE $17::timestamptz END, CASE WHEN $16 THEN $17::timestamptz END)
-           ON CONFLICT (trigger_event_id, recipient_key, channel) DO NOTHING
-           RETURNING id""",
-        uuid.uuid4(),
-        n.trigger_event_id,
-        n.trigger_type,
-        uuid.UUID(n.client_id) if n.client_id else None,
-        n.recipient_kind,
-        n.recipient_org,
-        n.recipient_key,
-        n.endpoint_id,
-        n.channel.value,
-        n.template,
-        n.language,
-        json.dumps(n.payload, default=str),
-        n.concerned_orgs,
-        n.status.value,
-        n.reason,
-        final,
-        now,
-    )
+    if not rows:
+        return []
+    first = rows[0][0]
+    trigger = (first.trigger_event_id, first.trigger_type, first.client_id, first.concerned_orgs)
+    if any((n.trigger_event_id, n.trigger_type, n.client_id, n.concerned_orgs) != trigger for n, _ in rows):
+        raise ValueError("insert_notifications takes the rows of one trigger event")
+    ids = [uuid.uuid4() for _ in rows]
+    dumped: dict[int, str] = {}  # the rows of one trigger share their payload: encoded once
+    payloads = []
+    for n, _ in rows:
+        text = dumped.get(id(n.payload))
+        if text is None:
+            text = dumped[id(n.payload)] = json.dumps(n.payload, default=str)
+        payloads.append(text)
+    inserted = {
+        r["id"]
+        for r in await conn.fetch(
+            """INSERT INTO notifications (id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, recipient_key,
+                                          endpoint_id, channel, template, language, payload, concerned_orgs, status, reason,
+                                          next_attempt_at, completed_at)
+               SELECT r.id, $1::uuid, $2::text, $3::uuid, r.recipient_kind, r.recipient_org, r.recipient_key,
+                      r.endpoint_id, r.channel, r.template, r.language,
+                      CASE WHEN r.final AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = $3::uuid)
+                           THEN '{}'::jsonb ELSE r.payload::jsonb END,
+                      $4::text[], r.status, r.reason,
+                      CASE WHEN r.final THEN NULL ELSE r.now END, CASE WHEN r.final THEN r.now END
+                 FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[],
+                             $13::text[], $14::text[], $15::text[], $16::bool[], $17::timestamptz[])
+                      WITH ORDINALITY AS r(id, recipient_kind, recipient_org, recipient_key, endpoint_id, channel, template, language,
+                                           payload, status, reason, final, now, ord)
+                ORDER BY r.ord
+               ON CONFLICT (trigger_event_id, recipient_key, channel) DO NOTHING
+               RETURNING id""",
+            first.trigger_event_id,
+            first.trigger_type,
+            uuid.UUID(first.client_id) if first.client_id else None,
+            first.concerned_orgs,
+            ids,
+            [n.recipient_kind for n, _ in rows],
+            [n.recipient_org for n, _ in rows],
+            [n.recipient_key for n, _ in rows],
+            [n.endpoint_id for n, _ in rows],
+            [n.channel.value for n, _ in rows],
+            [n.template for n, _ in rows],
+            [n.language for n, _ in rows],
+            payloads,
+            [n.status.value for n, _ in rows],
+            [n.reason for n, _ in rows],
+            [n.status.final for n, _ in rows],
+            [now for _, now in rows],
+        )
+    }
+    return [i if i in inserted else None for i in ids]
 
 
 async def wake_workers(conn: asyncpg.Connection, schema: str) -> None:
@@ -99,26 +125,24 @@ async def remember_referral(
 
 
 async def referrals(conn: asyncpg.Connection | asyncpg.Pool, referral_ids: Iterable[Any]) -> dict[str, dict[str, Any]]:
-    """referral id (as a string) -> from_org, to_org, service, for those of these referrals that are remembered."""
+    """referral id (as a string) -> from_org, to_org, service, client_id (a string), for those of these referrals
+    that are remembered."""
     rows = await conn.fetch(
-        "SELECT referral_id, from_org, to_org, service FROM referrals WHERE referral_id = ANY($1::uuid[])",
+        "SELECT referral_id, from_org, to_org, service, client_id FROM referrals WHERE referral_id = ANY($1::uuid[])",
         list({uuid.UUID(str(r)) for r in referral_ids}),
     )
-    return {str(r["referral_id"]): {"from_org": r["from_org"], "to_org": r["to_org"], "service": r["service"]} for r in rows}
-
-
-async def referral(conn: asyncpg.Connection | asyncpg.Pool, referral_id: Any) -> dict[str, Any] | None:
-    if not referral_id:
-        return None
-    row = await conn.fetchrow("SELECT from_org, to_org, service FROM referrals WHERE referral_id = $1", uuid.UUID(str(referral_id)))
-    return dict(row) if row else None
+    return {
+        str(r["referral_id"]): {
+            "from_org": r["from_org"],
+            "to_org": r["to_org"],
+            "service": r["service"],
+            "client_id": str(r["client_id"]) if r["client_id"] else None,
+        }
+        for r in rows
+    }
 
 
 # ---------------------------------------------------------------- erasure (GDPR Art. 17)
-async def client_erased(conn: asyncpg.Connection | asyncpg.Pool, client_id: Any) -> bool:
-    return bool(await conn.fetchval("SELECT true FROM erased_clients WHERE client_id = $1", uuid.UUID(str(client_id))))
-
-
 async def erased_among(conn: asyncpg.Connection | asyncpg.Pool, client_ids: Iterable[Any]) -> set[str]:
     """Which of these clients were erased (as strings)."""
     rows = await conn.fetch(
@@ -296,15 +320,21 @@ async def list_endpoints(conn: asyncpg.Connection | asyncpg.Pool, org_id: str) -
     )
 
 
-async def endpoints_for(conn: asyncpg.Connection, org_id: str, event_type: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """SELECT id FROM webhook_endpoints
-            WHERE org_id = $1 AND status = 'active' AND deleted_at IS NULL
-              AND (event_types IS NULL OR $2 = ANY(event_types))
-            ORDER BY created_at""",
-        org_id,
-        event_type,
-    )
+async def active_endpoints(conn: asyncpg.Connection, org_ids: Iterable[str]) -> dict[str, list[asyncpg.Record]]:
+    """org id -> its active endpoints (id, event_types), oldest first, for all these organisations in one query; an
+    organisation without any maps to an empty list. Which event an endpoint takes: `domain.routing.endpoint_takes`."""
+    orgs = sorted(set(org_ids))
+    out: dict[str, list[asyncpg.Record]] = {o: [] for o in orgs}
+    if not orgs:
+        return out
+    for row in await conn.fetch(
+        """SELECT id, org_id, event_types FROM webhook_endpoints
+            WHERE org_id = ANY($1::text[]) AND status = 'active' AND deleted_at IS NULL
+            ORDER BY created_at, id""",
+        orgs,
+    ):
+        out[row["org_id"]].append(row)
+    return out
 
 
 async def has_secret(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> bool:

@@ -90,6 +90,20 @@ def orgs_named(route: Route, data: dict[str, Any]) -> list[str]:
     return seen
 
 
+def webhook_orgs(event_type: str, data: dict[str, Any]) -> list[str]:
+    """The organisations whose webhook endpoints the event's routes notify (`data` completed as the handler completes it)."""
+    out: list[str] = []
+    for route in routes_for(event_type):
+        if route.audience is not CLIENT and WEBHOOK in route.channels:
+            out.extend(o for o in orgs_named(route, data) if o not in out)
+    return out
+
+
+def endpoint_takes(event_types: Iterable[str] | None, event_type: str) -> bool:
+    """An endpoint registered without a filter takes every event routed to its organisation, else the types it names."""
+    return event_types is None or event_type in event_types
+
+
 def templates_used() -> dict[str, set[Channel]]:
     """Every template the table refers to and the channels it must render for (webhooks are not templated)."""
     out: dict[str, set[Channel]] = {}

@@ -29,7 +29,7 @@ from ..adapters import repository as repo
 from ..domain.model import CLIENT_ERASED, Status
 from .deliveries import final_event
 from .deps import Deps
-from .triggers import SERVICE
+from .triggers import SERVICE, note_client_erased
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 async def forget_client(env: Envelope[Any], conn: asyncpg.Connection, deps: Deps) -> None:
     now = deps.clock.now()
     cancelled = await repo.forget_client(conn, env.data.client_id, env.data.erased_at, CLIENT_ERASED, now)
+    note_client_erased(str(env.data.client_id))  # the batch's later triggers read erasures once, before this one
     for row in cancelled:
         metrics.completed.labels(SERVICE, row["channel"], Status.PERMANENT_FAILURE.value).inc()
     await deps.outbox.enqueue_many(conn, [final_event(row, Status.PERMANENT_FAILURE, CLIENT_ERASED, now) for row in cancelled])
