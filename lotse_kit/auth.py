@@ -422,6 +422,33 @@ class ServiceTokens:
         self._valid_until = time.monotonic() + max(5.0, float(body.get("expires_in", 60)) - 30.0)
 
 
+# The absolute URL of a path another service is called on repeatedly: httpx parses a relative path and joins it with
+# the client's base URL on every call (2 URL parses, ~30 µs of CPU on these cores); a ready `httpx.URL` skips that.
+# A path is remembered from its second call on, so paths with ids (one call each) cost nothing extra.
+_URLS_MAX = 256
+_urls: dict[tuple[int, str], tuple[httpx.URL, httpx.URL]] = {}  # (id(base_url), path) -> (base_url, absolute URL)
+_paths_seen: set[tuple[int, str]] = set()
+
+
+def _target(client: httpx.AsyncClient, path: str) -> httpx.URL | str:
+    """`path` on `client`: the absolute URL httpx would build for it, once it was asked for twice; else `path`."""
+    base = client.base_url
+    key = (id(base), path)
+    hit = _urls.get(key)
+    if hit is not None and hit[0] is base:
+        return hit[1]
+    if key not in _paths_seen:
+        if len(_paths_seen) >= _URLS_MAX:
+            _paths_seen.clear()
+        _paths_seen.add(key)
+        return path
+    if len(_urls) >= _URLS_MAX:
+        _urls.clear()
+    url = client.build_request("GET", path).url  # httpx's own join of base URL and path, as on every call before
+    _urls[key] = (base, url)  # the base URL is kept alive with it, so its id is not reused meanwhile
+    return url
+
+
 async def request_with_service_token(
     client: httpx.AsyncClient,
     method: str,
@@ -436,14 +463,15 @@ async def request_with_service_token(
     """`method` `path` with this service's own token (`tokens`, usually a `ServiceTokens`; `token` fetches it if the
     caller wraps fetch errors), and the current trace context (`traceparent`). A 401 means the other service no
     longer accepts the cached token (the provider rotated its keys, the token was revoked): forget it, fetch a new
-    one and try once more."""
+    one and try once more. A path called again goes to the URL httpx built for it before (`_target`); `client` keeps
+    its timeouts, TLS verification, limits and transport."""
     fetch = token or tokens
     for attempt in (1, 2):
         # A client span per attempt, its trace context in the headers (lotse_kit/tracing.py).
         bearer = f"Bearer {await fetch()}"
         with tracing.client(method, client.base_url.host or None, client.base_url.port, path) as span:
             auth = tracing.inject({**(headers or {}), "Authorization": bearer})
-            resp = await client.request(method, path, params=params, json=json, headers=auth)
+            resp = await client.request(method, _target(client, path), params=params, json=json, headers=auth)
             if span is not None:
                 span.set_attribute("http.response.status_code", resp.status_code)
                 if resp.status_code >= 500:
