@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
-import ssl
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from email.header import Header
 from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import Compat32
 from email.utils import formatdate
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from lotse_kit.clock import Clock, SystemClock
 from ..domain.model import Outcome, parse_retry_after
 from .egress import RefusedDestination, Unresolvable, tls_failure
 from .keys import SigningKey
+from .smtp import Envelope, SmtpConnection, Unsent, envelope_of
 from .templates import Rendered
 
 USER_AGENT = "Lotse-Notifications/1.0"
@@ -61,11 +62,38 @@ class Email:
     message_id: str
 
 
+class _FoldCachingCompat32(Compat32):
+    """compat32, remembering how it folded a header value: most values repeat from message to message (Content-Type,
+    MIME-Version, Content-Transfer-Encoding, From, Auto-Submitted, ...), and folding each through `email.header` was
+    a third of an e-mail's CPU. Folding is a function of the policy's settings, the name and the value: the bytes are
+    those of compat32 (services/notifications/tests/test_smtp.py compares them)."""
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if not isinstance(value, str):  # a Header object (a non-ASCII subject): folded each time
+            return super().fold_binary(name, value)
+        key = (self.linesep, self.max_line_length, self.cte_type, name, value)
+        folded = _FOLDED.get(key)
+        if folded is None:
+            folded = super().fold_binary(name, value)
+            if len(_FOLDED) >= 4096:  # To, Date and Message-ID vary: keep the cache bounded
+                _FOLDED.clear()
+            _FOLDED[key] = folded
+        return folded
+
+
+_FOLDED: dict[tuple[Any, ...], bytes] = {}
+FOLD_CACHING_COMPAT32 = _FoldCachingCompat32()
+_BOUNDARY_SAFE = re.compile(r"[A-Za-z0-9-]{1,60}")
+BUILD_SLICE = 10  # messages built between two yields to the event loop
+
+
 class SmtpSender:
     """Sends a batch of messages over one SMTP connection, and keeps up to `max_idle` connections open for the next
     batches (each batch takes one, so concurrent batches never share a connection). A connection that failed is
     dropped and the rest of the batch goes over a new one; the failed message gets its own outcome (retried on the
-    schedule, as before). A connection idle for more than `check_idle_s` is checked with NOOP before it is used."""
+    schedule, as before). A connection idle for more than `check_idle_s` is checked with NOOP before it is used.
+    The SMTP client is `adapters/smtp.py` (asyncio, pipelining when the relay offers it); it fails with smtplib's
+    exception classes, so `_smtp_outcome` maps them as it did when smtplib sent."""
 
     def __init__(
         self,
@@ -90,8 +118,7 @@ class SmtpSender:
         self.timeout_s = timeout_s
         self.max_idle, self.idle_timeout_s, self.check_idle_s = max_idle, idle_timeout_s, check_idle_s
         self.connections = 0  # connections opened (metrics, tests)
-        self._idle: list[tuple[smtplib.SMTP, float]] = []  # (connection, monotonic time it was last used)
-        self._lock = threading.Lock()
+        self._idle: list[tuple[SmtpConnection, float]] = []  # (connection, monotonic time it was last used)
         self._ascii_from = mail_from.isascii() and not any(c in mail_from for c in "\r\n")
 
     def build(self, *, to: str, rendered: Rendered, message_id: str) -> Message:
@@ -104,16 +131,19 @@ class SmtpSender:
         # The legacy API (email.mime, compat32) writes the same message for about a third of the CPU of EmailMessage, whose
         # header registry parses every header; it is used when the addresses are plain ASCII (the usual case).
         subject = rendered.subject or ""
-        text = MIMEText(rendered.text, "plain", "utf-8")
+        text = MIMEText(rendered.text, "plain", "utf-8", policy=FOLD_CACHING_COMPAT32)
         msg: Message = text
         if rendered.html:
-            msg = MIMEMultipart("alternative")
+            # A boundary of our own: the generator's random one costs a regex compiled per message. "=_" never occurs
+            # in base64 (both parts are base64: utf-8), so it cannot clash with the content (RFC 2045 6.7 uses it so).
+            boundary = f"=_{message_id}" if _BOUNDARY_SAFE.fullmatch(message_id) else None
+            msg = MIMEMultipart("alternative", boundary=boundary, policy=FOLD_CACHING_COMPAT32)
             msg.attach(text)
-            msg.attach(MIMEText(rendered.html, "html", "utf-8"))
+            msg.attach(MIMEText(rendered.html, "html", "utf-8", policy=FOLD_CACHING_COMPAT32))
         msg["From"] = self.mail_from
         msg["To"] = to
         # RFC 2047-encoded unless plain ASCII on one line (templates make it one line; encoding keeps any CR/LF harmless).
-        msg["Subject"] = subject if subject.isascii() and not any(c in subject for c in "\r\n") else Header(subject, "utf-8")
+        msg["Subject"] = subject if subject.isascii() and not any(c in subject for c in "\r\n") else Header(subject, "utf-8")  # type: ignore[assignment]  # compat32 takes a Header
         msg["Date"] = formatdate(self.clock.now().timestamp(), usegmt=True)
         # Stable across retries, so a relay or mailbox can drop a duplicate.
         msg["Message-ID"] = f"<{message_id}@notifications.lotse>"
@@ -142,103 +172,88 @@ class SmtpSender:
         return outcome
 
     async def send_many(self, emails: Sequence[Email]) -> list[Outcome]:
-        """One outcome per message, in order; one thread hop and (usually) no new connection for the whole batch."""
-        if not emails:
-            return []
-        return await asyncio.to_thread(self._send_many_sync, emails)
-
-    async def aclose(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            await asyncio.to_thread(_quit, conn)
-
-    # ---------------------------------------------------------------- in the worker thread
-    def _send_many_sync(self, emails: Sequence[Email]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        conn = self._take()
+        """One outcome per message, in order; (usually) no new connection and, with PIPELINING, about one round trip
+        per message. Messages are built here, on the event loop: compat32 makes that cheap."""
+        outcomes: list[Outcome | None] = [None] * len(emails)
+        todo: list[tuple[int, Envelope]] = []
+        for i, e in enumerate(emails):
+            if i and i % BUILD_SLICE == 0:
+                await asyncio.sleep(0)  # ~0.3 ms CPU a message: let other tasks run between slices of a large batch
+            try:
+                todo.append((i, envelope_of(self.build(to=e.to, rendered=e.rendered, message_id=e.message_id))))
+            except Exception as exc:  # e.g. a line break in an address: this message only
+                outcomes[i] = _smtp_outcome(exc)
+        conn = await self._take() if todo else None
         try:
-            for i, e in enumerate(emails):
-                try:  # built here, in the thread: the event loop goes on meanwhile
-                    msg = self.build(to=e.to, rendered=e.rendered, message_id=e.message_id)
-                except Exception as exc:  # e.g. a line break in an address: this message only
-                    outcomes.append(_smtp_outcome(exc))
-                    continue
+            while todo:
                 if conn is None:
                     try:
-                        conn = self._connect()
+                        conn = await self._connect()
                     except Exception as exc:  # the relay is unreachable or refuses us: the same for the rest of the batch
                         failed = _smtp_outcome(exc)
-                        outcomes += [failed] * (len(emails) - i)
-                        return outcomes
-                try:
-                    conn.send_message(msg)
-                except Exception as exc:
-                    outcomes.append(_smtp_outcome(exc))
-                    if not _connection_survives(exc):
-                        _quit(conn)
-                        conn = None  # the next message goes over a new connection
-                    continue
-                outcomes.append(Outcome.delivered("accepted by the SMTP relay"))
-            return outcomes
+                        for i, _ in todo:
+                            outcomes[i] = failed
+                        break
+                results = await conn.transfer([env for _, env in todo])
+                rest = []
+                for (i, env), result in zip(todo, results, strict=True):
+                    if isinstance(result, Unsent):  # its end of data never went out: over the next connection
+                        rest.append((i, env))
+                    else:
+                        outcomes[i] = Outcome.delivered("accepted by the SMTP relay") if result is None else _smtp_outcome(result)
+                if not conn.usable:
+                    conn.abort()
+                    conn = None  # the rest of the batch goes over a new connection
+                elif rest:  # cannot happen (a usable connection sends all); never loop on it
+                    raise RuntimeError("SMTP connection left messages unsent")
+                todo = rest
         finally:
             if conn is not None:
-                self._give_back(conn)
+                if conn.usable:
+                    self._give_back(conn)
+                else:
+                    conn.abort()  # cancelled mid-transaction: its state is unknown
+        return [o if o is not None else Outcome.technical("internal error (no outcome)") for o in outcomes]
 
-    def _connect(self) -> smtplib.SMTP:
-        smtp_cls = smtplib.SMTP_SSL if self.use_ssl else smtplib.SMTP
-        conn = smtp_cls(self.host, self.port, timeout=self.timeout_s)
-        try:
-            if self.starttls and not self.use_ssl:
-                conn.starttls(context=ssl.create_default_context())
-            if self.username:
-                conn.login(self.username, self.password or "")
-        except BaseException:
-            _quit(conn)
-            raise
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(conn.quit() for conn, _ in idle))
+
+    async def _connect(self) -> SmtpConnection:
+        conn = await SmtpConnection.open(
+            self.host,
+            self.port,
+            timeout_s=self.timeout_s,
+            use_ssl=self.use_ssl,
+            starttls=self.starttls,
+            username=self.username,
+            password=self.password,
+        )
         self.connections += 1
         return conn
 
-    def _take(self) -> smtplib.SMTP | None:
+    async def _take(self) -> SmtpConnection | None:
         """An idle connection that still answers, or None (the caller connects)."""
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None
-                conn, last_used = self._idle.pop()
+        while self._idle:
+            conn, last_used = self._idle.pop()
             idle_s = time.monotonic() - last_used
             if idle_s > self.idle_timeout_s:
-                _quit(conn)
+                conn.quit_nowait()
                 continue
-            if idle_s <= self.check_idle_s:
+            if not conn.usable:
+                conn.abort()
+                continue
+            # Idle long enough for the relay to have closed it: ask before sending a message over it.
+            if idle_s <= self.check_idle_s or await conn.noop():
                 return conn
-            try:  # long enough for the relay to have closed it: ask before sending a message over it
-                conn.noop()
-                return conn
-            except Exception:
-                _quit(conn)
+            conn.abort()
+        return None
 
-    def _give_back(self, conn: smtplib.SMTP) -> None:
-        with self._lock:
-            if len(self._idle) < self.max_idle:
-                self._idle.append((conn, time.monotonic()))
-                return
-        _quit(conn)
-
-
-def _quit(conn: smtplib.SMTP) -> None:
-    try:
-        conn.quit()
-    except Exception:
-        conn.close()
-
-
-def _connection_survives(exc: BaseException) -> bool:
-    """After a refused recipient, sender or message smtplib has reset the transaction and the connection is usable;
-    after anything else (a lost connection, a timeout, 421 "closing") it is not trusted again."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused | smtplib.SMTPSenderRefused | smtplib.SMTPDataError):
-        return getattr(exc, "smtp_code", 250) != 421
-    return False
+    def _give_back(self, conn: SmtpConnection) -> None:
+        if len(self._idle) < self.max_idle:
+            self._idle.append((conn, time.monotonic()))
+            return
+        conn.quit_nowait()
 
 
 def _smtp_outcome(exc: BaseException) -> Outcome:
