@@ -21,6 +21,7 @@ not give it. Nothing is log-and-acked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -39,7 +40,7 @@ from opentelemetry.trace import Span
 
 from contracts import DecodeError, Envelope, decode
 
-from . import metrics, tracing
+from . import metrics, outbox, tracing
 from .declaration import EventHandler, Prepare
 from .dlq import DeadLetterWriter
 from .kafka import KafkaConnection
@@ -155,6 +156,7 @@ class EventConsumer:
         max_records: int = 100,
         batch_timeout_ms: int = 10,
         fetch_wait_ms: int = 20,
+        collect_outbox: bool = True,
     ) -> None:
         if not topics and not pattern:
             raise ValueError("a consumer needs topics or a pattern")
@@ -180,6 +182,9 @@ class EventConsumer:
         self.max_records = max_records
         self.batch_timeout_ms = batch_timeout_ms
         self.fetch_wait_ms = fetch_wait_ms
+        # The outbox rows of a batch's handlers are written in one statement before it commits (outbox.collecting);
+        # False writes each enqueue at once (bench/consumer_batch.py compares the two).
+        self.collect_outbox = collect_outbox
         self.batches = 0  # transactions of more than one event that committed (diagnostics, tests)
         self.fallbacks = 0  # batches handled one at a time after a failure
         self.stopping = False
@@ -287,6 +292,8 @@ class EventConsumer:
         try:
             pool = self.pool_getter()
             async with pool.acquire() as conn, conn.transaction():
+                # The pool hands out a proxy that behaves as the connection it wraps; the handlers get this object.
+                tx = cast(asyncpg.Connection, conn)
                 fresh = {
                     row["event_id"]
                     for row in await conn.fetch(
@@ -301,29 +308,44 @@ class EventConsumer:
                         [r.offset for r, _, _ in work],
                     )
                 }
-                for record, env, handler in work:
-                    if self.stopping:
-                        raise ConsumerStopping("shutting down in the middle of a batch; it is rolled back")
-                    event_id = uuid.UUID(str(env.id))
-                    if event_id not in fresh:  # applied before, or earlier in this very batch
-                        outcomes.append(("duplicate", 0.0))
-                        continue
-                    fresh.discard(event_id)
-                    started = time.perf_counter()
-                    token = _delivery.set(Delivery(record.topic, record.partition, record.offset))
-                    try:
-                        with (
-                            event_context(env.id, env.subject),
-                            tracing.consuming(self.service, self.name, env, record.topic, record.partition, record.offset, batch_span),
-                        ):
-                            # The pool hands out a proxy that behaves as the connection it wraps.
-                            await handler(env, cast(asyncpg.Connection, conn), self.deps)
-                    finally:
-                        _delivery.reset(token)
-                    outcomes.append(("applied", time.perf_counter() - started))
+                with outbox.collecting(tx) if self.collect_outbox else contextlib.nullcontext() as collected:
+                    for record, env, handler in work:
+                        await self._apply_one(record, env, handler, tx, fresh, outcomes, batch_span)
+                    # The handlers' outbox rows, in the order they enqueued them, as the transaction's last statement.
+                    if collected is not None:
+                        await collected.flush()
         finally:
             _prepared.reset(prepared_token)
         return outcomes
+
+    async def _apply_one(
+        self,
+        record: ConsumerRecord,
+        env: Envelope[Any],
+        handler: EventHandler,
+        conn: asyncpg.Connection,
+        fresh: set[uuid.UUID],
+        outcomes: list[tuple[str, float]],
+        batch_span: Span | None,
+    ) -> None:
+        if self.stopping:
+            raise ConsumerStopping("shutting down in the middle of a batch; it is rolled back")
+        event_id = uuid.UUID(str(env.id))
+        if event_id not in fresh:  # applied before, or earlier in this very batch
+            outcomes.append(("duplicate", 0.0))
+            return
+        fresh.discard(event_id)
+        started = time.perf_counter()
+        token = _delivery.set(Delivery(record.topic, record.partition, record.offset))
+        try:
+            with (
+                event_context(env.id, env.subject),
+                tracing.consuming(self.service, self.name, env, record.topic, record.partition, record.offset, batch_span),
+            ):
+                await handler(env, conn, self.deps)
+        finally:
+            _delivery.reset(token)
+        outcomes.append(("applied", time.perf_counter() - started))
 
     async def _one_at_a_time(self, records: list[ConsumerRecord]) -> None:
         for record in records:

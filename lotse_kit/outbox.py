@@ -1,7 +1,9 @@
 """Transactional outbox and its relay.
 
 `enqueue` writes the encoded event into the caller's transaction, so the event
-exists exactly when the state change it announces does. The relay publishes
+exists exactly when the state change it announces does (inside a consumer batch
+the rows of all its handlers are collected and written in one statement just
+before the batch commits: `collecting`). The relay publishes
 pending rows in id order; one relay per service is active at a time (advisory
 lock), woken by LISTEN/NOTIFY and by a poll, and it retries every failed row
 with backoff until Kafka acknowledges it. Published rows are deleted: some
@@ -13,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import inspect
 import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -49,20 +52,54 @@ async def enqueue(conn: asyncpg.Connection, env: Envelope[Any], topic: str) -> N
 
 
 async def enqueue_many(conn: asyncpg.Connection, events: Sequence[tuple[Envelope[Any], str]]) -> None:
-    """Adds the events, each for its topic, in the order given, inside the caller's transaction, in one round trip."""
+    """Adds the events, each for its topic, in the order given, inside the caller's transaction, in one round trip.
+
+    Inside a consumer batch (`collecting`) and on its connection, the rows are encoded now and written with the
+    batch's other rows just before its transaction commits (`Collected.flush`)."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.enqueue must run inside the transaction that changes the state")
     if not events:
         return
+    rows = _Rows()
+    _encode_into(rows, events)  # all or nothing: an event that does not encode fails the call before anything is kept
+    collected = _collected.get()
+    if collected is not None and collected.conn is conn and collected.open:
+        collected.rows.extend(rows)
+        return
+    await _insert(conn, rows)
+
+
+class _Rows:
+    """Encoded outbox rows as the INSERT's column arrays."""
+
+    __slots__ = ("cols",)
+
+    def __init__(self) -> None:
+        # event_id, event_type, client_id, topic, key, value, headers
+        self.cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.cols[0])
+
+    def extend(self, other: _Rows) -> None:
+        for col, more in zip(self.cols, other.cols, strict=True):
+            col.extend(more)
+
+
+def _encode_into(rows: _Rows, events: Sequence[tuple[Envelope[Any], str]]) -> None:
     # An event without a trace context carries the current one (lotse_kit/tracing.py): its consumers join this trace.
+    # Stamped here, at the enqueue, not when collected rows are written: the context is the enqueuing handler's.
     stamped = tracing.stamp([env for env, _ in events])
-    cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    cols = rows.cols
     for env, (_, topic) in zip(stamped, events, strict=True):
         rec = encode(env)
         for col, value in zip(
             cols, (env.id, env.type, env.subject, topic, rec.key, rec.value, json.dumps(rec.headers_dict())), strict=True
         ):
             col.append(value)
+
+
+async def _insert(conn: asyncpg.Connection, rows: _Rows) -> None:
     # The rows, and the relay's wake-up on the schema's channel (notify_channel, computed in SQL from the
     # connection's schema). Notifications are delivered at commit, so the relay never wakes for a row it cannot
     # yet see, and PostgreSQL folds the identical ones of one transaction into one. Ids follow the given order
@@ -77,8 +114,50 @@ async def enqueue_many(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
                RETURNING 1
            )
            SELECT pg_notify('lotse_outbox_' || current_schema(), '') FROM added LIMIT 1""",
-        *cols,
+        *rows.cols,
     )
+
+
+class Collected:
+    """The outbox rows enqueued on one connection while a consumer batch's transaction runs (`collecting`)."""
+
+    __slots__ = ("conn", "open", "rows")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.rows = _Rows()
+        self.open = True
+
+    async def flush(self) -> int:
+        """Writes the collected rows, in the order they were enqueued, in one statement; enqueues after this write at
+        once. Call it last in the transaction, before it commits. Returns how many rows were written."""
+        self.open = False
+        if len(self.rows):
+            await _insert(self.conn, self.rows)
+        return len(self.rows)
+
+
+_collected: contextvars.ContextVar[Collected | None] = contextvars.ContextVar("lotse_outbox_collected", default=None)
+
+
+@contextlib.contextmanager
+def collecting(conn: asyncpg.Connection) -> Iterator[Collected]:
+    """While the block runs, `enqueue`/`enqueue_many` on `conn` (this very object, as the handlers get it) encode and
+    check the events at once but only collect their rows; the caller writes them with `Collected.flush` as the
+    last statement of its transaction (the consumer, once per batch: one statement instead of one per call).
+
+    Only `conn` is collected: a handler that writes in a transaction of its own, on another connection, writes
+    its rows there at once, as everywhere else. Leaving the block unflushed (an error, `ConsumerStopping`: the
+    transaction rolls back) drops the rows. Inside the block a handler does not see its own rows in `outbox`, and
+    rows enqueued inside a savepoint (a nested `conn.transaction()`) stay collected even when that savepoint
+    rolls back: a handler that catches such an error must enqueue outside the savepoint."""
+    collected = Collected(conn)
+    token = _collected.set(collected)
+    try:
+        yield collected
+    finally:
+        collected.open = False
+        _collected.reset(token)
 
 
 class Outbox:
