@@ -242,8 +242,9 @@ def measured_cpu(result: Mapping[str, Any], rate: float | None = None, source: s
 
 
 def per_core_rate(cpu_ms: float) -> float | None:
-    """Referrals/s that one fully busy core of a component carries (a Python service process uses at most one)."""
-    return 1000.0 / cpu_ms if cpu_ms > 0 else None
+    """Referrals/s that one fully busy core of a component carries (a Python service process uses at most one);
+    None below 0.005 ms, which the tables show as 0.00 (e.g. Keycloak with cached tokens: no meaningful ceiling)."""
+    return 1000.0 / cpu_ms if cpu_ms >= 0.005 else None
 
 
 # ---------------------------------------------------------------- load
