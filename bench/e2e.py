@@ -336,18 +336,26 @@ class Bench:
         return False
 
     # -------------------------------------------------------- the step
-    def request_maker(self, target: Target, token: str) -> Any:
+    def request_maker(self, target: Target, headers: dict[str, dict[str, str]]) -> Any:
+        """`make(i)` for `drive`; the request headers are read from `headers["current"]` at each request, so a token
+        renewed during a long step (`_renew_token`) is used from the next request on."""
         import orjson
 
         needs = list(NEEDS)
         clients = self.clients or [str(uuid.uuid4()) for _ in range(200)]
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
         def make(i: int) -> tuple[str, bytes, dict[str, str]]:
             body = orjson.dumps({"need": needs[i % 3], "categories": CATEGORIES, "reason": "Benchmark referral"})
-            return f"/v1/clients/{clients[i % len(clients)]}/referrals", body, headers
+            return f"/v1/clients/{clients[i % len(clients)]}/referrals", body, headers["current"]
 
         return make
+
+    async def _renew_token(self, headers: dict[str, dict[str, str]], every_s: float = 60.0) -> None:
+        # The caseworker's token lives 5 minutes: a step of 5 minutes or more (the sustained run) outlives it.
+        while True:
+            await asyncio.sleep(every_s)
+            token = await self.token.fresh(max_age_s=every_s)
+            headers["current"] = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     async def step(self, target: Target, rate: float, seconds: float) -> dict[str, Any]:
         # Each step starts from an idle machine: a saturated step before it may have left a backlog.
@@ -356,7 +364,9 @@ class Bench:
         settle_s = time.monotonic() - t_settle
         token = await self.token.fresh()
         pool = HttpPool("127.0.0.1", target.port, size=self.args.connections)
-        make = self.request_maker(target, token)
+        headers = {"current": {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}}
+        make = self.request_maker(target, headers)
+        renewer = asyncio.create_task(self._renew_token(headers))
         audit_from = await self.db.fetchval("SELECT coalesce(max(idx), -1) FROM audit.audit_log") if target.name == "lotse" else None
         apps0 = await self.pg_apps()
         load0 = load_average()
@@ -366,6 +376,7 @@ class Bench:
         try:
             sched = await drive(pool, rate, seconds, make, timeout_s=self.args.request_timeout)
         finally:
+            renewer.cancel()
             await pool.close()
         ok: dict[str, Any] = {}
         for s in sched.sent:
