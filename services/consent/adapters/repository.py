@@ -25,6 +25,12 @@ _COLUMNS = """c.consent_id, c.client_id, c.collecting_org, c.recipients, c.purpo
     c.information_language, c.interpreter_used, c.notice_version, c.granted_at, c.valid_until, c.recorded_by,
     c.status, c.withdrawn_at, c.withdrawal_recorded_by_org, c.expired_at"""
 
+# An organisation's stored keys as one JSON array each (`_key_from_json`): an array of rows would cost asyncpg a
+# type introspection per connection, JSON is a built-in type.
+_KEY_FIELDS = ("org", "kid", "use", "jwk", "source", "registered_at", "registered_by", "retired_at")
+_KEY_COLUMNS = "org, kid, use, jwk, source, registered_at, registered_by, retired_at"
+
+
 _DISCLOSED_TO = """ARRAY(SELECT DISTINCT d.recipient FROM disclosures d
                          WHERE d.consent_id = c.consent_id AND d.outcome = 'made' ORDER BY 1) AS disclosed_to"""
 
@@ -199,6 +205,45 @@ async def client_snapshots(conn: asyncpg.Connection | asyncpg.Pool, client_ids: 
 async def lock_client_erasure(conn: asyncpg.Connection, client_id: UUID) -> datetime | None:
     """When the client was erased, if so; locks the version row FOR SHARE against a concurrent erasure."""
     return await conn.fetchval("SELECT erased_at FROM client_versions WHERE client_id = $1 FOR SHARE", client_id)
+
+
+@dataclass(frozen=True)
+class GateState:
+    """What the gate decides on, read and locked by `lock_gate_state` in one statement."""
+
+    decided: bool  # the disclosure ledger already holds a decision for this request
+    consents: list[Consent]  # newest first, locked FOR SHARE (as `lock_client_consents`)
+    erased_at: datetime | None  # from the version row, locked FOR SHARE (as `lock_client_erasure`)
+    stored_keys: list[OrgKey] | None  # `stored_keys` of the organisation asked for, None if none was
+
+
+# Each CTE locks exactly the rows its single-table query names, like the two statements it replaces (a locking
+# clause may not reach the nullable side of an outer join, hence no join). MATERIALIZED keeps each CTE one
+# locking scan; `v` reads `c` first, so the consents are locked before the version row, in the old order, and
+# the main query reads both in full (a SELECT CTE runs only as far as the main query reads it).
+_GATE_STATE = f"""WITH c AS MATERIALIZED (
+        SELECT {_COLUMNS} FROM consents c WHERE c.client_id = $1 FOR SHARE),
+     v AS MATERIALIZED (
+        SELECT erased_at FROM client_versions WHERE client_id = $1 AND (SELECT count(*) FROM c) >= 0 FOR SHARE)
+SELECT EXISTS (SELECT FROM disclosures WHERE request_id = $2::uuid) AS g_decided,
+       (SELECT max(erased_at) FROM v) AS g_erased_at,
+       (SELECT json_agg(json_build_array({_KEY_COLUMNS}) ORDER BY registered_at DESC, kid)::text
+          FROM org_keys WHERE org = $3) AS g_keys,
+       c.*
+  FROM (VALUES (1)) one LEFT JOIN c ON true
+ ORDER BY c.granted_at DESC, c.consent_id"""
+
+
+async def lock_gate_state(conn: asyncpg.Connection, client_id: UUID, request_id: UUID | None, *, keys_of: str | None = None) -> GateState:
+    """`disclosure_decided`, `lock_client_consents` and `lock_client_erasure` in one round trip, with the same
+    locks: a concurrent withdrawal, expiry or erasure waits for our commit, or we for its. Without `request_id`
+    `decided` is False (the caller knows it undecided); with `keys_of` also that organisation's `stored_keys`
+    (unlocked, as there)."""
+    rows = await conn.fetch(_GATE_STATE, client_id, request_id, keys_of)
+    first = rows[0]
+    consents = [_consent(r) for r in rows if r["consent_id"] is not None]
+    keys = [_key_from_json(k) for k in json.loads(first["g_keys"] or "[]")] if keys_of is not None else None
+    return GateState(first["g_decided"], consents, first["g_erased_at"], keys)
 
 
 async def consents_of_clients(
@@ -381,7 +426,7 @@ async def erase_consent_free_text(conn: asyncpg.Connection, client_id: UUID, *, 
 
 
 # ---------------------------------------------------------------- recipients' keys
-def _key(r: asyncpg.Record) -> OrgKey:
+def _key(r: asyncpg.Record | dict[str, Any]) -> OrgKey:
     jwk = r["jwk"]
     return OrgKey(
         org=r["org"],
@@ -393,6 +438,13 @@ def _key(r: asyncpg.Record) -> OrgKey:
         registered_by=r["registered_by"],
         retired_at=r["retired_at"],
     )
+
+
+def _key_from_json(values: list[Any]) -> OrgKey:
+    r = dict(zip(_KEY_FIELDS, values, strict=True))
+    for at in ("registered_at", "retired_at"):
+        r[at] = datetime.fromisoformat(r[at]) if r[at] is not None else None
+    return _key(r)
 
 
 async def stored_keys(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> list[OrgKey]:

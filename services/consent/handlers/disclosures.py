@@ -10,8 +10,10 @@ A batch of requests is prepared before its transaction opens (`prepare_gate_batc
 for exactly the requests that pass it, with exactly the categories it allowed. The handler still decides under
 its locks; it seals the prefetched content only when its own decision allows exactly those categories for that
 request, and otherwise fetches alone, as without a batch. Within the batch's transaction it also reads each
-recipient's keys once, and skips the "decided already?" query for requests the pre-check found undecided (a
-decision made elsewhere meanwhile still wins: `insert_disclosure` then records nothing and nothing is emitted).
+recipient's keys once. Per request the gate asks "decided already?" (unless the pre-check found the request
+undecided), reads and locks the client's consents and version row, and reads the recipient's keys unless its batch
+has them, in one statement (`lock_gate_state`); a decision made elsewhere after that still wins:
+`insert_disclosure` then records nothing and nothing is emitted.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ..domain.event_ids import SOURCE, partner_referral_event_id
 from ..domain.keys import sealing_key
 from ..domain.model import Decision, decide
 from .deps import Deps
-from .sealing import fetch_and_seal, keys_of, recipient_key, seal_fetched
+from .sealing import fetch_and_seal, keys_of, seal_fetched
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ class GateBatch:
 
     undecided: frozenset[uuid.UUID]  # requests no decision was recorded for when the batch was prepared
     prefetched: dict[uuid.UUID, Prefetched]  # by request id; taken (and dropped) by the handler of that request
-    # Filled by the handlers, inside the batch's one transaction: each recipient's sealing key is read once.
+    # Filled by the handlers, inside the batch's one transaction: each recipient's sealing key is read once
+    # (with the first of its requests' `lock_gate_state`).
     keys: dict[str, PublicKey | None] = field(default_factory=dict)
     decided_here: set[uuid.UUID] = field(default_factory=set)  # a request twice in one batch is decided once
 
@@ -132,21 +135,33 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     batch = _batch()
     # Taken at once: prefetched personal data is sealed by this handler or dropped, never kept for another.
     pre = batch.prefetched.pop(req.request_id, None) if batch is not None else None
+    # One statement: "decided already?" and the client's consents and version row, locked FOR SHARE: a
+    # withdrawal or erasure running now either committed before (and we see it) or waits until we commit
+    # (and then names this recipient in disclosed_to). A request decided earlier in this batch's
+    # transaction is seen as decided too; the batch's pre-check spares that question where it found none. The
+    # recipient's stored keys come with it, unless this batch has them.
     known_undecided = batch is not None and req.request_id in batch.undecided and req.request_id not in batch.decided_here
-    if not known_undecided and await repo.disclosure_decided(conn, req.request_id):
+    keys_org = req.to_org if deps.directory.has(req.to_org) and (batch is None or req.to_org not in batch.keys) else None
+    state = await repo.lock_gate_state(conn, req.client_id, None if known_undecided else req.request_id, keys_of=keys_org)
+    if batch is not None and state.stored_keys is not None:
+        batch.keys[req.to_org] = sealing_key(keys_of(deps, req.to_org, state.stored_keys))
+    if state.decided:
         log.info("disclosure request already decided", extra={"request_id": str(req.request_id)})
         return
     if batch is not None:
         batch.decided_here.add(req.request_id)
     now = deps.clock.now()
-    # Locks the client's consents FOR SHARE: a withdrawal running now either committed before
-    # (and we see it) or waits until we commit (and then names this recipient in disclosed_to).
-    consents = await repo.lock_client_consents(conn, req.client_id)
-    erased = await repo.lock_client_erasure(conn, req.client_id)
-    decision = decide(consents, recipient=req.to_org, purpose=req.purpose, categories=req.categories, now=now, erased_at=erased)
+    decision = decide(
+        state.consents, recipient=req.to_org, purpose=req.purpose, categories=req.categories, now=now, erased_at=state.erased_at
+    )
     if decision.allowed and not deps.directory.has(req.to_org):
         decision = Decision(False, None, f"unknown-recipient: {req.to_org} is not an organisation of this network", ())
-    key = await _recipient_key(conn, deps, req.to_org, batch) if decision.allowed else None
+    key: PublicKey | None = None
+    if decision.allowed:
+        if batch is not None:
+            key = batch.keys[req.to_org]
+        elif state.stored_keys is not None:
+            key = sealing_key(keys_of(deps, req.to_org, state.stored_keys))
     if decision.allowed and key is None:
         decision = Decision(
             False,
@@ -172,15 +187,6 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     if not decision.allowed:
         await _block(conn, env, decision, deps, now)
     metrics.gate_decisions.labels("made" if decision.allowed else "blocked").inc()
-
-
-async def _recipient_key(conn: asyncpg.Connection, deps: Deps, org: str, batch: GateBatch | None) -> PublicKey | None:
-    """The recipient's sealing key; in a batch read once in its transaction and shared by its handlers."""
-    if batch is None:
-        return await recipient_key(conn, deps, org)
-    if org not in batch.keys:
-        batch.keys[org] = await recipient_key(conn, deps, org)
-    return batch.keys[org]
 
 
 async def _disclose(
