@@ -331,6 +331,23 @@ async def get_referral(conn: asyncpg.Connection, referral_id: uuid.UUID, *, for_
     return await conn.fetchrow(sql, referral_id)
 
 
+async def get_referral_to_answer(conn: asyncpg.Connection, referral_id: uuid.UUID) -> Row | None:
+    """The referral, locked, with what an answer needs of its client (`client_found`, `client_erased_at`,
+    `client_responsible_org`) in one round trip. Only the referral is locked, as before; the client row is not.
+
+    `client_current` is false when the referral changed while this statement waited for its lock (a case hand-over
+    moves the client and its referrals in one transaction): the row is then the new one, but the client's columns
+    are from before the wait, so the caller reads the client again (`get_client`)."""
+    return await conn.fetchrow(  # type: ignore[no-any-return]
+        """SELECT r.*, c.client_id IS NOT NULL AS client_found, c.erased_at AS client_erased_at,
+                  c.responsible_org AS client_responsible_org,
+                  r.xmin = (SELECT s.xmin FROM referrals s WHERE s.referral_id = $1) AS client_current
+             FROM referrals r LEFT JOIN clients c ON c.client_id = r.client_id
+            WHERE r.referral_id = $1 FOR UPDATE OF r""",
+        referral_id,
+    )
+
+
 _REFERRAL_COLUMNS = {
     "status",
     "accepted_at",
@@ -475,6 +492,37 @@ async def resolve_deadline(conn: asyncpg.Connection, deadline_id: uuid.UUID, at:
         deadline_id,
         at,
         resolution,
+    )
+
+
+async def resolve_open_deadlines(
+    conn: asyncpg.Connection,
+    client_id: uuid.UUID,
+    referral_id: uuid.UUID,
+    at: datetime,
+    resolution: str | None,
+    *,
+    kinds: Iterable[str] | None = None,
+) -> list[Row]:
+    """`open_deadlines` of a referral and `resolve_deadline` of those of `kinds` (all if None) in one round trip;
+    returns the resolved rows by due time. Every open deadline of the referral is locked in due-time order, as
+    `open_deadlines` does, also those left open."""
+    args: list[Any] = [client_id, referral_id, at, resolution]
+    only = ""
+    if kinds is not None:
+        args.append(list(kinds))
+        only = " AND o.kind = ANY($5::text[])"
+    return await conn.fetch(
+        f"""WITH locked AS (
+                SELECT deadline_id, kind FROM deadlines
+                 WHERE client_id = $1 AND status = 'open' AND referral_id = $2 ORDER BY due_at FOR UPDATE
+            ), done AS (
+                UPDATE deadlines d SET status = 'resolved', resolved_at = $3, resolution = $4, next_check_at = NULL
+                  FROM locked o WHERE d.deadline_id = o.deadline_id{only}
+                RETURNING d.*
+            )
+            SELECT * FROM done ORDER BY due_at""",
+        *args,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -157,6 +158,18 @@ async def settle_deadline(
     now = deps.clock.now()
     await repo.resolve_deadline(conn, row["deadline_id"], now, resolution)
     await deps.emit(conn, DeadlineResolved(**_event_fields(row), resolved_at=now, resolution=resolution), acting_org)
+
+
+async def resolve_referral_deadlines(
+    conn: asyncpg.Connection, deps: Deps, ref: Mapping[str, Any], resolution: str, *, kinds: list[DeadlineKind] | None = None
+) -> list[DeadlineResolved]:
+    """`settle_deadline` for the open deadlines of a referral (of `kinds`, or all) in one round trip; returns their
+    events, by due time, for the caller to emit in its transaction."""
+    now = deps.clock.now()
+    rows = await repo.resolve_open_deadlines(
+        conn, ref["client_id"], ref["referral_id"], now, resolution, kinds=None if kinds is None else [k.value for k in kinds]
+    )
+    return [DeadlineResolved(**_event_fields(row), resolved_at=now, resolution=resolution) for row in rows]
 
 
 # ---------------------------------------------------------------- commands

@@ -34,7 +34,7 @@ async def record_partner_answer(env: Envelope[ReferralAnswer], conn: asyncpg.Con
         raise Rejected(f"an answer from /partners/{partner} arrived on {topic}, not on {topics.partner_outbox(partner)}")
     if data.to_org != partner:
         raise Rejected(f"{partner} cannot answer in the name of {data.to_org}")
-    ref = await repo.get_referral(conn, data.referral_id, for_update=True)
+    ref = await repo.get_referral_to_answer(conn, data.referral_id)  # with what the answer needs of its client
     if ref is None:
         raise Rejected(f"unknown referral {data.referral_id}")
     if ref["client_id"] != data.client_id:

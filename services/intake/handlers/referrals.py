@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from contracts import Envelope
 from contracts.events import (
+    DeadlineResolved,
     DisclosureBlocked,
     DisclosureMade,
     DisclosureRequested,
@@ -32,7 +34,7 @@ from ..domain.commands import AcceptReferral, CompleteReferral, DeclineReferral,
 from ..domain.errors import ConsentRequired, NotFound
 from ..domain.referrals import OPEN, Action, Answer, ReferralStatus, check_actor, next_status, route_referral
 from ..views import referral_view, sealed_case_for
-from .deadlines import add_deadline, log_registered, new_deadline, settle_deadline
+from .deadlines import log_registered, new_deadline, resolve_referral_deadlines
 from .deps import Deps
 
 log = logging.getLogger(__name__)
@@ -161,8 +163,8 @@ async def apply_referral_action(
     status = next_status(ref["status"], answer.action)
     now = deps.clock.now()
     rid, cid, from_org, to_org = ref["referral_id"], ref["client_id"], ref["from_org"], ref["to_org"]
-    client = await repo.get_client(conn, cid)
-    erased = client is not None and client["erased_at"] is not None
+    found, erased_at, responsible_org = await _client_of(conn, ref)
+    erased = found and erased_at is not None
     if erased:
         # The client was erased: the referral's life cycle goes on, but free text about it is neither kept nor passed on.
         answer = replace(answer, decline_text=None, outcome=None, revoke_reason=None)
@@ -199,39 +201,55 @@ async def apply_referral_action(
     notes = {k: changes.pop(k) for k in ("decline_text", "outcome", "revoke_reason") if k in changes}
     updated = await repo.update_referral(conn, rid, changes, now)
     assert updated is not None  # locked by the caller
-    await deps.vault.update_notes(conn, cid, rid, {k: v for k, v in notes.items() if v is not None})
-    await deps.emit(conn, event, acting_org)
-    await settle_referral_deadlines(conn, deps, ref, status, acting_org)
-    if answer.action is Action.ACCEPT and answer.appointment_at and answer.appointment_at > now and client is not None and not erased:
-        await add_deadline(
-            conn,
+    await deps.vault.update_notes(conn, cid, rid, {k: v for k, v in notes.items() if v is not None})  # no statement without notes
+    events: list[EventData] = [event, *await settle_referral_deadlines(conn, deps, ref, status)]
+    appointment: dict[str, Any] | None = None
+    if answer.action is Action.ACCEPT and answer.appointment_at and answer.appointment_at > now and found and not erased:
+        assert responsible_org is not None  # a case always has a responsible organisation
+        appointment, registered = new_deadline(
             deps,
             client_id=cid,
             kind=DeadlineKind.APPOINTMENT,
             due_at=answer.appointment_at,
             last_day=None,
-            responsible_org=client["responsible_org"],
-            acting_org=acting_org,
+            responsible_org=responsible_org,
             referral_id=rid,
         )
+        await repo.insert_deadline(conn, appointment)
+        events.append(registered)
+    # The referral's event, its deadlines' resolutions and the appointment's registration, in this order (as always),
+    # in one round trip (`add_deadline` would write the registration on its own).
+    await deps.emit_all(conn, events, acting_org)
+    if appointment is not None:
+        log_registered(appointment)
     metrics.referrals.labels(status.value).inc()
     log.info("referral " + status.value, extra={"client_id": str(cid), "referral_id": str(rid), "acting_org": acting_org})
     return updated  # nothing after the update changes the referral's row
 
 
 async def settle_referral_deadlines(
-    conn: asyncpg.Connection, deps: Deps, ref: asyncpg.Record, status: ReferralStatus, acting_org: str | None
-) -> None:
-    """An answer resolves the answer deadline; a closed referral resolves every deadline attached to it."""
-    for d in await repo.open_deadlines(conn, ref["client_id"], referral_id=ref["referral_id"]):
-        if status in OPEN and d["kind"] != DeadlineKind.REFERRAL_ANSWER_DUE.value:
-            continue
-        await settle_deadline(conn, deps, d, f"referral {status.value}", acting_org)
+    conn: asyncpg.Connection, deps: Deps, ref: asyncpg.Record, status: ReferralStatus
+) -> list[DeadlineResolved]:
+    """An answer resolves the answer deadline; a closed referral resolves every deadline attached to it.
+    Returns their events for the caller to emit."""
+    kinds = [DeadlineKind.REFERRAL_ANSWER_DUE] if status in OPEN else None
+    return await resolve_referral_deadlines(conn, deps, ref, f"referral {status.value}", kinds=kinds)
+
+
+async def _client_of(conn: asyncpg.Connection, ref: asyncpg.Record) -> tuple[bool, datetime | None, str | None]:
+    """Whether the referral's client exists, when it was erased and who is responsible for it: from the row of
+    `repo.get_referral_to_answer`, or read again when the referral changed while that statement waited for its lock."""
+    if ref["client_current"]:
+        return ref["client_found"], ref["client_erased_at"], ref["client_responsible_org"]
+    client = await repo.get_client(conn, ref["client_id"])
+    if client is None:
+        return False, None, None
+    return True, client["erased_at"], client["responsible_org"]
 
 
 async def _act(deps: Deps, referral_id: uuid.UUID, answer: Answer, acting_org: str) -> dict[str, Any]:
     async with deps.db.pool.acquire() as conn, conn.transaction():
-        ref = await repo.get_referral(conn, referral_id, for_update=True)
+        ref = await repo.get_referral_to_answer(conn, referral_id)
         if ref is None or acting_org not in (ref["from_org"], ref["to_org"]):
             # Another organisation's referral does not exist for this one (a party on the wrong side gets 403 below).
             raise NotFound(f"no referral {referral_id}")
@@ -282,7 +300,7 @@ async def record_disclosure_blocked(env: Envelope[DisclosureBlocked], conn: asyn
         },
         deps.clock.now(),
     )
-    await settle_referral_deadlines(conn, deps, ref, ReferralStatus.BLOCKED, None)
+    await deps.emit_all(conn, [*await settle_referral_deadlines(conn, deps, ref, ReferralStatus.BLOCKED)], None)
     metrics.referrals.labels(ReferralStatus.BLOCKED.value).inc()
     log.warning(
         "referral blocked by the consent gate",
