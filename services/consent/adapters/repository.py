@@ -28,7 +28,7 @@ _COLUMNS = """c.consent_id, c.client_id, c.collecting_org, c.recipients, c.purpo
 # An organisation's stored keys as one JSON array each (`_key_from_json`): an array of rows would cost asyncpg a
 # type introspection per connection, JSON is a built-in type.
 _KEY_FIELDS = ("org", "kid", "use", "jwk", "source", "registered_at", "registered_by", "retired_at")
-_KEY_COLUMNS = "org, kid, use, jwk, source, registered_at, registered_by, retired_at"
+_KEY_COLUMNS = ", ".join(_KEY_FIELDS)
 
 
 _DISCLOSED_TO = """ARRAY(SELECT DISTINCT d.recipient FROM disclosures d

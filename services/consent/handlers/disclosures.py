@@ -38,10 +38,9 @@ from ..adapters import metrics
 from ..adapters import repository as repo
 from ..adapters.intake import NOT_SERVED, ClientErasedAtIntake, DisclosureQuery, Fetched, IntakeUnavailable
 from ..domain.event_ids import SOURCE, partner_referral_event_id
-from ..domain.keys import sealing_key
 from ..domain.model import Decision, decide
 from .deps import Deps
-from .sealing import fetch_and_seal, keys_of, seal_fetched
+from .sealing import fetch_and_seal, recipient_key_of, seal_fetched
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ async def prepare_gate_batch(envs: Sequence[Envelope[Any]], deps: Deps) -> GateB
         decided = await repo.decided_requests(conn, [r.request_id for r in reqs])
         consents, erased = await repo.consents_of_clients(conn, [r.client_id for r in reqs])
         stored = await repo.stored_keys_of(conn, orgs) if orgs else {}
-    has_key = {org: sealing_key(keys_of(deps, org, keys)) is not None for org, keys in stored.items()}
+    has_key = {org: recipient_key_of(deps, org, keys) is not None for org, keys in stored.items()}
     queries: dict[uuid.UUID, DisclosureQuery] = {}
     for req in reqs:
         if req.request_id in decided or req.request_id in queries or not has_key.get(req.to_org, False):
@@ -144,7 +143,7 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
     keys_org = req.to_org if deps.directory.has(req.to_org) and (batch is None or req.to_org not in batch.keys) else None
     state = await repo.lock_gate_state(conn, req.client_id, None if known_undecided else req.request_id, keys_of=keys_org)
     if batch is not None and state.stored_keys is not None:
-        batch.keys[req.to_org] = sealing_key(keys_of(deps, req.to_org, state.stored_keys))
+        batch.keys[req.to_org] = recipient_key_of(deps, req.to_org, state.stored_keys)
     if state.decided:
         log.info("disclosure request already decided", extra={"request_id": str(req.request_id)})
         return
@@ -161,7 +160,7 @@ async def gate_disclosure_request(env: Envelope[DisclosureRequested], conn: asyn
         if batch is not None:
             key = batch.keys[req.to_org]
         elif state.stored_keys is not None:
-            key = sealing_key(keys_of(deps, req.to_org, state.stored_keys))
+            key = recipient_key_of(deps, req.to_org, state.stored_keys)
     if decision.allowed and key is None:
         decision = Decision(
             False,

@@ -36,6 +36,11 @@ async def recipient_key(conn: asyncpg.Connection, deps: Deps, org: str) -> Publi
     return sealing_key(await org_keys(conn, deps, org))
 
 
+def recipient_key_of(deps: Deps, org: str, stored: Sequence[OrgKey]) -> PublicKey | None:
+    """`recipient_key` from its stored keys read already (with `repo.lock_gate_state`, or `repo.stored_keys_of`)."""
+    return sealing_key(keys_of(deps, org, stored))
+
+
 async def fetch_and_seal(
     deps: Deps,
     *,

@@ -4,6 +4,7 @@ service and the vault (personal data encrypted at rest)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,7 +54,7 @@ class Deps:
         await self.outbox.enqueue(conn, env)
         return env
 
-    async def emit_all(self, conn: asyncpg.Connection, events: list[EventData], acting_org: str | None) -> list[Envelope[Any]]:
+    async def emit_all(self, conn: asyncpg.Connection, events: Sequence[EventData], acting_org: str | None) -> list[Envelope[Any]]:
         """`emit` for several events, in this order, in one round trip."""
         envs = [new_event(data, source=SOURCE, acting_org=acting_org) for data in events]
         await self.outbox.enqueue_many(conn, envs)

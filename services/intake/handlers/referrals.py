@@ -275,14 +275,26 @@ async def revoke_referral(cmd: RevokeReferral, deps: Deps) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the consent gate's outcomes (lotse.disclosures.v1)
-async def _disclosed_referral(conn: asyncpg.Connection, env: Envelope[Any]) -> asyncpg.Record | None:
+def _outcome_referral_id(env: Envelope[Any]) -> uuid.UUID | None:
+    """The referral a disclosure outcome is about (None: not one of ours, e.g. a contact disclosure); only the
+    consent gate may send one."""
     if env.source != CONSENT_SOURCE:
         raise Rejected(f"disclosure outcomes come from {CONSENT_SOURCE}, not {env.source}")
-    if env.data.referral_id is None:
-        return None  # not about one of our referrals (e.g. a contact disclosure)
-    ref = await repo.get_referral(conn, env.data.referral_id, for_update=True)
-    if ref is not None and ref["to_org"] != env.data.recipient:
-        raise Rejected(f"referral {ref['referral_id']} goes to {ref['to_org']}, not {env.data.recipient}")
+    referral_id: uuid.UUID | None = env.data.referral_id
+    return referral_id
+
+
+def _check_recipient(ref: asyncpg.Record | None, recipient: str) -> None:
+    if ref is not None and ref["to_org"] != recipient:
+        raise Rejected(f"referral {ref['referral_id']} goes to {ref['to_org']}, not {recipient}")
+
+
+async def _disclosed_referral(conn: asyncpg.Connection, env: Envelope[Any]) -> asyncpg.Record | None:
+    referral_id = _outcome_referral_id(env)
+    if referral_id is None:
+        return None
+    ref = await repo.get_referral(conn, referral_id, for_update=True)
+    _check_recipient(ref, env.data.recipient)
     return ref
 
 
@@ -300,7 +312,7 @@ async def record_disclosure_blocked(env: Envelope[DisclosureBlocked], conn: asyn
         },
         deps.clock.now(),
     )
-    await deps.emit_all(conn, [*await settle_referral_deadlines(conn, deps, ref, ReferralStatus.BLOCKED)], None)
+    await deps.emit_all(conn, await settle_referral_deadlines(conn, deps, ref, ReferralStatus.BLOCKED), None)
     metrics.referrals.labels(ReferralStatus.BLOCKED.value).inc()
     log.warning(
         "referral blocked by the consent gate",
@@ -313,16 +325,13 @@ async def record_disclosure_blocked(env: Envelope[DisclosureBlocked], conn: asyn
 
 
 async def record_disclosure_made(env: Envelope[DisclosureMade], conn: asyncpg.Connection, deps: Deps) -> None:
-    if env.source != CONSENT_SOURCE:
-        raise Rejected(f"disclosure outcomes come from {CONSENT_SOURCE}, not {env.source}")
+    referral_id = _outcome_referral_id(env)
+    if referral_id is None:
+        return
     data = env.data
-    if data.referral_id is None:
-        return  # not about one of our referrals (e.g. a contact disclosure)
     # One statement in the usual case: no status changes here, so the row needs no lock of its own before the update.
     changed = await repo.update_referral(
-        conn, data.referral_id, {"disclosed_at": data.disclosed_at, "consent_id": data.consent_id}, deps.clock.now(), to_org=data.recipient
+        conn, referral_id, {"disclosed_at": data.disclosed_at, "consent_id": data.consent_id}, deps.clock.now(), to_org=data.recipient
     )
-    if changed is None:
-        ref = await repo.get_referral(conn, data.referral_id)
-        if ref is not None:  # a referral to someone else
-            raise Rejected(f"referral {ref['referral_id']} goes to {ref['to_org']}, not {data.recipient}")
+    if changed is None:  # no such referral, or one to someone else
+        _check_recipient(await repo.get_referral(conn, referral_id), data.recipient)
