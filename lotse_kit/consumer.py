@@ -41,7 +41,7 @@ from opentelemetry.trace import Span
 from contracts import DecodeError, Envelope, decode
 
 from . import metrics, outbox, tracing
-from .declaration import EventHandler, Prepare
+from .declaration import EventHandler, LockBatch, Prepare
 from .dlq import DeadLetterWriter
 from .kafka import KafkaConnection
 from .logging import event_context
@@ -153,6 +153,7 @@ class EventConsumer:
         dead_letters: DeadLetterWriter | None = None,
         stall_after_s: float = 60.0,
         prepare: Prepare | None = None,
+        lock: LockBatch | None = None,
         max_records: int = 100,
         batch_timeout_ms: int = 10,
         fetch_wait_ms: int = 20,
@@ -179,6 +180,7 @@ class EventConsumer:
         self.retry_max_s = retry_max_s
         self.auto_offset_reset = auto_offset_reset
         self.prepare = prepare
+        self.lock = lock
         self.max_records = max_records
         self.batch_timeout_ms = batch_timeout_ms
         self.fetch_wait_ms = fetch_wait_ms
@@ -308,6 +310,9 @@ class EventConsumer:
                         [r.offset for r, _, _ in work],
                     )
                 }
+                if self.lock is not None and len(fresh) > 1:
+                    # The rows this batch's handlers will lock, locked first in one order (declaration.LockBatch).
+                    await self.lock([env for _, env, _ in work if uuid.UUID(str(env.id)) in fresh], tx, self.deps)
                 with outbox.collecting(tx) if self.collect_outbox else contextlib.nullcontext() as collected:
                     for record, env, handler in work:
                         await self._apply_one(record, env, handler, tx, fresh, outcomes, batch_span)

@@ -35,6 +35,14 @@ EventHandler = Callable[[Envelope[Any], asyncpg.Connection, Any], Awaitable[None
 # falls back to one event at a time), and a failing prepare only costs that fallback.
 Prepare = Callable[[Sequence[Envelope[Any]], Any], Awaitable[Any]]
 
+# Optional, per subscription: called inside a batch's transaction, before its handlers, with the batch's events (those
+# with a handler, in delivery order), the transaction and the service's dependencies. It takes the row locks the
+# handlers will take, in one canonical order (e.g. `ORDER BY id FOR UPDATE`). Without it, two batches that touch the
+# same rows in different orders (two subscriptions of one service) lock them in delivery order and can deadlock:
+# PostgreSQL then aborts one after `deadlock_timeout` (1 s) and the consumer redoes it one event at a time. Locks
+# are all it may take: the handlers still read and write for themselves.
+LockBatch = Callable[[Sequence[Envelope[Any]], asyncpg.Connection, Any], Awaitable[None]]
+
 PARTNER_INBOX = "partner.{orgId}.inbox.v1"
 PARTNER_OUTBOX = "partner.{orgId}.outbox.v1"
 
@@ -70,6 +78,7 @@ class Subscription:
     custom: bool = False
     types: Mapping[str, tuple[str, ...]] | None = None  # custom subscriptions: channel -> message ids
     prepare: Prepare | None = None
+    lock: LockBatch | None = None
     # No latency goal waits on it (e-mails, bookkeeping of outcomes): its fetches may gather records longer
     # (`LOTSE_CONSUMER_BACKGROUND_FETCH_WAIT_MS`), so it takes fewer, larger batches.
     background: bool = False

@@ -127,6 +127,7 @@ class Runtime:
                 retry_base_s=self.settings.consumer_retry_base_s,
                 retry_max_s=self.settings.consumer_retry_max_s,
                 prepare=sub.prepare,
+                lock=sub.lock,
                 max_records=self.settings.consumer_max_records,
                 batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
                 fetch_wait_ms=self.settings.consumer_background_fetch_wait_ms if sub.background else self.settings.consumer_fetch_wait_ms,

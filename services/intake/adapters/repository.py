@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -380,18 +380,21 @@ async def update_referral(
     return await conn.fetchrow(f"UPDATE referrals SET updated_at = $2{sets} WHERE {where} RETURNING *", *args)
 
 
-async def open_referrals_sent_by(conn: asyncpg.Connection, client_id: uuid.UUID, org: str) -> list[Row]:
-    return await conn.fetch(
-        "SELECT * FROM referrals WHERE client_id = $1 AND from_org = $2 AND status IN ('sent', 'accepted') ORDER BY sent_at FOR UPDATE",
-        client_id,
-        org,
-    )
+async def lock_referrals(conn: asyncpg.Connection, referral_ids: Sequence[uuid.UUID]) -> None:
+    """Locks these referrals (those that exist) in referral_id order: the one order every transaction that locks
+    several referrals uses, so that two of them wait for each other instead of deadlocking."""
+    await conn.execute("SELECT FROM referrals WHERE referral_id = ANY($1::uuid[]) ORDER BY referral_id FOR UPDATE", list(referral_ids))
 
 
 async def move_open_referrals(conn: asyncpg.Connection, client_id: uuid.UUID, from_org: str, to_org: str, at: datetime) -> list[uuid.UUID]:
+    # Locked in referral_id order first (see lock_referrals), then moved.
     rows = await conn.fetch(
-        """UPDATE referrals SET from_org = $3, updated_at = $4
-            WHERE client_id = $1 AND from_org = $2 AND status IN ('sent', 'accepted') RETURNING referral_id""",
+        """WITH locked AS (
+               SELECT referral_id FROM referrals
+                WHERE client_id = $1 AND from_org = $2 AND status IN ('sent', 'accepted')
+                ORDER BY referral_id FOR UPDATE)
+           UPDATE referrals r SET from_org = $3, updated_at = $4
+             FROM locked WHERE r.referral_id = locked.referral_id RETURNING r.referral_id""",
         client_id,
         from_org,
         to_org,

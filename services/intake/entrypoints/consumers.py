@@ -11,6 +11,7 @@ from contracts.events import PARTNER_ANSWER_TYPES
 from lotse_kit.declaration import PARTNER_OUTBOX, Publication, ServiceDeclaration, Subscription
 
 from ..handlers import EVENT_HANDLERS
+from ..handlers.referrals import lock_batch_referrals
 
 DISCLOSURE_OUTCOMES = ("lotse.disclosure.blocked", "lotse.disclosure.made")
 
@@ -19,17 +20,20 @@ DECLARATION = ServiceDeclaration(
     title="Lotse intake service",
     description="Client registry, referrals, process plans and deadlines. Owns the client's personal data.",
     subscriptions=(
-        # Both background: they record outcomes; no latency goal waits on them (docs/architecture.md).
+        # Both background: they record outcomes; no latency goal waits on them (docs/architecture.md). Both lock
+        # a batch's referrals in one order first: their batches touch the same referrals and deadlocked without.
         Subscription(
             "partner-answers",
             channels=(PARTNER_OUTBOX,),
             handlers={t: EVENT_HANDLERS[t] for t in PARTNER_ANSWER_TYPES},
+            lock=lock_batch_referrals,
             background=True,
         ),
         Subscription(
             "disclosures",
             channels=(topics.DISCLOSURES,),
             handlers={t: EVENT_HANDLERS[t] for t in DISCLOSURE_OUTCOMES},
+            lock=lock_batch_referrals,
             background=True,
         ),
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -275,6 +276,14 @@ async def revoke_referral(cmd: RevokeReferral, deps: Deps) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the consent gate's outcomes (lotse.disclosures.v1)
+async def lock_batch_referrals(envs: Sequence[Envelope[Any]], conn: asyncpg.Connection, deps: Deps) -> None:
+    """The batch lock of both subscriptions (lotse_kit.declaration.LockBatch): the referrals a batch of disclosure
+    outcomes or partner answers names, locked in one order before its handlers run. The two subscriptions' batches
+    touch the same referrals in delivery order (a referral's outcome and its answer arrive close together), which
+    deadlocked before."""
+    await repo.lock_referrals(conn, sorted({rid for env in envs if (rid := getattr(env.data, "referral_id", None)) is not None}))
+
+
 def _outcome_referral_id(env: Envelope[Any]) -> uuid.UUID | None:
     """The referral a disclosure outcome is about (None: not one of ours, e.g. a contact disclosure); only the
     consent gate may send one."""
