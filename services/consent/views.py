@@ -48,12 +48,23 @@ async def list_client_consents(deps: Deps, client_id: UUID, org: str) -> list[Co
 
 
 async def check_decision(deps: Deps, *, client_id: UUID, recipient: str, purpose: Purpose, categories: Sequence[DataCategory]) -> Decision:
-    """May `recipient` receive these categories of the client's data for `purpose`, right now?"""
+    """May `recipient` receive these categories of the client's data for `purpose`, right now?
+
+    With a cached snapshot: the client's version (one primary-key lookup), and the snapshot again only if the version
+    changed. Without one (not cached yet, evicted, or the cache off): the snapshot at once, one statement; reading
+    the version first would be a second (docs/consent.md, "Decision cache")."""
+    cached = deps.cache.peek(client_id) if deps.cache is not None else None
     snap = None
-    cache = "off"
-    if deps.cache is not None:
-        snap = deps.cache.get(client_id, await _read(deps, lambda c: repo.client_version(c, client_id)))
-        cache = "hit" if snap is not None else "miss"
+    if cached is not None and await _read(deps, lambda c: repo.client_version(c, client_id)) == cached.version:
+        snap = cached  # the object peeked at: a concurrent put or eviction cannot swap it
+    if deps.cache is None:
+        cache = "off"
+    elif snap is not None:
+        deps.cache.hit(client_id)
+        cache = "hit"
+    else:
+        deps.cache.miss()
+        cache = "miss"
     if snap is None:
         snap = await _read(deps, lambda c: repo.client_snapshot(c, client_id))
         if deps.cache is not None:
@@ -74,18 +85,22 @@ class DecisionQuestion:
 
 
 async def check_decisions(deps: Deps, questions: Sequence[DecisionQuestion]) -> list[Decision]:
-    """`check_decision` for many questions, in order: the same domain rule and the same cache, with each client's
-    version (cache on) and the snapshots it lacks read in one statement each, whatever the number of questions."""
+    """`check_decision` for many questions, in order: the same domain rule and the same cache. The versions of the
+    clients with a cached snapshot in one statement, the snapshots of those without one or whose version changed in
+    one statement: one statement when every client is cached and current or none is cached, two otherwise, whatever
+    the number of questions."""
     clients = list(dict.fromkeys(q.client_id for q in questions))
+    cached = {c: snap for c in clients if deps.cache is not None and (snap := deps.cache.peek(c)) is not None}
     snaps: dict[UUID, ClientSnapshot] = {}
-    cache = "off"
-    if deps.cache is not None:
-        versions = await _read(deps, lambda c: repo.client_versions(c, clients))
-        for client_id in clients:
-            hit = deps.cache.get(client_id, versions[client_id])
-            if hit is not None:
-                snaps[client_id] = hit
+    if cached:
+        versions = await _read(deps, lambda c: repo.client_versions(c, list(cached)))
+        snaps = {c: snap for c, snap in cached.items() if versions[c] == snap.version}  # the objects peeked at
     missing = [c for c in clients if c not in snaps]
+    if deps.cache is not None:
+        for client_id in snaps:
+            deps.cache.hit(client_id)
+        for _ in missing:
+            deps.cache.miss()
     if missing:
         read = await _read(deps, lambda c: repo.client_snapshots(c, missing))
         for client_id in missing:
@@ -97,8 +112,7 @@ async def check_decisions(deps: Deps, questions: Sequence[DecisionQuestion]) -> 
     for q in questions:
         snap = snaps[q.client_id]
         d = decide(snap.consents, recipient=q.recipient, purpose=q.purpose, categories=q.categories, now=now, erased_at=snap.erased_at)
-        if deps.cache is not None:
-            cache = "miss" if q.client_id in missing else "hit"
+        cache = "off" if deps.cache is None else "miss" if q.client_id in missing else "hit"
         metrics.decisions.labels(str(d.allowed).lower(), cache).inc()
         out.append(d)
     return out

@@ -1,7 +1,8 @@
 """In-process cache of each client's consents for the decision API, validated by the client's version.
 
 An entry is used only while its version equals the version in `client_versions`,
-which is read on every request (one primary-key lookup). Every change to a
+which is read on every request that finds an entry (one primary-key lookup); a
+request that finds none reads the whole snapshot at once. Every change to a
 client's consents (grant, withdrawal, expiry, erasure) bumps that version in
 the same transaction, so no replica can answer from a snapshot older than the
 last committed change. See docs/consent.md, "Decision cache".
@@ -24,14 +25,20 @@ class DecisionCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, client_id: UUID, version: int) -> ClientSnapshot | None:
-        snap = self._entries.get(client_id)
-        if snap is None or snap.version != version:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(client_id)
+    def peek(self, client_id: UUID) -> ClientSnapshot | None:
+        """The cached snapshot, whatever its version, without counting or reordering: the caller checks its
+        version against the database and then reports `hit` or `miss`. The caller keeps this object, so a
+        concurrent `put` or eviction between the check and the answer cannot swap it."""
+        return self._entries.get(client_id)
+
+    def hit(self, client_id: UUID) -> None:
+        """The peeked snapshot's version was current and was used."""
         self.hits += 1
-        return snap
+        if client_id in self._entries:
+            self._entries.move_to_end(client_id)
+
+    def miss(self) -> None:
+        self.misses += 1
 
     def put(self, client_id: UUID, snap: ClientSnapshot) -> None:
         current = self._entries.get(client_id)

@@ -150,6 +150,7 @@ async def bump_version(conn: asyncpg.Connection, client_id: UUID, *, erased_at: 
 
 
 async def client_version(conn: asyncpg.Connection | asyncpg.Pool, client_id: UUID) -> int:
+    """The client's version (0 without a version row): a decision with a cached snapshot checks it against this."""
     return await conn.fetchval("SELECT version FROM client_versions WHERE client_id = $1", client_id) or 0
 
 
@@ -246,27 +247,52 @@ async def lock_gate_state(conn: asyncpg.Connection, client_id: UUID, request_id:
     return GateState(first["g_decided"], consents, first["g_erased_at"], keys)
 
 
-async def consents_of_clients(
-    conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[UUID]
-) -> tuple[dict[UUID, list[Consent]], dict[UUID, datetime | None]]:
-    """Unlocked: each client's consents (newest first) and when it was erased, for many clients in one statement
-    (the gate's read-only pre-check of a batch; the gate decides again under `lock_client_consents`)."""
-    rows = await conn.fetch(
-        f"""SELECT k.client_id AS k_client_id, v.erased_at AS v_erased_at, {_COLUMNS}
-              FROM unnest($1::uuid[]) AS k (client_id)
-              LEFT JOIN client_versions v ON v.client_id = k.client_id
-              LEFT JOIN consents c ON c.client_id = k.client_id
-             ORDER BY c.granted_at DESC, c.consent_id""",
-        list(dict.fromkeys(client_ids)),
-    )
+@dataclass(frozen=True)
+class GateBatchState:
+    """What the gate's batch pre-check reads, unlocked, with `gate_batch_state` in one statement."""
+
+    decided: set[UUID]  # the requests the disclosure ledger already holds a decision for
+    consents: dict[UUID, list[Consent]]  # each client's consents, newest first
+    erased: dict[UUID, datetime | None]  # when each client was erased, if so
+    stored_keys: dict[str, list[OrgKey]]  # `stored_keys` of each organisation asked for (empty list: none)
+
+
+# Per client one row per consent (one with NULLs without any), as `client_snapshots`; the decided requests and the
+# organisations' keys are InitPlans computed once, sent with the first row only.
+_GATE_BATCH_STATE = f"""SELECT CASE WHEN row_number() OVER () = 1
+                   THEN ARRAY(SELECT request_id FROM disclosures WHERE request_id = ANY($1::uuid[])) END AS g_decided,
+       CASE WHEN row_number() OVER () = 1
+                   THEN (SELECT json_agg(json_build_array({_KEY_COLUMNS}) ORDER BY registered_at DESC, kid)::text
+                           FROM org_keys WHERE org = ANY($3::text[])) END AS g_keys,
+       k.client_id AS k_client_id, v.erased_at AS v_erased_at, {_COLUMNS}
+  FROM unnest($2::uuid[]) AS k (client_id)
+  LEFT JOIN client_versions v ON v.client_id = k.client_id
+  LEFT JOIN consents c ON c.client_id = k.client_id
+ ORDER BY c.granted_at DESC, c.consent_id"""
+
+
+async def gate_batch_state(
+    conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[UUID], client_ids: list[UUID], orgs: list[str]
+) -> GateBatchState:
+    """Unlocked, for the gate's read-only pre-check of a batch (the handlers decide again under `lock_gate_state`):
+    which requests are decided, each client's consents and erasure, each organisation's stored keys; one statement
+    where it took three (the decided requests, the consents, the keys)."""
+    rows = await conn.fetch(_GATE_BATCH_STATE, list(dict.fromkeys(request_ids)), list(dict.fromkeys(client_ids)), list(dict.fromkeys(orgs)))
+    decided: set[UUID] = set()
+    stored: dict[str, list[OrgKey]] = {org: [] for org in orgs}
     consents: dict[UUID, list[Consent]] = {}
     erased: dict[UUID, datetime | None] = {}
     for r in rows:
+        if r["g_decided"] is not None:  # the first row
+            decided.update(r["g_decided"])
+            for values in json.loads(r["g_keys"] or "[]"):
+                key = _key_from_json(values)
+                stored[key.org].append(key)
         erased[r["k_client_id"]] = r["v_erased_at"]
         found = consents.setdefault(r["k_client_id"], [])
         if r["consent_id"] is not None:
             found.append(_consent(r))
-    return consents, erased
+    return GateBatchState(decided, consents, erased, stored)
 
 
 # ---------------------------------------------------------------- disclosures
@@ -317,12 +343,6 @@ async def insert_disclosure(conn: asyncpg.Connection, d: DisclosureRecord) -> bo
 
 async def disclosure_decided(conn: asyncpg.Connection, request_id: UUID) -> bool:
     return bool(await conn.fetchval("SELECT true FROM disclosures WHERE request_id = $1", request_id))
-
-
-async def decided_requests(conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[UUID]) -> set[UUID]:
-    """Which of these requests the gate has decided already."""
-    rows = await conn.fetch("SELECT request_id FROM disclosures WHERE request_id = ANY($1::uuid[])", list(dict.fromkeys(request_ids)))
-    return {r["request_id"] for r in rows}
 
 
 async def recipients_of_consent(conn: asyncpg.Connection, consent_id: UUID) -> list[str]:
@@ -454,19 +474,6 @@ async def stored_keys(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> list
         org,
     )
     return [_key(r) for r in rows]
-
-
-async def stored_keys_of(conn: asyncpg.Connection | asyncpg.Pool, orgs: list[str]) -> dict[str, list[OrgKey]]:
-    """`stored_keys` for several organisations in one statement (every one named is in the answer)."""
-    rows = await conn.fetch(
-        """SELECT org, kid, use, jwk::text AS jwk, source, registered_at, registered_by, retired_at
-             FROM org_keys WHERE org = ANY($1::text[]) ORDER BY registered_at DESC, kid""",
-        list(dict.fromkeys(orgs)),
-    )
-    out: dict[str, list[OrgKey]] = {org: [] for org in orgs}
-    for r in rows:
-        out[r["org"]].append(_key(r))
-    return out
 
 
 async def insert_key(conn: asyncpg.Connection, key: OrgKey, *, at: datetime) -> bool:

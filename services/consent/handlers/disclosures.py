@@ -85,10 +85,9 @@ async def prepare_gate_batch(envs: Sequence[Envelope[Any]], deps: Deps) -> GateB
     now = deps.clock.now()
     orgs = sorted({r.to_org for r in reqs if deps.directory.has(r.to_org)})
     async with deps.db.pool.acquire() as conn:
-        decided = await repo.decided_requests(conn, [r.request_id for r in reqs])
-        consents, erased = await repo.consents_of_clients(conn, [r.client_id for r in reqs])
-        stored = await repo.stored_keys_of(conn, orgs) if orgs else {}
-    has_key = {org: recipient_key_of(deps, org, keys) is not None for org, keys in stored.items()}
+        state = await repo.gate_batch_state(conn, [r.request_id for r in reqs], [r.client_id for r in reqs], orgs)
+    decided, consents, erased = state.decided, state.consents, state.erased
+    has_key = {org: recipient_key_of(deps, org, keys) is not None for org, keys in state.stored_keys.items()}
     queries: dict[uuid.UUID, DisclosureQuery] = {}
     for req in reqs:
         if req.request_id in decided or req.request_id in queries or not has_key.get(req.to_org, False):

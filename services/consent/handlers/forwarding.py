@@ -91,8 +91,10 @@ async def record_client_erasure(env: Envelope[Any], conn: asyncpg.Connection, de
 async def _audience(conn: asyncpg.Connection, audience: Audience, env: Envelope[Any], now: datetime) -> set[str]:
     data = env.data
     if audience is Audience.REFERRAL_SENDER:
+        if getattr(data, "from_org", None):  # intake names it on every answer; only a partner's own may leave it out
+            return {data.from_org}
         senders, _ = await repo.referral_parties(conn, data.referral_id)
-        return {data.from_org} if getattr(data, "from_org", None) else senders
+        return senders
     if audience is Audience.REFERRAL_RECIPIENT:
         _, receivers = await repo.referral_parties(conn, data.referral_id)
         return receivers

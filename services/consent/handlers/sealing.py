@@ -27,7 +27,7 @@ async def org_keys(conn: asyncpg.Connection | asyncpg.Pool, deps: Deps, org: str
 
 
 def keys_of(deps: Deps, org: str, stored: Sequence[OrgKey]) -> list[OrgKey]:
-    """`org_keys` from its stored keys read already (`repo.stored_keys_of` for a batch)."""
+    """`org_keys` from its stored keys read already (`repo.gate_batch_state` for a batch)."""
     entry = deps.directory.organisation(org)
     return merge_keys(org, entry.keys if entry is not None else [], stored)
 
@@ -37,7 +37,7 @@ async def recipient_key(conn: asyncpg.Connection, deps: Deps, org: str) -> Publi
 
 
 def recipient_key_of(deps: Deps, org: str, stored: Sequence[OrgKey]) -> PublicKey | None:
-    """`recipient_key` from its stored keys read already (with `repo.lock_gate_state`, or `repo.stored_keys_of`)."""
+    """`recipient_key` from its stored keys read already (with `repo.lock_gate_state`, or `repo.gate_batch_state`)."""
     return sealing_key(keys_of(deps, org, stored))
 
 

@@ -243,7 +243,7 @@ async def test_through_the_consumer_a_failing_prepare_or_batch_request_changes_n
         reqs.append(disclosure_request(c, categories=[ID]))
     await service.produce(topics.DISCLOSURE_REQUESTS, *reqs[:2])
     await eventually(lambda: _decided(service, [r.data.request_id for r in reqs[:2]], 2))
-    monkeypatch.setattr(repo, "decided_requests", broken)  # the prepare itself fails: the kit runs the batch without it
+    monkeypatch.setattr(repo, "gate_batch_state", broken)  # the prepare itself fails: the kit runs the batch without it
     await service.produce(topics.DISCLOSURE_REQUESTS, reqs[2])
     await eventually(lambda: _decided(service, [reqs[2].data.request_id], 1))
     assert await service.pool.fetchval("SELECT count(*) FROM disclosures WHERE outcome = 'made'") == 3
