@@ -21,6 +21,12 @@ figures are medians over the rounds with their ratio (the machine is shared and 
   `httpx.AsyncClient` against an in-process transport answering 200 at once (so only the client's side
   is measured: request building, headers, the auth flow, response handling), next to variants of the
   client's configuration and a bare `client.get`.
+- **transport**: the same calls over loopback to a minimal uvicorn app (another process, its CPU not counted)
+  on a client with httpx's default transport (httpcore, h11, anyio) and on one from `lotse_kit.http_transport.
+  service_client` (asyncio protocol, httptools; its client reads only responses with `Set-Cookie` into the
+  cookie jar), and on the kit's transport under a plain client (the transport's share alone), alternated in
+  each round; CPU of the calling process and wall time per call, on asyncio's loop and on uvloop. Not part of
+  the default run (`transport` names it).
 """
 
 import argparse
@@ -484,9 +490,84 @@ async def _bench_client(
     report(f"client: one call, CPU on the calling side ({how})", list(results.items()), next(iter(results)))
 
 
+# ------------------------------------------------------------------ transport
+async def _wall_and_cpu_per_call(fn: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await fn()
+    return (time.perf_counter() - w0) / n, (time.process_time() - c0) / n
+
+
+async def _bench_transport(rounds: int, n: int, loop_name: str) -> None:
+    from lotse_kit.auth import get_with_service_token, post_with_service_token
+    from lotse_kit.http_transport import ServiceTransport, service_client
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                async with httpx.AsyncClient() as probe:
+                    await probe.get(base + "/")
+                break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+        params = [("client_id", str(CLIENT_ID)), ("recipient", "caritas-paderborn"), ("purpose", "referral"), ("category", "identity")]
+        body = {
+            "items": [{"client_id": str(CLIENT_ID), "recipient": "caritas-paderborn", "purpose": "referral", "categories": ["identity"]}]
+        }
+
+        async def token() -> str:
+            return "eyJ.a-service-token.sig"
+
+        clients = {
+            "httpx's default transport (httpcore, h11, anyio)": httpx.AsyncClient(base_url=base, timeout=3.0),
+            "ServiceTransport, httpx's cookie jar": httpx.AsyncClient(base_url=base, timeout=3.0, transport=ServiceTransport()),
+            "ServiceTransport (service_client)": service_client(base, timeout_s=3.0),
+        }
+        variants: list[tuple[str, str, Callable[[], Awaitable[object]]]] = []
+        for cname, c in clients.items():
+            variants.append(("GET", cname, lambda c=c: get_with_service_token(c, "/v1/decisions", tokens=token, params=params)))
+            variants.append(("POST", cname, lambda c=c: post_with_service_token(c, "/v1/decisions", tokens=token, json=body)))
+        for _m, _c, fn in variants:
+            for _ in range(200):
+                await fn()
+        cpu: dict[str, dict[str, list[float]]] = {}
+        wall: dict[str, dict[str, list[float]]] = {}
+        for _ in range(rounds):
+            for method, cname, fn in variants:
+                w, c = await _wall_and_cpu_per_call(fn, n)
+                cpu.setdefault(method, {}).setdefault(cname, []).append(c)
+                wall.setdefault(method, {}).setdefault(cname, []).append(w)
+        first = next(iter(clients))
+        for method in cpu:
+            report(
+                f"transport ({loop_name}): {method} with a service token over loopback, CPU of the calling process",
+                list(cpu[method].items()),
+                first,
+            )
+            report(f"transport ({loop_name}): {method}, wall time per call (the server's part included)", list(wall[method].items()), first)
+        for c in clients.values():
+            await c.aclose()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def bench_transport(rounds: int, n: int) -> None:
+    """The client's CPU per service-to-service call with httpx's default transport and with the kit's, alternated
+    in each round, over loopback to a minimal uvicorn app in another process (its CPU not counted); on asyncio's
+    loop and on uvloop (which the services run)."""
+    import uvloop
+
+    asyncio.run(_bench_transport(rounds, n, "asyncio loop"))
+    uvloop.run(_bench_transport(rounds, n, "uvloop"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="*", choices=["logs", "http", "client", []], default=[])
+    p.add_argument("what", nargs="*", choices=["logs", "http", "client", "transport", []], default=[])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--n", type=int, default=2000, help="calls per variant and round")
     p.add_argument("--compare-rev", default="893589d", help="the git revision whose lotse_kit is 'before'")
@@ -494,6 +575,10 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="http: cProfile the working tree's GET /v1/decisions instead")
     a = p.parse_args()
     what = a.what or ["logs", "http", "client"]
+    if what == ["transport"]:  # one kit only: no revision to load
+        print(f"kit overhead, {a.rounds} rounds of {a.n} calls per variant")
+        bench_transport(a.rounds, a.n)
+        return
     revs = [(f"before ({a.compare_rev})", load_rev_kit(a.compare_rev)), ("after (working tree)", "lotse_kit")]
     print(f"kit overhead, {a.rounds} rounds of {a.n} calls per variant, before = lotse_kit at {a.compare_rev}")
     if "logs" in what:
@@ -502,6 +587,8 @@ def main() -> None:
         asyncio.run(bench_http(revs, a.rounds, a.n, a.profile))
     if "client" in what:
         asyncio.run(bench_client(revs, a.rounds, a.n, a.real))
+    if "transport" in what:
+        bench_transport(a.rounds, a.n)
 
 
 if __name__ == "__main__":

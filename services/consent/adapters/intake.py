@@ -41,6 +41,7 @@ from contracts.events import SealedContent
 from contracts.vocab import DataCategory
 from lotse_kit.auth import ServiceTokens, get_with_service_token, post_with_service_token
 from lotse_kit.errors import DomainError
+from lotse_kit.http_transport import service_client
 
 PATH = "/internal/v1/clients/{client_id}/disclosure"
 BATCH_PATH = "/internal/v1/disclosures"
@@ -90,7 +91,7 @@ class HttpIntakeDisclosures:
         transport: httpx.AsyncBaseTransport | None = None,
         tokens: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport)
+        self._client = service_client(base_url, timeout_s=timeout_s, transport=transport)
         self.tokens = tokens or ServiceTokens()
         self.calls = 0  # single requests
         self.batch_calls = 0  # batch requests

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from contracts.vocab import DataCategory, Purpose
 from lotse_kit.auth import ServiceTokens, get_with_service_token, post_with_service_token
 from lotse_kit.errors import DomainError
+from lotse_kit.http_transport import service_client
 
 from ..domain.errors import ConsentUnavailable
 
@@ -82,7 +83,8 @@ class HttpConsentDecisions:
         transport: httpx.AsyncBaseTransport | None = None,
         tokens: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport)
+        # The kit's lean transport (lotse_kit/http_transport.py) unless a test passes one.
+        self._client = service_client(base_url, timeout_s=timeout_s, transport=transport)
         self.tokens = tokens or ServiceTokens()
 
     async def _token(self) -> str:

@@ -26,6 +26,7 @@ import httpx
 
 from lotse_kit.auth import ServiceTokens, get_with_service_token, post_with_service_token
 from lotse_kit.context import ON_BEHALF_OF
+from lotse_kit.http_transport import service_client
 
 from ..domain.model import CLIENT_UNKNOWN, DO_NOT_CONTACT, NO_CONSENT
 
@@ -80,7 +81,7 @@ class IntakeContacts:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s, headers={"User-Agent": "lotse-notifications"})
+            self._client = service_client(self.base_url, timeout_s=self.timeout_s, headers={"User-Agent": "lotse-notifications"})
         return self._client
 
     async def lookup(self, client_id: str, org: str) -> ClientContact | NoContact:
