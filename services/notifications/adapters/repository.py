@@ -165,7 +165,8 @@ async def forget_client(
     )
     cancelled = await conn.fetch(
         """UPDATE notifications
-              SET status = 'permanent-failure', reason = $2, next_attempt_at = NULL, completed_at = $3::timestamptz, updated_at = now()
+              SET status = 'permanent-failure', reason = $2, next_attempt_at = NULL, leased_until = NULL, completed_at = $3::timestamptz,
+                  updated_at = now()
             WHERE client_id = $1 AND recipient_kind = 'client' AND status IN ('created', 'sending')
            RETURNING *""",
         client_id,
@@ -185,19 +186,24 @@ async def claim_due(
     pool: asyncpg.Pool | asyncpg.Connection, channel: Channel, limit: int, lease_s: float, now: datetime
 ) -> list[asyncpg.Record]:
     """Claims up to `limit` due notifications of one channel. SKIP LOCKED lets replicas claim side by side;
-    the claim pushes next_attempt_at to the lease's end, so a row whose sender died is claimed again then."""
+    the claim sets the lease's end (`leased_until`), so a row whose sender died is claimed again then.
+
+    The claim changes no indexed column: not `next_attempt_at` (the due index's key), and not `status` (indexed for
+    the status API): a row's first claim leaves it `created` with `attempts` 1, which the status API shows as `sending`
+    (NOTIFICATION_COLUMNS). So a claim is a HOT update, no index entries (migration 004). A row in flight stays in the
+    due index, and the claim passes over it until its lease ends (at most the workers' batches in flight)."""
     if limit <= 0:
         return []
     return await pool.fetch(
         """WITH due AS (
                SELECT id FROM notifications
-                WHERE channel = $1 AND status IN ('created', 'sending') AND next_attempt_at <= $4::timestamptz
+                WHERE channel = $1 AND next_attempt_at <= $4::timestamptz AND status IN ('created', 'sending')
+                  AND (leased_until IS NULL OR leased_until <= $4::timestamptz)
                 ORDER BY next_attempt_at
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED)
            UPDATE notifications n
-              SET status = 'sending', attempts = n.attempts + 1, updated_at = now(),
-                  next_attempt_at = $4::timestamptz + make_interval(secs => $3)
+              SET attempts = n.attempts + 1, updated_at = now(), leased_until = $4::timestamptz + make_interval(secs => $3)
              FROM due WHERE n.id = due.id
            RETURNING n.*""",
         channel.value,
@@ -220,9 +226,10 @@ class Finished:
 
 async def finish_attempts(conn: asyncpg.Connection, done: list[Finished]) -> set[uuid.UUID]:
     """Records a batch of attempts in one statement: every attempt goes into `delivery_attempts`, and each row still ours
-    (same attempt, still `sending`) gets its new status. Returns the ids of those rows; the others were re-claimed by
-    another worker after their lease ended, or ended meanwhile (an erasure). A row that ends for an erased client drops
-    its payload (it was kept only to send; see `forget_client`)."""
+    (same attempt, not ended) gets its new status, its lease ended. Returns the ids of those rows; the others were
+    re-claimed by another worker after their lease ended, or ended meanwhile (an erasure). A row that ends for an erased
+    client drops its payload (it was kept only to send; see `forget_client`). A retry moves `next_attempt_at` (the due
+    index's key) and a final status sets it NULL (the row leaves the due index): these updates write index entries."""
     if not done:
         return set()
     rows = await conn.fetch(
@@ -236,14 +243,14 @@ async def finish_attempts(conn: asyncpg.Connection, done: list[Finished]) -> set
                                               retry_after_s, next_attempt_at)
                SELECT id, attempts, started_at, finished_at, outcome, status_code, reason, retry_after_s, next_attempt_at FROM f)
            UPDATE notifications n
-              SET status = f.status, next_attempt_at = f.next_attempt_at, reason = f.reason,
+              SET status = f.status, next_attempt_at = f.next_attempt_at, leased_until = NULL, reason = f.reason,
                   provider_ref = COALESCE(f.provider_ref, n.provider_ref), updated_at = now(),
                   completed_at = CASE WHEN f.status IN ('created', 'sending') THEN NULL ELSE f.finished_at END,
                   payload = CASE WHEN f.status NOT IN ('created', 'sending')
                                       AND EXISTS (SELECT 1 FROM erased_clients e WHERE e.client_id = n.client_id)
                                  THEN '{}'::jsonb ELSE n.payload END
              FROM f
-            WHERE n.id = f.id AND n.attempts = f.attempts AND n.status = 'sending'
+            WHERE n.id = f.id AND n.attempts = f.attempts AND n.status IN ('created', 'sending')
            RETURNING n.id""",
         [d.row["id"] for d in done],
         [d.row["attempts"] for d in done],
@@ -442,8 +449,13 @@ async def delete_endpoint(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> N
 
 
 # ---------------------------------------------------------------- status API
-NOTIFICATION_COLUMNS = """id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, endpoint_id, channel, template,
-                          language, status, attempts, next_attempt_at, reason, created_at, updated_at, completed_at"""
+# What the status API shows is what it showed before migration 004, when the claim set `status = 'sending'` and kept
+# the lease in `next_attempt_at`: a row claimed for its first attempt (stored `created`, attempts > 0) is `sending`, and
+# while an attempt is in flight `next_attempt_at` is the lease's end (GREATEST ignores a NULL lease).
+SHOWN_STATUS = "CASE WHEN status = 'created' AND attempts > 0 THEN 'sending' ELSE status END"
+NOTIFICATION_COLUMNS = f"""id, trigger_event_id, trigger_type, client_id, recipient_kind, recipient_org, endpoint_id, channel, template,
+                          language, {SHOWN_STATUS} AS status, attempts, GREATEST(next_attempt_at, leased_until) AS next_attempt_at,
+                          reason, created_at, updated_at, completed_at"""
 
 
 async def list_notifications(
@@ -457,12 +469,18 @@ async def list_notifications(
     before: datetime | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """`visible_to` None: everything (operators); else rows addressed to or concerning that organisation."""
+    """`visible_to` None: everything (operators); else rows addressed to or concerning that organisation.
+
+    The status filter as shown (SHOWN_STATUS). Rows still to be attempted (`created`, `sending`) are the ones with a
+    `next_attempt_at`, which lets them be found by notifications_due; the failures by the (partial) notifications_status;
+    `delivered` rows, most of all, walking back by notifications_created."""
     return await pool.fetch(
         f"""SELECT {NOTIFICATION_COLUMNS} FROM notifications
              WHERE ($1::text IS NULL OR recipient_org = $1 OR $1 = ANY(concerned_orgs))
                AND ($2::uuid IS NULL OR client_id = $2)
-               AND ($3::text IS NULL OR status = $3)
+               AND ($3::text IS NULL
+                    OR ($3 NOT IN ('created', 'sending') AND status = $3)
+                    OR ($3 IN ('created', 'sending') AND next_attempt_at IS NOT NULL AND {SHOWN_STATUS} = $3))
                AND ($4::text IS NULL OR channel = $4)
                AND ($5::uuid IS NULL OR trigger_event_id = $5)
                AND ($6::timestamptz IS NULL OR created_at < $6)
