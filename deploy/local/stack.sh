@@ -18,6 +18,11 @@ KAFKA_CONTROLLER_PORT=${LOTSE_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP=${LOTSE_KAFKA_HEAP:--Xmx512m -Xms256m}
 PG_PORT=${LOTSE_PG_PORT:-5432}
 PG_SUPERUSER_PASSWORD=${LOTSE_PG_SUPERUSER_PASSWORD:-lotse}
+# PostgreSQL's defaults (128 MB of shared buffers, a checkpoint per 1 GB of WAL) are sized for a toy: under load
+# the working set (indexes of the audit log, processed_events, outboxes) fell out of the buffers, and checkpoints
+# came every minute or so, each followed by a full-page image in the WAL for every page touched again (about 17 per
+# referral, most of the WAL's bytes). Sized instead for a database that has the machine's memory to itself in part.
+PG_SETTINGS=${LOTSE_PG_SETTINGS:--c shared_buffers=1GB -c max_wal_size=4GB -c checkpoint_timeout=15min}
 UP_TIMEOUT=${LOTSE_UP_TIMEOUT:-90}
 KEYCLOAK_PORT=${LOTSE_KEYCLOAK_PORT:-8180}
 KEYCLOAK_MANAGEMENT_PORT=${LOTSE_KEYCLOAK_MANAGEMENT_PORT:-9180}
@@ -110,7 +115,7 @@ pg_up() {
     fi
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     as_postgres "$bin/pg_ctl" -D "$data" -l "$root/server.log" -w -t "$UP_TIMEOUT" \
-      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300 $PG_SETTINGS" start >/dev/null \
       || die "PostgreSQL did not start, see $root/server.log"
   fi
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t "$UP_TIMEOUT" \
