@@ -22,7 +22,7 @@ from tests.kit.test_outbox_batching import record_of
 # How long a batch's first handler waits for the other batch to have locked its own first row. The other batch
 # either does so at once (no batch lock: both hold one row, then each wants the other's) or is blocked behind this
 # batch's locks (batch lock), and then this wait runs out and the batch goes on. Not an assertion.
-MEET_S = 2.0
+MEET_S = 0.5
 
 
 async def bump(env: Envelope[Any], conn: asyncpg.Connection, deps: dict[str, Any]) -> None:

@@ -94,7 +94,7 @@ async def uvicorn_serving(app: Any, **config: Any) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     scheme = "https" if "ssl_certfile" in config else "http"
-    config.setdefault("timeout_graceful_shutdown", 1)  # handlers left waiting (/slow, /forever) do not hold up the end
+    config.setdefault("timeout_graceful_shutdown", 0.25)  # handlers left waiting (/slow, /forever) do not hold up the end
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", access_log=False, **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -197,11 +197,11 @@ async def test_a_server_closing_after_each_response_gets_a_new_connection_each_t
 
 async def test_an_idle_connection_the_server_closed_is_dropped_and_the_next_call_opens_one() -> None:
     app = App()
-    async with uvicorn_serving(app, timeout_keep_alive=1) as url, service_client(url, timeout_s=5) as client:
+    async with uvicorn_serving(app, timeout_keep_alive=0.3) as url, service_client(url, timeout_s=5) as client:
         assert (await client.get("/length")).status_code == 200
         pool = pool_of(client)
         assert len(pool.idle) == 1
-        await eventually(lambda: not pool.idle, timeout=10)  # uvicorn closed it after 1 s: seen at once
+        await eventually(lambda: not pool.idle, timeout=10)  # uvicorn closed it after 0.3 s: seen at once
         assert (await client.get("/length")).status_code == 200
     assert app.connections == 2
 
