@@ -19,6 +19,19 @@ PARAMS_CASES: list[object] = [
 ]
 
 
+class Tokens:
+    """A service's cached token, "old" until the kit invalidates it after a 401, then "new"."""
+
+    def __init__(self) -> None:
+        self.current = "old"
+
+    async def __call__(self) -> str:
+        return self.current
+
+    def invalidate(self) -> None:
+        self.current = "new"
+
+
 def recorder() -> tuple[list[httpx.Request], httpx.MockTransport]:
     seen: list[httpx.Request] = []
 
@@ -79,16 +92,6 @@ async def test_a_refused_token_is_renewed_once_with_the_remembered_url() -> None
     def handle(request: httpx.Request) -> httpx.Response:
         attempts.append(request.headers["authorization"])
         return httpx.Response(401 if request.headers["authorization"] == "Bearer old" else 200)
-
-    class Tokens:
-        def __init__(self) -> None:
-            self.current = "old"
-
-        async def __call__(self) -> str:
-            return self.current
-
-        def invalidate(self) -> None:
-            self.current = "new"
 
     async with httpx.AsyncClient(base_url="http://consent.test:8002", transport=httpx.MockTransport(handle)) as client:
         for _ in range(2):

@@ -21,6 +21,7 @@ from lotse_kit.auth import request_with_service_token
 from lotse_kit.http_transport import ServiceTransport, service_client
 from lotse_kit.tls import ensure_server_certificate
 from tests.kafka_helpers import eventually
+from tests.kit.test_http_client import Tokens
 from tests.peers import free_port
 
 Scope = dict[str, Any]
@@ -439,16 +440,6 @@ async def test_tls_verified_against_the_given_ca_and_refused_with_another(tmp_pa
 # ------------------------------------------------------------------ the kit's calls
 async def test_a_refused_service_token_is_renewed_once_over_the_transport(app_url: tuple[App, str]) -> None:
     app, url = app_url
-
-    class Tokens:
-        def __init__(self) -> None:
-            self.current = "old"
-
-        async def __call__(self) -> str:
-            return self.current
-
-        def invalidate(self) -> None:
-            self.current = "new"
 
     async with service_client(url, timeout_s=5) as client:
         for _ in range(3):
